@@ -1,0 +1,107 @@
+"""The ``grokscope`` command line: thin typer commands that parse, wire the library together and print.
+
+Heavy imports (torch, TransformerLens) happen inside the commands so ``grokscope --help`` answers at once.
+A :class:`~grokscope.errors.UserError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from grokscope import __version__
+from grokscope.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, analyze and compare grokking transformers on modular arithmetic.",
+)
+T = TypeVar("T")
+
+
+def _guard(work: Callable[[], T]) -> T:
+    """Run a command body, turning user errors into one line and exit code 2 (interrupts into 130)."""
+    try:
+        return work()
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: continue with --resume", err=True)
+        raise typer.Exit(130) from None
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"``, ``"1,3,7"`` or ``"0-3,8"`` -> a sorted list of distinct seeds."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise UserError(f"--seeds {text!r}: expected seeds like 0-4 or 1,3,7")
+        lo = int(m.group(1))
+        seeds.update(range(lo, int(m.group(2) or lo) + 1))
+    return sorted(seeds)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"grokscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, analyze and compare grokking transformers on modular arithmetic."""
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="A YAML or TOML run config, e.g. configs/quickstart.yaml.")],
+    out: Annotated[Path, typer.Option(help="Folder in which run directories are created.")] = Path("runs"),
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: --set optim.lr=3e-3 (repeatable).")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Train these seeds (0-4, 1,3,7) into <out>/<name>_seed<k>.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Delete an existing run directory and start over.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train a model (or several seeds) on a modular-arithmetic task; writes runs/<name>/ and prints where it grokked."""
+
+    def work() -> None:
+        from grokscope.config import load_config
+        from grokscope.training import describe
+        from grokscope.training import train as train_run
+
+        if resume and overwrite:
+            raise UserError("--resume and --overwrite contradict each other; pick one")
+        base = load_config(config, set_ or [])
+        jobs = (
+            [(base, out / base.name)]
+            if seeds is None
+            else [(base.with_seed(s), out / f"{base.name}_seed{s}") for s in parse_seeds(seeds)]
+        )
+        for cfg, run_dir in jobs:
+            result = train_run(cfg, run_dir, device=device, resume=resume, overwrite=overwrite, progress=not quiet)
+            s = result.summary
+            final = s["final"]
+            typer.echo(f"{run_dir}: {describe(s)}")
+            typer.echo(
+                f"  final step {final['step']}: train acc {final['train_acc']:.2%}, test acc {final['test_acc']:.2%}, "
+                f"test loss {final['test_loss']:.3g} ({s['wall_time_s']:.1f} s on {s['device']})"
+            )
+
+    _guard(work)

@@ -1,0 +1,255 @@
+"""Run configuration: pydantic models for every section, YAML/TOML loading, ``--set`` overrides.
+
+A config names everything that decides a run's result. Unknown keys are rejected, presets are resolved
+on load (so the ``config.yaml`` written beside a run has every value spelled out), and every mistake
+becomes a one-line :class:`~grokscope.errors.UserError` naming the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from grokscope.errors import UserError
+from grokscope.tasks import OPERATIONS, is_prime
+
+MetricName = Literal["train_acc", "test_acc", "val_acc", "train_loss", "test_loss", "val_loss"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Section):
+    """What the model learns: ``(a op b) mod modulus`` in a sequence format, and how the data is split."""
+
+    operation: str = "add"
+    modulus: int = Field(113, ge=2)
+    format: Literal["nanda", "power"] = "nanda"
+    loss_on: Literal["answer", "all"] = "answer"
+    train_fraction: float = Field(0.3, gt=0, lt=1)
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    input_range: int | None = Field(None, ge=1, description="restrict a, b to [0, input_range)")
+    split_seed: int | None = Field(None, description="seed of the train/test split; defaults to the run seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        op = OPERATIONS.get(self.operation)
+        if op is None:
+            raise ValueError(f"operation: unknown operation {self.operation!r} (known: {', '.join(OPERATIONS)})")
+        if op.needs_prime and not is_prime(self.modulus):
+            raise ValueError(f"modulus: {self.operation} needs a prime modulus, got {self.modulus}")
+        if self.input_range is not None and self.input_range > self.modulus:
+            raise ValueError(f"input_range: {self.input_range} exceeds the modulus {self.modulus}")
+        if self.format == "nanda" and self.loss_on == "all":
+            raise ValueError("loss_on: 'all' needs format 'power' (the nanda format has one answer position)")
+        if self.train_fraction + self.val_fraction >= 1:
+            raise ValueError("train_fraction + val_fraction must leave a test set (sum < 1)")
+        return self
+
+
+Normalization = Literal["none", "LN", "LNPre", "RMS", "RMSPre"]
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # Nanda et al. (2023): one layer, no LayerNorm, ReLU MLP.
+    "nanda": dict(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization="none"),
+    # Power et al. (2022)-style decoder for the 8-token format.
+    "power": dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization="LN"),
+}
+
+
+class ModelConfig(_Section):
+    """A HookedTransformer: a preset, any field of which can be overridden. Vocab and context come from the task."""
+
+    preset: Literal["nanda", "power"] = "nanda"
+    n_layers: int | None = Field(None, ge=1)
+    d_model: int | None = Field(None, ge=1)
+    n_heads: int | None = Field(None, ge=1)
+    d_head: int | None = Field(None, ge=1)
+    d_mlp: int | None = Field(None, ge=1)
+    act_fn: Literal["relu", "gelu", "silu", "gelu_new", "solu_ln"] | None = None
+    normalization: Normalization | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _fill_from_preset(self) -> ModelConfig:
+        for name, value in MODEL_PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        return self
+
+
+class OptimConfig(_Section):
+    """AdamW with a linear warmup and optional gradient clipping."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-8, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> OptimConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class CheckpointSchedule(_Section):
+    """Checkpoints at step 0, every ``dense_every`` steps up to ``dense_until``, then every ``every``, and at the end."""
+
+    every: int = Field(1000, ge=1)
+    dense_every: int = Field(100, ge=1)
+    dense_until: int = Field(0, ge=0)
+
+    def due(self, step: int) -> bool:
+        if step == 0 or step % self.every == 0:
+            return True
+        return step <= self.dense_until and step % self.dense_every == 0
+
+
+class EarlyStopConfig(_Section):
+    """Stop once ``metric`` has been at or past ``threshold`` for ``patience`` steps.
+
+    Accuracies must reach at least the threshold, losses at most it.
+    """
+
+    metric: MetricName = "test_acc"
+    threshold: float = 0.99
+    patience: int = Field(1000, ge=0)
+
+    def met(self, value: float) -> bool:
+        return value >= self.threshold if self.metric.endswith("_acc") else value <= self.threshold
+
+
+class TrainConfig(_Section):
+    """The loop: how long, how big a batch, how often to evaluate and save, when to stop early."""
+
+    steps: int = Field(1000, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="none = full batch")
+    eval_every: int = Field(10, ge=1)
+    loss_dtype: Literal["float32", "float64"] = "float32"
+    checkpoints: CheckpointSchedule = Field(default_factory=CheckpointSchedule)
+    early_stop: EarlyStopConfig | None = None
+
+
+class RunConfig(_Section):
+    """Everything that decides a training run. ``seed`` drives the init, batch order and (by default) the split."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = Field(0, ge=0)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _resolve_split_seed(self) -> RunConfig:
+        if self.task.split_seed is None:
+            self.task.split_seed = self.seed
+        early = self.train.early_stop
+        if early is not None and early.metric.startswith("val") and self.task.val_fraction == 0:
+            raise ValueError("train.early_stop.metric: a val_* metric needs task.val_fraction > 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_seed(self, seed: int) -> RunConfig:
+        """The same run with another seed (and the split following it unless the split seed was set apart)."""
+        data = self.to_dict()
+        if data["task"]["split_seed"] == self.seed:
+            data["task"]["split_seed"] = None
+        data["seed"] = seed
+        return RunConfig.model_validate(data)
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    where = ".".join(str(part) for part in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if e["type"] in ("value_error", "assertion_error"):
+        # Cross-field checks name the field themselves, relative to the section.
+        return f"{where + '.' if where else ''}{msg}"
+    shown = repr(e.get("input"))
+    return f"{where}: {msg} (got {shown[:60]})"
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a plain dict into a :class:`RunConfig`; errors name ``source`` and the field."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{source}: {_first_error(err)}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw config dict, in place."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-3")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part} is not a section")
+            node = child
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: cannot parse value {text!r}") from None
+    return data
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or TOML file into a dict, with one-line errors for missing or malformed files."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise UserError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {first_line}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Load a config file, apply ``--set`` overrides and resolve defaults. The name defaults to the file's stem."""
+    path = Path(path)
+    data = read_config_file(path)
+    data.setdefault("name", path.stem)
+    apply_overrides(data, list(overrides))
+    return parse_config(data, source=str(path))
+
+
+def config_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted names of the fields whose values differ, as ``field: a != b``."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]

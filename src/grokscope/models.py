@@ -1,0 +1,82 @@
+"""Build TransformerLens ``HookedTransformer`` models from a config: the only module touching TL model classes.
+
+Keeping TL behind this module means a later move to TransformerLens 4's ``TransformerBridge`` changes one file.
+Initialisation is seeded with a private RNG scope, so building a model never moves the caller's global RNG.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from grokscope.config import ModelConfig
+    from grokscope.tasks import ModularTask
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _tl():
+    """Import TransformerLens lazily (it takes seconds) and without its 3.x deprecation notice for HookedTransformer."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        import transformer_lens
+
+    return transformer_lens
+
+
+def hooked_config(cfg: ModelConfig, task: ModularTask) -> HookedTransformerConfig:
+    """The ``HookedTransformerConfig`` for a model config on a task (vocabulary and context from the task)."""
+    return _tl().HookedTransformerConfig(
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        d_mlp=cfg.d_mlp,
+        act_fn=cfg.act_fn,
+        normalization_type=None if cfg.normalization == "none" else cfg.normalization,
+        d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out,
+        n_ctx=task.n_ctx,
+        init_weights=True,
+        dtype=DTYPES[cfg.dtype],
+        device="cpu",
+        seed=None,  # TL's own seeding sets the global RNGs; we seed a private scope instead.
+    )
+
+
+def build_model(
+    cfg: ModelConfig, task: ModularTask, seed: int | None = 0, device: torch.device | str = "cpu"
+) -> HookedTransformer:
+    """A freshly initialised ``HookedTransformer``; the same seed gives the same weights on every device.
+
+    ``seed=None`` skips the seeded initialisation (for models about to receive a state dict).
+    """
+    tl_cfg = hooked_config(cfg, task)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        if seed is None:
+            model = _tl().HookedTransformer(tl_cfg, move_to_device=False)
+        else:
+            # Initialise on the CPU inside a forked RNG scope: reproducible, and the caller's RNG is untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = _tl().HookedTransformer(tl_cfg, move_to_device=False)
+    return model.to(device, print_details=False)
+
+
+def load_model(
+    cfg: ModelConfig,
+    task: ModularTask,
+    state_dict: dict[str, torch.Tensor],
+    device: torch.device | str = "cpu",
+) -> HookedTransformer:
+    """A ``HookedTransformer`` holding ``state_dict`` (TransformerLens names), in the config's dtype."""
+    model = build_model(cfg, task, seed=None)
+    model.load_state_dict(state_dict, strict=True)
+    return model.to(device, print_details=False)

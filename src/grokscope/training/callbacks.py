@@ -1,0 +1,36 @@
+"""Training callbacks: the hook points through which recorders (fingerprints, gradient norms) watch a run.
+
+``training`` never imports ``analysis``; a recorder is a :class:`Callback` the CLI or an experiment passes in.
+Every method is optional; ``step`` counts the optimizer updates done so far.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+    from grokscope.store import Run
+
+
+class Callback:
+    """Base class with no-op hooks; override the ones you need."""
+
+    def on_train_begin(self, run: Run, model: HookedTransformer, step: int) -> None:
+        """Before the first update (``step`` > 0 when resuming)."""
+
+    def on_after_backward(self, step: int, model: HookedTransformer) -> None:
+        """Gradients of the update that takes the model from ``step`` to ``step + 1`` are in ``.grad``."""
+
+    def on_step_end(self, step: int, model: HookedTransformer) -> None:
+        """After the update that brought the model to ``step``."""
+
+    def on_eval(self, step: int, model: HookedTransformer, metrics: dict[str, Any]) -> None:
+        """After the metrics at ``step`` were computed."""
+
+    def on_checkpoint(self, step: int, model: HookedTransformer) -> None:
+        """After a checkpoint and the resume state at ``step`` were written; flush recordings here."""
+
+    def on_train_end(self, run: Run, model: HookedTransformer, step: int) -> None:
+        """After the last update and the final checkpoint."""

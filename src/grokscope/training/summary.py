@@ -1,0 +1,83 @@
+"""Grokking detection: turn a run's metric rows into the ``summary.json`` numbers.
+
+Rules (all on the logged rows, so they are only as fine as ``train.eval_every``):
+
+* ``steps_to_train_acc[t]`` / ``steps_to_test_acc[t]``: first logged step with accuracy >= t.
+* memorization step M: first step with train accuracy >= ``memorize_at`` (0.99);
+  generalization step G: first step with test accuracy >= ``generalize_at`` (0.99).
+* regime: ``grokked`` when G >= ``grok_ratio`` x M (default 2) — generalization came well after memorization;
+  ``generalized_at_once`` when G came sooner; ``memorized_only`` when M exists but G does not;
+  ``not_learned`` when neither does.
+* sharpest test-loss drop: the logged step ending the interval with the steepest fall of ln(test loss) per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, Literal
+
+THRESHOLDS = (0.9, 0.95, 0.99, 0.999)
+Regime = Literal["grokked", "generalized_at_once", "memorized_only", "not_learned"]
+
+
+def first_step_at(rows: list[dict[str, Any]], key: str, threshold: float) -> int | None:
+    """The first logged step at which ``row[key] >= threshold``, or ``None``."""
+    return next((row["step"] for row in rows if row.get(key) is not None and row[key] >= threshold), None)
+
+
+def classify(memorization: int | None, generalization: int | None, grok_ratio: float = 2.0) -> Regime:
+    if generalization is None:
+        return "not_learned" if memorization is None else "memorized_only"
+    if memorization is not None and generalization >= grok_ratio * max(memorization, 1):
+        return "grokked"
+    return "generalized_at_once"
+
+
+def sharpest_test_loss_drop(rows: list[dict[str, Any]]) -> int | None:
+    best_step, best_rate = None, 0.0
+    for prev, row in itertools.pairwise(rows):
+        lo, hi = prev.get("test_loss"), row.get("test_loss")
+        if not lo or not hi or lo <= 0 or hi <= 0:
+            continue
+        rate = (math.log(lo) - math.log(hi)) / max(row["step"] - prev["step"], 1)
+        if rate > best_rate:
+            best_step, best_rate = row["step"], rate
+    return best_step
+
+
+def summarize(
+    rows: list[dict[str, Any]],
+    *,
+    memorize_at: float = 0.99,
+    generalize_at: float = 0.99,
+    grok_ratio: float = 2.0,
+) -> dict[str, Any]:
+    """The grokking summary of a run's metric rows (see the module docstring for the rules)."""
+    memorization = first_step_at(rows, "train_acc", memorize_at)
+    generalization = first_step_at(rows, "test_acc", generalize_at)
+    ratio = generalization / memorization if memorization and generalization is not None else None
+    return {
+        "steps_to_train_acc": {str(t): first_step_at(rows, "train_acc", t) for t in THRESHOLDS},
+        "steps_to_test_acc": {str(t): first_step_at(rows, "test_acc", t) for t in THRESHOLDS},
+        "memorization_step": memorization,
+        "generalization_step": generalization,
+        "generalization_ratio": ratio,
+        "regime": classify(memorization, generalization, grok_ratio),
+        "rules": {"memorize_at": memorize_at, "generalize_at": generalize_at, "grok_ratio": grok_ratio},
+        "sharpest_test_loss_drop_step": sharpest_test_loss_drop(rows),
+        "final": rows[-1] if rows else None,
+    }
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One human sentence: where the run memorized and where it generalized."""
+    m, g, regime = summary["memorization_step"], summary["generalization_step"], summary["regime"]
+    parts = [f"memorized (train acc >= 99%) at step {m}" if m is not None else "never memorized"]
+    parts.append(f"generalized (test acc >= 99%) at step {g}" if g is not None else "never generalized")
+    text = "; ".join(parts)
+    if regime == "grokked":
+        text += f" -> grokked ({summary['generalization_ratio']:.1f}x later)"
+    else:
+        text += f" -> {regime.replace('_', ' ')}"
+    return text
