@@ -71,9 +71,7 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field: --set optim.lr=3e-3 (repeatable).")
     ] = None,
-    seeds: Annotated[
-        str | None, typer.Option(help="Train these seeds (0-4, 1,3,7) into <out>/<name>_seed<k>.")
-    ] = None,
+    seeds: Annotated[str | None, typer.Option(help="Train these seeds (0-4, 1,3,7) into <out>/<name>_seed<k>.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run directory and start over.")] = False,

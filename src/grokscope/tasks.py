@@ -180,7 +180,7 @@ class ModularTask:
 
     @property
     def loss_positions(self) -> tuple[int, ...]:
-        """Positions whose logits carry loss; the labels are ``IGNORE`` everywhere else."""
+        """Positions whose logits carry loss, always contiguous; the labels are ``IGNORE`` everywhere else."""
         if self.loss_on == "all":
             return tuple(range(self.n_ctx - 1))
         return (self.answer_position,)

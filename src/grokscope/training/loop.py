@@ -62,8 +62,10 @@ def loss_fn(
     reduction: str = "mean",
 ) -> Tensor:
     """Cross-entropy over the loss positions, in ``dtype`` (float64 as Nanda et al.: tiny losses stay resolvable)."""
-    picked = logits[:, list(positions)].to(dtype)
-    return F.cross_entropy(picked.flatten(0, 1), labels[:, list(positions)].flatten(), reduction=reduction)
+    # Loss positions are contiguous (one answer, or every position but the last): a slice is a view, not a copy.
+    window = slice(positions[0], positions[-1] + 1)
+    picked = logits[:, window].to(dtype)
+    return F.cross_entropy(picked.flatten(0, 1), labels[:, window].flatten(), reduction=reduction)
 
 
 @torch.no_grad()
@@ -79,6 +81,28 @@ def evaluate(
         total_loss += loss_fn(logits, chunk.labels, positions, loss_dtype, reduction="sum").item()
         correct += (logits[:, task.answer_position].argmax(-1) == chunk.answers).sum().item()
     return total_loss / (len(data) * len(positions)), correct / len(data)
+
+
+def train_step(
+    model: HookedTransformer,
+    optimizer: torch.optim.Optimizer,
+    batch: Dataset,
+    positions: Sequence[int],
+    loss_dtype: torch.dtype,
+    grad_clip: float | None = None,
+    step: int = 0,
+    callbacks: Sequence[Callback] = (),
+) -> Tensor:
+    """One optimizer update on ``batch``; returns the loss before the update (no host sync)."""
+    loss = loss_fn(model(batch.tokens), batch.labels, positions, loss_dtype)
+    loss.backward()
+    for cb in callbacks:
+        cb.on_after_backward(step, model)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
 
 
 def batch_indices(step: int, n_train: int, batch_size: int | None, seed: int) -> Tensor | None:
@@ -223,14 +247,7 @@ def train(
             batch = train_set if index is None else train_set.subset(index.to(dev))
             for group in optimizer.param_groups:
                 group["lr"] = oc.lr * (min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else 1.0)
-            loss = loss_fn(model(batch.tokens), batch.labels, task.loss_positions, loss_dtype)
-            loss.backward()
-            for cb in callbacks:
-                cb.on_after_backward(step, model)
-            if oc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(model, optimizer, batch, task.loss_positions, loss_dtype, oc.grad_clip, step, callbacks)
             step += 1
             for cb in callbacks:
                 cb.on_step_end(step, model)
