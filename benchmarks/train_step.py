@@ -65,7 +65,7 @@ def bench(config_name: str, rounds: int, steps: int, device: torch.device) -> tu
         plain_tl_step(plain_model, plain_opt, batch.tokens, batch.answers)
 
     def ours():
-        train_step(ours_model, ours_opt, batch, task.loss_positions, loss_dtype)
+        train_step(ours_model, ours_opt, batch, task, loss_dtype)
 
     for fn in (plain, ours):  # warm up allocators and kernels
         timed(fn, 2, device)

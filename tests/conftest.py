@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from grokscope.config import RunConfig, parse_config
+
+if TYPE_CHECKING:
+    from grokscope.training import TrainResult
 
 
 def tiny_config(**sections: Any) -> RunConfig:
@@ -30,3 +34,17 @@ def tiny_config(**sections: Any) -> RunConfig:
 @pytest.fixture
 def tiny() -> RunConfig:
     return tiny_config()
+
+
+QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="session")
+def grokked_run(tmp_path_factory) -> TrainResult:
+    """The quickstart config trained to grokking once per test session (about 35 s on 2 CPU cores)."""
+    from grokscope.config import load_config
+    from grokscope.training import train
+
+    return train(
+        load_config(QUICKSTART), tmp_path_factory.mktemp("grokked") / "quickstart", device="cpu", progress=False
+    )

@@ -103,3 +103,84 @@ def train(
             )
 
     _guard(work)
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"1000,2000"`` -> ``[1000, 2000]``."""
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"--steps {text!r}: expected checkpoint steps like 1000,2000") from None
+
+
+@app.command()
+def analyze(
+    path: Annotated[Path, typer.Argument(help="A run directory or a bare checkpoints/ folder.")],
+    fourier: Annotated[bool, typer.Option("--fourier", help="Fourier spectra and key frequencies.")] = False,
+    neurons: Annotated[bool, typer.Option("--neurons", help="Neuron frequency specialization.")] = False,
+    progress: Annotated[bool, typer.Option("--progress", help="Restricted/excluded loss, Gini, weight norm.")] = False,
+    attention: Annotated[bool, typer.Option("--attention", help="Attention patterns and their Fourier terms.")] = False,
+    ablate: Annotated[bool, typer.Option("--ablate", help="Head, neuron and frequency ablations.")] = False,
+    gradients: Annotated[bool, typer.Option("--gradients", help="Gradient norms, movement and alignment.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every analysis (the default when none is named).")] = False,
+    only: Annotated[str | None, typer.Option(help="Analyses by name, comma-separated (e.g. fourier,ablation).")] = None,
+    steps: Annotated[str | None, typer.Option(help="Only these checkpoint steps, e.g. 1000,2000.")] = None,
+    every: Annotated[int | None, typer.Option(min=1, help="Only checkpoints whose step is a multiple of N.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write results (default: <run>/analysis).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    figures: Annotated[bool, typer.Option(help="Write plotly figures under analysis/figures/.")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Analyze a run's checkpoints through TransformerLens hooks; writes analysis/<name>.json, tables and figures."""
+
+    def work() -> None:
+        from grokscope.analysis.runner import ANALYSES
+        from grokscope.analysis.runner import analyze as analyze_run
+        from grokscope.store import Run
+        from grokscope.training.loop import resolve_device
+
+        flags = dict(
+            fourier=fourier,
+            neurons=neurons,
+            progress=progress,
+            attention=attention,
+            ablation=ablate,
+            gradients=gradients,
+        )
+        names = [name for name, on in flags.items() if on]
+        if only:
+            names += [n.strip() for n in only.split(",") if n.strip()]
+        if all_ or not names:
+            names = list(ANALYSES)
+        names = [n for n in ANALYSES if n in names] + [n for n in names if n not in ANALYSES]
+        if steps and every:
+            raise UserError("--steps and --every contradict each other; pick one")
+        run = Run.open(path)
+        report = analyze_run(
+            run,
+            names,
+            steps=parse_steps(steps) if steps else None,
+            every=every,
+            out_dir=out,
+            device=str(resolve_device(device)),
+            figures=figures,
+            progress=not quiet,
+        )
+        for name in names:
+            new = report.computed[name]
+            total = len(report.rows[name])
+            typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {total - len(new)} from cache")
+            latest = report.latest(name)
+            if latest is not None:
+                typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
+        folder = out or run.root / "analysis"
+        typer.echo(f"wrote {len(report.files)} file(s) under {folder}")
+
+    _guard(work)
+
+
+def describe_row(name: str, row: dict) -> str:
+    """One line of the most telling numbers of an analysis result."""
+    if "key_frequencies" in row:
+        return f"key frequencies {row['key_frequencies']}"
+    return ", ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float))[:200]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from jaxtyping import Int
+import torch.nn.functional as F
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from grokscope.errors import UserError
@@ -236,6 +237,23 @@ class ModularTask:
             positions = list(self.loss_positions)
             labels[:, positions] = tokens[:, [p + 1 for p in positions]]
         return Dataset(pairs, c, tokens, labels)
+
+    def loss(
+        self,
+        logits: Float[Tensor, "batch n_ctx d_vocab_out"],
+        labels: Int[Tensor, "batch n_ctx"],
+        dtype: torch.dtype = torch.float32,
+        reduction: str = "mean",
+    ) -> Tensor:
+        """The training objective: cross-entropy over the loss positions, computed in ``dtype``.
+
+        float64, as Nanda et al. use, keeps tiny losses resolvable late in training.
+        """
+        positions = self.loss_positions
+        # Loss positions are contiguous (one answer, or every position but the last): a slice is a view, not a copy.
+        window = slice(positions[0], positions[-1] + 1)
+        picked = logits[:, window].to(dtype)
+        return F.cross_entropy(picked.flatten(0, 1), labels[:, window].flatten(), reduction=reduction)
 
     def describe(self) -> str:
         r = f", a,b < {self.input_range}" if self.input_range else ""

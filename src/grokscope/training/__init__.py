@@ -1,6 +1,6 @@
 """Training: the compact loop (:func:`train`), callbacks for recorders, and grokking detection (:func:`summarize`)."""
 
-from grokscope.training.callbacks import Callback
+from grokscope.callbacks import Callback
 from grokscope.training.loop import TrainResult, train
 from grokscope.training.summary import describe, summarize
 

@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
 from torch import Tensor
 
+from grokscope.callbacks import Callback
 from grokscope.config import EarlyStopConfig, RunConfig, config_differences
 from grokscope.errors import UserError
 from grokscope.models import build_model, load_model
 from grokscope.store import CONFIG_FILE, Run
 from grokscope.tasks import Dataset, ModularTask, make_split
-from grokscope.training.callbacks import Callback
 from grokscope.training.progress import TrainingProgress
 from grokscope.training.summary import summarize
 
@@ -54,47 +52,32 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def loss_fn(
-    logits: Float[Tensor, "batch n_ctx d_vocab_out"],
-    labels: Int[Tensor, "batch n_ctx"],
-    positions: Sequence[int],
-    dtype: torch.dtype,
-    reduction: str = "mean",
-) -> Tensor:
-    """Cross-entropy over the loss positions, in ``dtype`` (float64 as Nanda et al.: tiny losses stay resolvable)."""
-    # Loss positions are contiguous (one answer, or every position but the last): a slice is a view, not a copy.
-    window = slice(positions[0], positions[-1] + 1)
-    picked = logits[:, window].to(dtype)
-    return F.cross_entropy(picked.flatten(0, 1), labels[:, window].flatten(), reduction=reduction)
-
-
 @torch.no_grad()
 def evaluate(
     model: HookedTransformer, data: Dataset, task: ModularTask, loss_dtype: torch.dtype
 ) -> tuple[float, float]:
     """Mean loss (as trained) and answer accuracy of ``model`` on ``data``."""
     total_loss, correct = 0.0, 0
-    positions = task.loss_positions
     for start in range(0, len(data), EVAL_CHUNK):
         chunk = data.subset(slice(start, start + EVAL_CHUNK))
         logits = model(chunk.tokens)
-        total_loss += loss_fn(logits, chunk.labels, positions, loss_dtype, reduction="sum").item()
+        total_loss += task.loss(logits, chunk.labels, loss_dtype, reduction="sum").item()
         correct += (logits[:, task.answer_position].argmax(-1) == chunk.answers).sum().item()
-    return total_loss / (len(data) * len(positions)), correct / len(data)
+    return total_loss / (len(data) * len(task.loss_positions)), correct / len(data)
 
 
 def train_step(
     model: HookedTransformer,
     optimizer: torch.optim.Optimizer,
     batch: Dataset,
-    positions: Sequence[int],
+    task: ModularTask,
     loss_dtype: torch.dtype,
     grad_clip: float | None = None,
     step: int = 0,
     callbacks: Sequence[Callback] = (),
 ) -> Tensor:
     """One optimizer update on ``batch``; returns the loss before the update (no host sync)."""
-    loss = loss_fn(model(batch.tokens), batch.labels, positions, loss_dtype)
+    loss = task.loss(model(batch.tokens), batch.labels, loss_dtype)
     loss.backward()
     for cb in callbacks:
         cb.on_after_backward(step, model)
@@ -247,7 +230,7 @@ def train(
             batch = train_set if index is None else train_set.subset(index.to(dev))
             for group in optimizer.param_groups:
                 group["lr"] = oc.lr * (min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else 1.0)
-            train_step(model, optimizer, batch, task.loss_positions, loss_dtype, oc.grad_clip, step, callbacks)
+            train_step(model, optimizer, batch, task, loss_dtype, oc.grad_clip, step, callbacks)
             step += 1
             for cb in callbacks:
                 cb.on_step_end(step, model)

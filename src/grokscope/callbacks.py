@@ -1,6 +1,7 @@
 """Training callbacks: the hook points through which recorders (fingerprints, gradient norms) watch a run.
 
-``training`` never imports ``analysis``; a recorder is a :class:`Callback` the CLI or an experiment passes in.
+This module stands apart from ``training`` and ``analysis`` so that recorders defined in ``analysis`` can subclass
+:class:`Callback` while neither package imports the other. The CLI or an experiment passes recorders to the trainer.
 Every method is optional; ``step`` counts the optimizer updates done so far.
 """
 

@@ -1,0 +1,211 @@
+"""Run analyses across a run's checkpoints, caching per checkpoint, and write JSON, CSV tables and figures.
+
+``analysis/<name>.json`` is a list with one object per analysed checkpoint (``step`` plus the result's fields).
+A checkpoint already in that file is not analysed again, so re-running on a run that has grown only analyses the
+new checkpoints. Large per-checkpoint tables go to ``analysis/<name>.<table>.csv`` with a ``step`` column, figures to
+``analysis/figures/<figure>.html`` (plotly, with its JavaScript written once beside them, so they work offline).
+
+Key frequencies flow from ``fourier`` into ``progress`` and ``ablation``; ``gradients`` is given the previously
+analysed checkpoint so it can report movement and gradient alignment between checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from grokscope.errors import UserError
+from grokscope.store import ANALYSIS_DIR, Run, atomic_write, atomic_write_text, read_json, write_json
+
+ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients")
+FIGURES_DIR = "figures"
+_USES_KEY_FREQUENCIES = ("progress", "ablation")
+
+
+def analysis_module(name: str) -> ModuleType:
+    if name not in ANALYSES:
+        raise UserError(f"unknown analysis {name!r} (known: {', '.join(ANALYSES)})")
+    return importlib.import_module(f"grokscope.analysis.{name}")
+
+
+@dataclass
+class AnalysisReport:
+    """What :func:`analyze` did: rows per analysis (all cached + new), newly analysed steps, files written."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    computed: dict[str, list[int]]
+    files: list[Path] = field(default_factory=list)
+
+    def latest(self, name: str) -> dict[str, Any] | None:
+        rows = self.rows.get(name) or []
+        return rows[-1] if rows else None
+
+
+def select_steps(available: Sequence[int], steps: Sequence[int] | None = None, every: int | None = None) -> list[int]:
+    """Checkpoint steps to analyse: the listed ones (each must exist), every ``every``-th step, or all."""
+    if not available:
+        raise UserError("no checkpoints to analyse")
+    if steps:
+        missing = sorted(set(steps) - set(available))
+        if missing:
+            raise UserError(f"--steps: no checkpoint at step {missing[0]} (have {available[0]}..{available[-1]})")
+        return sorted(set(steps))
+    if every:
+        chosen = [s for s in available if s % every == 0]
+        return sorted(set(chosen) | {available[-1]})
+    return list(available)
+
+
+def _read_rows(path: Path) -> dict[int, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    rows = read_json(path)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "step" in r for r in rows):
+        raise UserError(f"{path}: not an analysis file (expected a list of objects with a step)")
+    return {int(r["step"]): r for r in rows}
+
+
+def _write_table(path: Path, new_rows: dict[int, list[dict[str, Any]]]) -> None:
+    """Merge one table's rows for the newly analysed steps into its CSV (rows of other steps are kept)."""
+    kept: list[dict[str, Any]] = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            kept = [row for row in csv.DictReader(f) if int(row["step"]) not in new_rows]
+    rows = kept + [{"step": step, **row} for step, rows in new_rows.items() for row in rows]
+    rows.sort(key=lambda r: int(r["step"]))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_figures(name: str, rows: list[dict[str, Any]], metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Render an analysis's figures to HTML files that load plotly.js from beside them (offline)."""
+    viz = importlib.import_module(f"grokscope.viz.{name}")
+    figures_dir = out_dir / FIGURES_DIR
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, figure in viz.figures(rows, metrics).items():
+        path = figures_dir / f"{stem}.html"
+        # "directory" writes plotly.min.js once into figures/ and references it relatively: offline and small.
+        atomic_write(path, lambda tmp, fig=figure: fig.write_html(tmp, include_plotlyjs="directory", full_html=True))
+        written.append(path)
+    # write_html drops plotly.min.js beside the temporary file, i.e. in figures/ as well.
+    return written
+
+
+def analyze(
+    run: Run,
+    names: Sequence[str],
+    *,
+    steps: Sequence[int] | None = None,
+    every: int | None = None,
+    out_dir: Path | None = None,
+    device: str = "cpu",
+    figures: bool = True,
+    progress: bool = True,
+) -> AnalysisReport:
+    """Run the named analyses on the selected checkpoints of ``run``; see the module docstring for the outputs."""
+    modules = {name: analysis_module(name) for name in names}
+    out_dir = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
+    selected = select_steps(run.steps(), steps, every)
+    task, split = run.task, run.split()
+    cache = {name: _read_rows(out_dir / f"{name}.json") for name in names}
+    tables: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {name: {} for name in names}
+    computed: dict[str, list[int]] = {name: [] for name in names}
+    last = selected[-1]
+
+    def needed(step: int) -> list[str]:
+        todo = [n for n in names if step not in cache[n]]
+        # Attention heatmaps are kept for the latest analysed checkpoint only (they are p x p per head).
+        if "attention" in names and step == last and "heatmaps" not in cache["attention"].get(step, {"heatmaps": 0}):
+            todo.append("attention")
+        return list(dict.fromkeys(todo))
+
+    previous: tuple[int, Any] | None = None  # (step, model) of the previous selected checkpoint, for gradients
+    previous_gradients: dict[int, Any] = {}
+    bar = Progress(
+        TextColumn("[bold]analyze"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress
+    )
+    try:
+        with bar:
+            task_id = bar.add_task("", total=len(selected))
+            for index, step in enumerate(selected):
+                todo = needed(step)
+                if todo:
+                    model = run.load_model(step, device=device)
+                    results: dict[str, Any] = {}
+                    if "fourier" in todo:
+                        results["fourier"] = modules["fourier"].compute(model, task, split=split)
+                    key_frequencies = None
+                    if any(n in todo for n in _USES_KEY_FREQUENCIES):
+                        key_frequencies = _key_frequencies(step, model, task, results, cache)
+                    for name in todo:
+                        kwargs: dict[str, Any] = {"split": split}
+                        if name in _USES_KEY_FREQUENCIES:
+                            kwargs["key_frequencies"] = key_frequencies
+                        if name == "attention":
+                            kwargs["include_heatmaps"] = step == last
+                        if name == "gradients" and index > 0:
+                            prev_step = selected[index - 1]
+                            if previous is None or previous[0] != prev_step:
+                                previous = (prev_step, run.load_model(prev_step, device=device))
+                            kwargs["previous"] = previous[1]
+                            kwargs["previous_gradients"] = previous_gradients.get(prev_step)
+                        if name not in results:
+                            results[name] = modules[name].compute(model, task, **kwargs)
+                        result = results[name]
+                        cache[name][step] = {"step": step, **result.to_dict()}
+                        if name == "gradients":
+                            previous_gradients = {step: result.gradients}
+                        for table, rows in (result.tables() if hasattr(result, "tables") else {}).items():
+                            tables[name].setdefault(table, {})[step] = rows
+                        computed[name].append(step)
+                    previous = (step, model)
+                bar.advance(task_id)
+    finally:
+        files = _save(cache, tables, computed, out_dir)
+    rows = {name: [cache[name][s] for s in sorted(cache[name])] for name in names}
+    report = AnalysisReport(rows=rows, computed=computed, files=files)
+    if figures:
+        metrics = run.metrics()
+        for name in names:
+            if rows[name]:
+                report.files += write_figures(name, rows[name], metrics, out_dir)
+    return report
+
+
+def _key_frequencies(step: int, model, task, results: dict[str, Any], cache) -> list[int]:
+    """Key frequencies at ``step``: from this step's Fourier result, else from the Fourier cache, else computed."""
+    if "fourier" in results:
+        return list(results["fourier"].key_frequencies)
+    cached = cache.get("fourier", {}).get(step)
+    if cached is not None:
+        return list(cached["key_frequencies"])
+    return analysis_module("fourier").key_frequencies(model, task)
+
+
+def _save(cache, tables, computed, out_dir: Path) -> list[Path]:
+    """Write every analysis that gained rows: its JSON list and its tables."""
+    files = []
+    for name, steps in computed.items():
+        if not steps:
+            continue
+        path = out_dir / f"{name}.json"
+        write_json(path, [cache[name][s] for s in sorted(cache[name])])
+        files.append(path)
+        for table, by_step in tables[name].items():
+            table_path = out_dir / f"{name}.{table}.csv"
+            _write_table(table_path, by_step)
+            files.append(table_path)
+    return files

@@ -1,0 +1,1 @@
+"""Figures: plotly builders that turn analysis results into figures (no torch, no models), and the HTML report."""
