@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 quickstart: setup
 	$(BIN)/grokscope train configs/quickstart.yaml --out runs --overwrite
+	$(BIN)/grokscope analyze runs/quickstart --fourier --neurons --progress --ablate --every 100
 
 # Serial on purpose: on 2 cores, parallel test workers make every threaded torch op crawl.
 test: setup

@@ -23,12 +23,12 @@ def n_frequencies(p: int) -> int:
 def fourier_basis(p: int, dtype: torch.dtype = torch.float64) -> Float[Tensor, "p p"]:
     """Orthonormal real Fourier basis over Z_p, one basis vector per row (order in the module docstring)."""
     x = torch.arange(p, dtype=torch.float64)
-    rows = [torch.ones(p, dtype=torch.float64)]
-    for k in range(1, n_frequencies(p) + 1):
-        rows.append(torch.cos(2 * math.pi * k * x / p))
-        if 2 * k != p:
-            rows.append(torch.sin(2 * math.pi * k * x / p))
-    basis = torch.stack(rows)
+    k = torch.arange(1, n_frequencies(p) + 1, dtype=torch.float64)
+    angles = 2 * math.pi * k[:, None] * x[None, :] / p
+    waves = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).reshape(-1, p)  # cos 1, sin 1, cos 2, ...
+    if p % 2 == 0:
+        waves = waves[:-1]  # sin(pi x) vanishes on the integers
+    basis = torch.cat([torch.ones(1, p, dtype=torch.float64), waves])
     return (basis / basis.norm(dim=1, keepdim=True)).to(dtype)
 
 

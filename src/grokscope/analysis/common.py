@@ -2,12 +2,15 @@
 
 Analyses take a ``HookedTransformer`` and a :class:`~grokscope.tasks.ModularTask` and return a dataclass with
 ``to_dict()``; :func:`jsonable` turns tensors, arrays and nested dataclasses into plain JSON values.
+:func:`answer_activations` runs the grid once, computing the last layer only at the answer position, so that
+several analyses of one checkpoint can share a single forward pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +50,50 @@ def answer_logits(
     """Logits at the answer position for every row of ``data``, in chunks to bound memory."""
     parts = [model(data.tokens[i : i + chunk])[:, task.answer_position] for i in range(0, len(data), chunk)]
     return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class AnswerActivations:
+    """Last-layer activations at the answer position for every row of ``task.dataset()`` (a-major grid order)."""
+
+    resid_mid: Float[Tensor, "n d_model"]
+    post: Float[Tensor, "n d_mlp"] | None
+    logits: Float[Tensor, "n d_vocab_out"]
+
+
+@torch.no_grad()
+def answer_activations(model: HookedTransformer, task: ModularTask, chunk: int = 16_384) -> AnswerActivations:
+    """One pass over every input that keeps only the answer position after the last attention layer.
+
+    After the last attention nothing mixes positions, so dropping the others at ``hook_resid_mid`` leaves the
+    answer position's MLP and logits exact while skipping (n_ctx - 1) / n_ctx of the last MLP and unembedding.
+    """
+    layer = model.cfg.n_layers - 1
+    position = task.answer_position
+    tokens = task.dataset().tokens.to(model_device(model))
+    keep_positions = not model.cfg.parallel_attn_mlp  # parallel blocks have no resid_mid to cut at
+    captured: dict[str, list[Tensor]] = {"resid_mid": [], "post": []}
+
+    def answer_only(resid_mid: Tensor, hook: Any) -> Tensor:
+        kept = resid_mid[:, position : position + 1] if keep_positions else resid_mid
+        captured["resid_mid"].append(kept[:, -1] if keep_positions else kept[:, position])
+        return kept
+
+    def capture_post(post: Tensor, hook: Any) -> None:
+        captured["post"].append(post[:, -1] if keep_positions else post[:, position])
+
+    hooks = [(f"blocks.{layer}.hook_resid_mid", answer_only)]
+    if not model.cfg.attn_only:
+        hooks.append((f"blocks.{layer}.mlp.hook_post", capture_post))
+    logits = []
+    for start in range(0, len(tokens), chunk):
+        out = model.run_with_hooks(tokens[start : start + chunk], fwd_hooks=hooks)
+        logits.append(out[:, -1] if keep_positions else out[:, position])
+    return AnswerActivations(
+        resid_mid=torch.cat(captured["resid_mid"]),
+        post=torch.cat(captured["post"]) if captured["post"] else None,
+        logits=torch.cat(logits),
+    )
 
 
 def jsonable(value: Any) -> Any:

@@ -6,7 +6,9 @@ new checkpoints. Large per-checkpoint tables go to ``analysis/<name>.<table>.csv
 ``analysis/figures/<figure>.html`` (plotly, with its JavaScript written once beside them, so they work offline).
 
 Key frequencies flow from ``fourier`` into ``progress`` and ``ablation``; ``gradients`` is given the previously
-analysed checkpoint so it can report movement and gradient alignment between checkpoints.
+analysed checkpoint so it can report movement and gradient alignment between checkpoints. A module may name a
+costly option (``LATEST_ONLY_OPTION``: attention heatmaps, the per-frequency ablation sweep) that the runner turns
+on for the latest analysed checkpoint only.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from grokscope.analysis.common import answer_activations
 from grokscope.errors import UserError
 from grokscope.store import ANALYSIS_DIR, Run, atomic_write, atomic_write_text, read_json, write_json
 
 ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients")
 FIGURES_DIR = "figures"
 _USES_KEY_FREQUENCIES = ("progress", "ablation")
+_USES_ACTIVATIONS = ("fourier", "neurons", "progress")
 
 
 def analysis_module(name: str) -> ModuleType:
@@ -126,11 +130,13 @@ def analyze(
     last = selected[-1]
 
     def needed(step: int) -> list[str]:
-        todo = [n for n in names if step not in cache[n]]
-        # Attention heatmaps are kept for the latest analysed checkpoint only (they are p x p per head).
-        if "attention" in names and step == last and "heatmaps" not in cache["attention"].get(step, {"heatmaps": 0}):
-            todo.append("attention")
-        return list(dict.fromkeys(todo))
+        """Analyses missing at ``step``, and at the latest step those whose latest-only extras are missing."""
+        latest_only = {n: getattr(m, "LATEST_ONLY_KEY", None) for n, m in modules.items()}
+        return [
+            n
+            for n in names
+            if step not in cache[n] or (step == last and latest_only[n] and not cache[n][step].get(latest_only[n]))
+        ]
 
     previous: tuple[int, Any] | None = None  # (step, model) of the previous selected checkpoint, for gradients
     previous_gradients: dict[int, Any] = {}
@@ -144,18 +150,27 @@ def analyze(
                 todo = needed(step)
                 if todo:
                     model = run.load_model(step, device=device)
+                    # One answer-position forward pass serves every analysis of this checkpoint that reads it.
+                    shared = {}
+                    if any(n in todo for n in _USES_ACTIVATIONS) or (
+                        any(n in todo for n in _USES_KEY_FREQUENCIES) and step not in cache.get("fourier", {})
+                    ):
+                        shared["activations"] = answer_activations(model, task)
                     results: dict[str, Any] = {}
                     if "fourier" in todo:
-                        results["fourier"] = modules["fourier"].compute(model, task, split=split)
+                        results["fourier"] = modules["fourier"].compute(model, task, split=split, **shared)
                     key_frequencies = None
                     if any(n in todo for n in _USES_KEY_FREQUENCIES):
-                        key_frequencies = _key_frequencies(step, model, task, results, cache)
+                        key_frequencies = _key_frequencies(step, model, task, results, cache, shared)
                     for name in todo:
                         kwargs: dict[str, Any] = {"split": split}
+                        if name in _USES_ACTIVATIONS:
+                            kwargs.update(shared)
                         if name in _USES_KEY_FREQUENCIES:
                             kwargs["key_frequencies"] = key_frequencies
-                        if name == "attention":
-                            kwargs["include_heatmaps"] = step == last
+                        if hasattr(modules[name], "LATEST_ONLY_OPTION"):
+                            # Costly extras (attention heatmaps, the per-frequency ablation sweep) for the latest only.
+                            kwargs[modules[name].LATEST_ONLY_OPTION] = step == last
                         if name == "gradients" and index > 0:
                             prev_step = selected[index - 1]
                             if previous is None or previous[0] != prev_step:
@@ -185,14 +200,14 @@ def analyze(
     return report
 
 
-def _key_frequencies(step: int, model, task, results: dict[str, Any], cache) -> list[int]:
+def _key_frequencies(step: int, model, task, results: dict[str, Any], cache, shared: dict[str, Any]) -> list[int]:
     """Key frequencies at ``step``: from this step's Fourier result, else from the Fourier cache, else computed."""
     if "fourier" in results:
         return list(results["fourier"].key_frequencies)
     cached = cache.get("fourier", {}).get(step)
     if cached is not None:
         return list(cached["key_frequencies"])
-    return analysis_module("fourier").key_frequencies(model, task)
+    return analysis_module("fourier").key_frequencies(model, task, **shared)
 
 
 def _save(cache, tables, computed, out_dir: Path) -> list[Path]:

@@ -1,0 +1,258 @@
+"""Which frequency each MLP neuron computes: 2-D Fourier transforms of neuron activations over the (a, b) grid.
+
+A neuron's activation at the answer position, over every input, is a p x p table indexed ``[a, b]``. Its 2-D
+transform ``F = B A B^T`` splits the table's variance into Fourier cells; the fraction of variance explained (FVE)
+by frequency k is the energy in k's cells (:func:`~grokscope.analysis.basis.frequency_cells`) over all non-constant
+energy. Grokked modular-addition models have neurons that specialize on one key frequency each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from grokscope.analysis import basis
+from grokscope.analysis.common import AnswerActivations, grid_inputs, jsonable, model_device, require_grid
+from grokscope.errors import UserError
+from grokscope.tasks import ModularTask, Split
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+NAME = "neurons"
+CLUSTER_THRESHOLD = 0.85
+
+# A neuron whose non-constant energy is below this fraction of its total energy is constant over the grid (dead).
+_DEAD_TOLERANCE = 1e-12
+
+
+@dataclass
+class NeuronsResult:
+    """Per-neuron frequency specialization of one MLP layer.
+
+    ``fve[k-1, n]`` is the fraction of neuron n's variance explained by frequency k; dead (constant) neurons
+    have FVE 0 everywhere and ``dominant_frequency`` 0. Means and fractions are over live neurons.
+    """
+
+    layer: int
+    cluster_threshold: float
+    fve: Float[Tensor, "n_freq d_mlp"]
+    dominant_frequency: Int[Tensor, " d_mlp"]
+    max_fve: Float[Tensor, " d_mlp"]
+    dead: Bool[Tensor, " d_mlp"]
+    embed_unembed_product: Float[Tensor, " n_freq"]
+
+    @property
+    def clustered(self) -> Bool[Tensor, " d_mlp"]:
+        return self.max_fve >= self.cluster_threshold
+
+    @property
+    def n_frequencies(self) -> int:
+        return self.fve.shape[0]
+
+    def _counts(self, mask: Bool[Tensor, " d_mlp"]) -> Int[Tensor, " n_freq"]:
+        """Neurons in ``mask`` per dominant frequency (index k-1)."""
+        counts = torch.bincount(self.dominant_frequency[mask], minlength=self.n_frequencies + 1)
+        return counts[1:]
+
+    @property
+    def cluster_sizes(self) -> Int[Tensor, " n_freq"]:
+        """Neurons whose FVE for frequency k is at least ``cluster_threshold`` (a neuron joins at most one)."""
+        return self._counts(self.clustered & ~self.dead)
+
+    @property
+    def dominant_counts(self) -> Int[Tensor, " n_freq"]:
+        """Live neurons whose largest FVE is at frequency k, however small."""
+        return self._counts(~self.dead)
+
+    def clusters(self) -> dict[int, list[int]]:
+        """Frequency -> indices of the neurons clustered on it, for the frequencies that have any."""
+        members = (self.clustered & ~self.dead).nonzero().squeeze(1)
+        freqs = self.dominant_frequency[members]
+        return {int(k): members[freqs == k].tolist() for k in freqs.unique()}
+
+    def summary(self) -> dict[str, float | int]:
+        live = ~self.dead
+        n_live = int(live.sum())
+        clustered = self.clustered & live
+        return {
+            "n_neurons": int(self.dead.numel()),
+            "n_dead": int(self.dead.sum()),
+            "mean_max_fve": float(self.max_fve[live].mean()) if n_live else 0.0,
+            "n_above_half": int((self.max_fve > 0.5).sum()),
+            "n_clustered": int(clustered.sum()),
+            "fraction_clustered": float(clustered.sum()) / n_live if n_live else 0.0,
+            "n_cluster_frequencies": int(self.dominant_frequency[clustered].unique().numel()),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(
+            {
+                "layer": self.layer,
+                "cluster_threshold": self.cluster_threshold,
+                **self.summary(),
+                "cluster_sizes": self.cluster_sizes,
+                "dominant_counts": self.dominant_counts,
+                "embed_unembed_product": self.embed_unembed_product,
+            }
+        )
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """One row per neuron: its dominant frequency (0 when dead), that frequency's FVE, and flags."""
+        columns = {
+            "neuron": torch.arange(self.dead.numel()).tolist(),
+            "dominant_frequency": self.dominant_frequency.tolist(),
+            "max_fve": self.max_fve.tolist(),
+            "clustered": (self.clustered & ~self.dead).tolist(),
+            "dead": self.dead.tolist(),
+        }
+        return {"neurons": [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]}
+
+
+def resolve_layer(model: HookedTransformer, layer: int | None) -> int:
+    """``layer`` as a non-negative index (default: the last layer), after checking the model has that MLP."""
+    n_layers = model.cfg.n_layers
+    if model.cfg.attn_only:
+        raise UserError(f"{NAME}: the model is attention-only and has no MLP neurons")
+    index = n_layers - 1 if layer is None else layer
+    if not -n_layers <= index < n_layers:
+        raise UserError(f"{NAME}: layer must be in [0, {n_layers}), got {layer}")
+    return index % n_layers
+
+
+class _Captured(Exception):
+    """Raised by the capturing hook: nothing after the neurons is needed, so the forward pass ends there."""
+
+
+@torch.no_grad()
+def neuron_activations(
+    model: HookedTransformer, task: ModularTask, layer: int | None = None, chunk: int = 16_384
+) -> Float[Tensor, "p p d_mlp"]:
+    """MLP post-activations at the answer position for every (a, b), indexed ``[a, b, neuron]``, in the model's dtype."""
+    p = require_grid(task, NAME)
+    index = resolve_layer(model, layer)
+    tokens = grid_inputs(task, model_device(model)).tokens
+    position = task.answer_position
+    parts: list[Tensor] = []
+
+    def answer_only(resid_mid: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
+        # The MLP acts on each position alone, so dropping the other positions after attention leaves the answer
+        # position's neurons unchanged and skips the MLP work for the rest.
+        return resid_mid[:, position : position + 1]
+
+    def capture(post: Float[Tensor, "batch pos d_mlp"], hook: Any) -> None:
+        parts.append(post[:, -1])
+        raise _Captured
+
+    hooks = [(f"blocks.{index}.mlp.hook_post", capture)]
+    if not model.cfg.parallel_attn_mlp:  # parallel blocks have no resid_mid: run every position
+        hooks.insert(0, (f"blocks.{index}.hook_resid_mid", answer_only))
+    for start in range(0, len(tokens), chunk):
+        with contextlib.suppress(_Captured):  # run_with_hooks removes its hooks however the pass ends
+            model.run_with_hooks(tokens[start : start + chunk], fwd_hooks=hooks)
+    return torch.cat(parts).reshape(p, p, -1)
+
+
+def fourier_2d(acts: Float[Tensor, "p p n"]) -> Float[Tensor, "p p n"]:
+    """``F[i, j, n] = (B A_n B^T)[i, j]``: basis row i over a, basis row j over b (orthonormal, so energy-preserving)."""
+    p = acts.shape[0]
+    fb = basis.fourier_basis(p, acts.dtype).to(acts.device)
+    # Two plain matmuls, transforming over a and then over b, run faster than a three-operand einsum.
+    over_a = (fb @ acts.reshape(p, -1)).reshape(p, p, -1)
+    over_b = fb @ over_a.transpose(0, 1).reshape(p, -1)
+    return over_b.reshape(p, p, -1).transpose(0, 1)
+
+
+def fve_from_activations(acts: Float[Tensor, "p p n"], chunk: int = 128) -> Float[Tensor, "n_freq n"]:
+    """Fraction of each neuron's variance explained by each frequency (float64); 0 for neurons constant over the grid.
+
+    The denominator is all energy but the constant cell (0, 0), so cross terms between two different frequencies
+    count as unexplained and a neuron's FVEs sum to at most 1. ``chunk`` neurons are transformed at a time.
+    """
+    return _fve_and_live(acts, chunk)[0]
+
+
+def _fve_and_live(
+    acts: Float[Tensor, "p p n"], chunk: int = 128
+) -> tuple[Float[Tensor, "n_freq n"], Bool[Tensor, " n"]]:
+    # Chunks of neurons keep the float64 temporaries small: faster (cache, no fresh pages) and bounded in memory.
+    parts = [_fve_and_live_chunk(acts[..., i : i + chunk].to(torch.float64)) for i in range(0, acts.shape[-1], chunk)]
+    return torch.cat([fve for fve, _ in parts], dim=1), torch.cat([live for _, live in parts])
+
+
+def _fve_and_live_chunk(acts: Float[Tensor, "p p n"]) -> tuple[Float[Tensor, "n_freq n"], Bool[Tensor, " n"]]:
+    p = acts.shape[0]
+    energy = fourier_2d(acts).pow(2).reshape(p * p, -1)
+    # Each cell's frequency, 0 where it has none; the cells are disjoint, so index_add sums each frequency's
+    # energy in one pass instead of a mostly-zero [n_freq, p^2] matmul.
+    cells = basis.frequency_cells(p)
+    cell_frequency = (cells * torch.arange(1, cells.shape[0] + 1)[:, None, None]).sum(0).flatten()
+    per_frequency = energy.new_zeros(cells.shape[0] + 1, energy.shape[1])
+    per_frequency.index_add_(0, cell_frequency.to(energy.device), energy)
+    total = energy.sum(0)
+    variance = total - energy[0]  # row 0 is the constant cell (0, 0)
+    live = variance > _DEAD_TOLERANCE * total
+    return torch.where(live, per_frequency[1:] / variance.where(live, 1.0), 0.0), live
+
+
+def spectrum_norms(functions: Float[Tensor, "p ..."]) -> Float[Tensor, "n_freq ..."]:
+    """Norm per frequency of each function on Z_p stacked along dim 0 (the constant left out)."""
+    fb = basis.fourier_basis(functions.shape[0], functions.dtype).to(functions.device)
+    return basis.frequency_norms(torch.tensordot(fb, functions, dims=1))
+
+
+@torch.no_grad()
+def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
+    """``sum_d |W_E[:p, d]|_k * |W_U[d, :p]|_k``: how much each residual dimension both reads and writes frequency k.
+
+    ``|.|_k`` is the norm of the frequency-k coefficients in the orthonormal real basis (the DFT magnitude up to a
+    constant). Some studies report this per-dimension product as a frequency spectrum; it looks at weights only
+    and is NOT the neuron FVE, which measures what the MLP neurons actually compute.
+    """
+    p = task.modulus
+    embed = spectrum_norms(model.W_E[:p].to(torch.float64))
+    unembed = spectrum_norms(model.W_U[:, :p].T.to(torch.float64))
+    return (embed * unembed).sum(1)
+
+
+@torch.no_grad()
+def compute(
+    model: HookedTransformer,
+    task: ModularTask,
+    *,
+    split: Split | None = None,
+    layer: int | None = None,
+    cluster_threshold: float = CLUSTER_THRESHOLD,
+    activations: AnswerActivations | None = None,
+) -> NeuronsResult:
+    """Neuron frequency specialization of MLP ``layer`` (default: the last) over the full input grid.
+
+    A neuron is clustered on frequency k when its FVE for k is at least ``cluster_threshold``; ``split`` is
+    unused (every (a, b) is needed for the transform). ``activations`` (from :func:`common.answer_activations`)
+    saves the forward pass when another analysis of this checkpoint already ran it.
+    """
+    if not 0.5 < cluster_threshold <= 1:
+        # Above 0.5 a neuron can only cluster on one frequency, since its FVEs sum to at most 1.
+        raise UserError(f"{NAME}: cluster_threshold must be in (0.5, 1], got {cluster_threshold}")
+    index = resolve_layer(model, layer)
+    if activations is not None and activations.post is not None and index == model.cfg.n_layers - 1:
+        acts = activations.post.reshape(task.modulus, task.modulus, -1)
+    else:
+        acts = neuron_activations(model, task, index)
+    fve, live = _fve_and_live(acts)
+    max_fve, argmax = fve.max(0)
+    dead = ~live
+    return NeuronsResult(
+        layer=index,
+        cluster_threshold=cluster_threshold,
+        fve=fve.cpu(),
+        dominant_frequency=torch.where(dead, 0, argmax + 1).cpu(),
+        max_fve=max_fve.cpu(),
+        dead=dead.cpu(),
+        embed_unembed_product=embed_unembed_spectrum(model, task).cpu(),
+    )

@@ -1,0 +1,55 @@
+"""Figures of neuron frequency specialization over training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+
+def _frequencies(rows: list[dict[str, Any]]) -> go.Figure:
+    """Live neurons per dominant frequency (rows) at each checkpoint (columns)."""
+    n_freq = len(rows[-1]["dominant_counts"])
+    figure = go.Figure(
+        go.Heatmap(
+            z=[list(column) for column in zip(*(r["dominant_counts"] for r in rows), strict=True)],
+            x=[r["step"] for r in rows],
+            y=list(range(1, n_freq + 1)),
+            colorscale="Viridis",
+            colorbar={"title": "neurons"},
+            hovertemplate="step %{x}, frequency %{y}: %{z} neurons<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Neurons per dominant frequency over training", xaxis_title="step", yaxis_title="frequency"
+    )
+    return figure
+
+
+def _specialization(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> go.Figure:
+    """Mean largest FVE and fraction of neurons clustered on one frequency, with test accuracy for context."""
+    steps = [r["step"] for r in rows]
+    threshold = rows[-1]["cluster_threshold"]
+    figure = go.Figure()
+    figure.add_scatter(x=steps, y=[r["mean_max_fve"] for r in rows], name="mean of each neuron's largest FVE")
+    figure.add_scatter(x=steps, y=[r["fraction_clustered"] for r in rows], name=f"fraction with FVE ≥ {threshold}")
+    if metrics:
+        figure.add_scatter(
+            x=[m["step"] for m in metrics],
+            y=[m.get("test_acc") for m in metrics],
+            name="test accuracy",
+            line={"color": "black", "dash": "dot"},
+        )
+    figure.update_layout(
+        title="Neuron frequency specialization over training (live neurons)",
+        xaxis_title="step",
+        yaxis={"title": "fraction", "range": [0, 1.02]},
+    )
+    return figure
+
+
+def figures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[str, go.Figure]:
+    """``neuron_frequencies`` and ``neuron_specialization``, both over training."""
+    if not rows:
+        return {}
+    return {"neuron_frequencies": _frequencies(rows), "neuron_specialization": _specialization(rows, metrics)}

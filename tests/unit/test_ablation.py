@@ -1,0 +1,218 @@
+"""Ablations with known answers: empty and inert ablations change nothing, planted frequencies vanish when ablated."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from grokscope.analysis import ablation, basis
+from grokscope.analysis.ablation import Ablation
+from grokscope.analysis.common import answer_logits, grid_inputs
+from grokscope.errors import UserError
+from grokscope.models import build_model
+from grokscope.tasks import ModularTask, make_split
+from grokscope.viz import ablation as ablation_viz
+
+
+def tiny_model(**task):
+    cfg = tiny_config(model={"dtype": "float64"}, task=task)
+    task_ = ModularTask.from_config(cfg.task)
+    return build_model(cfg.model, task_, seed=0), task_
+
+
+def clean_logits(model, task):
+    return answer_logits(model, task, grid_inputs(task))
+
+
+def plant_embedding(model, task, strengths: dict[int, float]) -> None:
+    """Number-token embeddings made of the given frequencies only, each with random directions of that norm scale."""
+    p = task.modulus
+    fourier = basis.fourier_basis(p)
+    coefficients = torch.zeros(p, model.cfg.d_model, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    for k, strength in strengths.items():
+        rows = basis.basis_frequencies(p) == k
+        coefficients[rows] = strength * torch.randn(int(rows.sum()), model.cfg.d_model, generator=generator).double()
+    with torch.no_grad():
+        model.W_E[:p] = fourier.T @ coefficients
+
+
+# Specs -------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "spec"),
+    [
+        ("head:0.1:mean", Ablation("head", (1,), "mean", layer=0)),
+        ("head:1:zero", Ablation("head", (1,), "zero")),
+        ("neurons:0.0-3,9:resample:7", Ablation("neurons", (0, 1, 2, 3, 9), "resample", seed=7)),
+        ("embed_frequencies:3,7:zero", Ablation("embed_frequencies", (3, 7), "zero")),
+        ("embed_frequencies::zero", Ablation("embed_frequencies", (), "zero")),
+        ("position:2:mean", Ablation("position", (2,), "mean")),
+    ],
+)
+def test_parse_and_label_round_trip(text, spec):
+    assert Ablation.parse(text) == spec
+    assert Ablation.parse(spec.label) == spec
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "head:0.1",
+        "heads:0.1:mean",
+        "head:0.x:mean",
+        "head:0.1:average",
+        "head:5-3:zero",
+        "position:1.2:zero",
+        "a:b:c:d:e",
+    ],
+)
+def test_bad_specs_raise_one_line(text):
+    with pytest.raises(UserError) as error:
+        Ablation.parse(text)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        Ablation("head", (2,), "zero"),
+        Ablation("head", (0,), "zero", layer=1),
+        Ablation("neurons", (64,), "zero"),
+        Ablation("embed_frequencies", (0,), "zero"),
+        Ablation("embed_frequencies", (7,), "zero"),
+        Ablation("position", (3,), "zero"),
+    ],
+)
+def test_targets_outside_the_model_are_user_errors(spec):
+    model, task = tiny_model()
+    with pytest.raises(UserError, match="out of range"):
+        ablation.ablated_logits(model, task, spec)
+
+
+def test_neuron_frequencies_need_the_full_grid():
+    model, task = tiny_model(operation="div")
+    with pytest.raises(UserError, match="every"):
+        ablation.ablated_logits(model, task, Ablation("neuron_frequencies", (1,), "zero"))
+
+
+# Known answers -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec",
+    [
+        Ablation("neurons", (), "mean"),
+        Ablation("neurons", (), "resample"),
+        Ablation("head", (), "zero"),
+        Ablation("embed_frequencies", (), "zero"),
+        Ablation("embed_frequencies", (), "resample"),
+        Ablation("neuron_frequencies", (), "zero"),
+        Ablation("neuron_frequencies", (), "resample"),
+        Ablation("position", (), "zero"),
+    ],
+)
+def test_ablating_nothing_changes_nothing(spec):
+    model, task = tiny_model()
+    assert torch.allclose(ablation.ablated_logits(model, task, spec), clean_logits(model, task), rtol=0, atol=1e-12)
+
+
+def test_ablating_nothing_leaves_the_scores():
+    model, task = tiny_model()
+    split = make_split(task.n_pairs, 0.5)
+    specs = [Ablation("neurons", (), "zero"), Ablation("neuron_frequencies", (), "zero")]
+    result = ablation.compute(model, task, split=split, specs=specs).to_dict()
+    for row in result["ablations"]:
+        assert row["delta_train_loss"] == pytest.approx(0.0, abs=1e-12)
+        assert row["delta_test_loss"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_head_without_output_is_inert_and_a_live_head_is_not():
+    model, task = tiny_model()
+    with torch.no_grad():
+        model.blocks[0].attn.W_O[0] = 0.0  # model.W_O is a stacked copy
+    clean = clean_logits(model, task)
+    for method in ("zero", "mean", "resample"):
+        ablated = ablation.ablated_logits(model, task, Ablation("head", (0,), method))
+        assert torch.allclose(ablated, clean, rtol=0, atol=1e-12)
+    result = ablation.compute(model, task, split=make_split(task.n_pairs, 0.5), specs=[Ablation("head", (1,), "zero")])
+    assert abs(result.to_dict()["ablations"][0]["delta_test_loss"]) > 1e-6
+
+
+def test_ablating_the_planted_frequencies_erases_the_operands():
+    model, task = tiny_model(modulus=17)
+    plant_embedding(model, task, {3: 1.0, 7: 0.5})
+    p = task.modulus
+    remaining = model.W_E[:p].double() - ablation.embedding_frequency_part(model.W_E[:p], (3, 7))
+    assert torch.allclose(remaining, remaining[:1].expand_as(remaining), atol=1e-12)
+
+    erased = ablation.ablated_logits(model, task, Ablation("embed_frequencies", (3, 7), "zero"))
+    assert torch.allclose(erased, erased[:1].expand_as(erased), atol=1e-10)
+    # Over the full grid a Fourier component averages to zero: the mean ablation is the zero ablation.
+    averaged = ablation.ablated_logits(model, task, Ablation("embed_frequencies", (3, 7), "mean"))
+    assert torch.allclose(averaged, erased, atol=1e-10)
+    assert not torch.allclose(erased, clean_logits(model, task), atol=1e-3)
+
+    untouched = ablation.ablated_logits(model, task, Ablation("embed_frequencies", (5,), "zero"))
+    assert torch.allclose(untouched, clean_logits(model, task), rtol=0, atol=1e-12)
+
+
+def test_table_frequency_part_picks_its_cells():
+    p = 13
+    w = 2 * math.pi * torch.arange(p, dtype=torch.float64) / p
+    a, b = w[:, None], w[None, :]
+    linear_3, product_5 = torch.cos(3 * a).expand(p, p), torch.cos(5 * (a + b))
+    tables = torch.stack([linear_3 + product_5, product_5 + 2.0], dim=-1)
+    assert torch.allclose(ablation.table_frequency_part(tables, (3,))[..., 0], linear_3, atol=1e-12)
+    assert torch.allclose(ablation.table_frequency_part(tables, (5,))[..., 1], product_5, atol=1e-12)
+    assert torch.allclose(ablation.table_frequency_part(tables, (4,)), torch.zeros(p, p, 2, dtype=torch.float64))
+
+
+def test_an_input_independent_position_is_unchanged_by_mean_and_resample():
+    # '=' is the same token at the same position in every input: its mean and any resample equal it.
+    model, task = tiny_model()
+    for method in ("mean", "resample"):
+        ablated = ablation.ablated_logits(model, task, Ablation("position", (2,), method))
+        assert torch.allclose(ablated, clean_logits(model, task), rtol=0, atol=1e-12)
+
+
+def test_resample_is_seeded_and_leaves_the_global_rng_alone():
+    model, task = tiny_model()
+    state = torch.get_rng_state()
+    first = ablation.ablated_logits(model, task, Ablation("neurons", (0, 5, 9), "resample", seed=3))
+    again = ablation.ablated_logits(model, task, Ablation("neurons", (0, 5, 9), "resample", seed=3))
+    other = ablation.ablated_logits(model, task, Ablation("neurons", (0, 5, 9), "resample", seed=4))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+# Defaults, key vs control, figures -----------------------------------------------------------------------------------
+def test_default_specs_compare_key_frequencies_with_the_strongest_others():
+    model, task = tiny_model()
+    plant_embedding(model, task, {3: 1.0, 6: 0.5, 2: 0.01})
+    split = make_split(task.n_pairs, 0.5)
+    result = ablation.compute(model, task, split=split, key_frequencies=[3])
+    assert result.control_frequencies == (6,)
+    data = result.to_dict()
+    n_heads, n_freq = model.cfg.n_heads, task.modulus // 2
+    assert len(data["ablations"]) == n_heads + n_freq + 2  # the embed ablations of {3} and {6} are shared
+    roles = {(row["component"], row["role"]): row["target"] for row in data["ablations"] if row["role"]}
+    assert roles == {
+        ("embed_frequencies", "key"): [3],
+        ("embed_frequencies", "control"): [6],
+        ("neuron_frequencies", "key"): [3],
+        ("neuron_frequencies", "control"): [6],
+    }
+    assert data["clean"]["test_acc"] == pytest.approx(
+        data["ablations"][0]["test_acc"] - data["ablations"][0]["delta_test_acc"]
+    )
+
+    figures = ablation_viz.figures([data | {"step": 0}, data | {"step": 10}], [])
+    assert set(figures) == {"ablation_bars", "ablation_key_vs_other"}
+
+
+def test_key_frequencies_must_exist():
+    model, task = tiny_model()
+    with pytest.raises(UserError, match="key frequencies"):
+        ablation.compute(model, task, key_frequencies=[0])
