@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from grokscope.config import load_config
 from grokscope.models import build_model
 from grokscope.tasks import ModularTask, make_split
-from grokscope.training.loop import train_step
+from grokscope.training.loop import reproducible, train_step
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -65,7 +65,8 @@ def bench(config_name: str, rounds: int, steps: int, device: torch.device) -> tu
         plain_tl_step(plain_model, plain_opt, batch.tokens, batch.answers)
 
     def ours():
-        train_step(ours_model, ours_opt, batch, task, loss_dtype)
+        with reproducible(device):  # as train() runs it: deterministic kernels on the CPU
+            train_step(ours_model, ours_opt, batch, task, loss_dtype)
 
     for fn in (plain, ours):  # warm up allocators and kernels
         timed(fn, 2, device)

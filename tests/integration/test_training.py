@@ -1,6 +1,9 @@
 """Training end to end on tiny configs: determinism, resume, early stop, formats, minibatches."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +65,7 @@ def test_bitwise_deterministic_on_cpu(tmp_path, tiny):
     assert a.run.metrics() == b.run.metrics()
     wa, wb = weights(a.run), weights(b.run)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not torch.are_deterministic_algorithms_enabled()  # training restored the caller's setting
 
 
 @pytest.mark.parametrize("batch_size", [None, 32])
@@ -128,3 +132,27 @@ def test_power_format_all_positions_and_float64(tmp_path):
     freq = torch.bincount(a, minlength=13).double() / len(a)
     entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum().item()
     assert row["train_loss"] >= entropy / 7
+
+
+REPRODUCE = """
+import hashlib, sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from grokscope.training import train
+cfg = tiny_config(task={{"modulus": 59, "train_fraction": 0.4}},
+                  model={{"d_model": 128, "d_mlp": 512, "n_heads": 4, "d_head": 32}}, train={{"steps": 20}})
+result = train(cfg, {out!r}, device="cpu", progress=False)
+print(hashlib.sha256(b"".join(v.numpy().tobytes() for v in result.run.load_state_dict().values())).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_bitwise_reproducible_across_processes(tmp_path):
+    # Two threads, a quickstart-sized model: the size at which parallel embedding backward used to differ.
+    tests = str(Path(__file__).parents[1])
+    hashes = []
+    for name in ("a", "b"):
+        code = REPRODUCE.format(tests=tests, out=str(tmp_path / name))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+        hashes.append(proc.stdout.strip().splitlines()[-1])
+    assert hashes[0] == hashes[1]

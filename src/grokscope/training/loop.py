@@ -2,7 +2,8 @@
 
 :func:`train` is one function you can read top to bottom. Step ``s`` always means "after ``s`` optimizer updates":
 metrics and checkpoints at step 0 describe the initial model. Batch order is a pure function of (seed, epoch), so a
-resumed run needs no RNG state and continues bit for bit; on the CPU a run is bitwise reproducible for a seed.
+resumed run needs no RNG state and continues bit for bit; on the CPU a run is bitwise reproducible for a seed,
+in any process (see :func:`reproducible`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import platform
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -40,6 +42,27 @@ class TrainResult:
     run: Run
     model: HookedTransformer
     summary: dict[str, Any]
+
+
+@contextmanager
+def reproducible(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels while training on the CPU, the caller's setting restored afterwards.
+
+    TransformerLens embeds tokens by indexing ``W_E[tokens]``, whose backward accumulates rows in parallel: with
+    two threads the gradient of W_E differed between processes in its last bits, so runs drifted apart. The
+    deterministic kernel makes a seed give the same weights in every process. CUDA needs more than this flag
+    (a cuBLAS workspace setting), so GPU runs are left as they are.
+    """
+    before, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -220,7 +243,7 @@ def train(
 
     # A resumed run may already be complete (it crashed after its last checkpoint, before the summary).
     finished = state is not None and (start >= tc.steps or early_stop_due(rows, start, early))
-    with TrainingProgress(config.name, start, tc.steps, enabled=progress) as bar:
+    with TrainingProgress(config.name, start, tc.steps, enabled=progress) as bar, reproducible(dev):
         for cb in callbacks:
             cb.on_train_begin(run, model, start)
         step = start

@@ -7,6 +7,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from grokscope.viz.common import test_accuracy_trace
+
 
 def _heatmaps(row: dict[str, Any]) -> go.Figure:
     """Attention from the answer position to a, one panel per head, laid out layers x heads."""
@@ -76,14 +78,7 @@ def _over_training(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) ->
             )
         figure.update_yaxes(range=[0, 1], row=i, col=1)
     if metrics:
-        figure.add_scatter(
-            x=[m["step"] for m in metrics],
-            y=[m.get("test_acc") for m in metrics],
-            name="test accuracy",
-            line={"color": "black", "dash": "dot"},
-            row=len(panels),
-            col=1,
-        )
+        figure.add_trace(test_accuracy_trace(metrics), row=len(panels), col=1)
     figure.update_xaxes(title_text="step", row=len(panels))
     figure.update_layout(title="Attention from the answer position over training", height=250 * len(panels))
     return figure

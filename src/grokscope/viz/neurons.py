@@ -6,6 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from grokscope.viz.common import test_accuracy_trace
+
 
 def _frequencies(rows: list[dict[str, Any]]) -> go.Figure:
     """Live neurons per dominant frequency (rows) at each checkpoint (columns)."""
@@ -34,12 +36,7 @@ def _specialization(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -
     figure.add_scatter(x=steps, y=[r["mean_max_fve"] for r in rows], name="mean of each neuron's largest FVE")
     figure.add_scatter(x=steps, y=[r["fraction_clustered"] for r in rows], name=f"fraction with FVE ≥ {threshold}")
     if metrics:
-        figure.add_scatter(
-            x=[m["step"] for m in metrics],
-            y=[m.get("test_acc") for m in metrics],
-            name="test accuracy",
-            line={"color": "black", "dash": "dot"},
-        )
+        figure.add_trace(test_accuracy_trace(metrics))
     figure.update_layout(
         title="Neuron frequency specialization over training (live neurons)",
         xaxis_title="step",
