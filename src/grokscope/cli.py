@@ -49,6 +49,21 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
+RECORDERS = ("gradients",)
+
+
+def make_recorders(names: list[str], every: int) -> list:
+    """Fresh recorder callbacks for ``--record`` names (one set per run: recorders hold that run's rows)."""
+    unknown = [n for n in names if n not in RECORDERS]
+    if unknown:
+        raise UserError(f"--record {unknown[0]}: unknown recorder (known: {', '.join(RECORDERS)})")
+    if not names:
+        return []
+    from grokscope.analysis.gradients import GradientNormRecorder
+
+    return [GradientNormRecorder(every=every) for _ in dict.fromkeys(names)]
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"grokscope {__version__}")
@@ -76,6 +91,11 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Delete an existing run directory and start over.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    record: Annotated[
+        list[str] | None,
+        typer.Option(help="Record during training into recordings/: gradients (per-component gradient norms)."),
+    ] = None,
+    record_every: Annotated[int, typer.Option(min=1, help="Record every N steps.")] = 10,
 ) -> None:
     """Train a model (or several seeds) on a modular-arithmetic task; writes runs/<name>/ and prints where it grokked."""
 
@@ -92,8 +112,17 @@ def train(
             if seeds is None
             else [(base.with_seed(s), out / f"{base.name}_seed{s}") for s in parse_seeds(seeds)]
         )
+        make_recorders(record or [], record_every)  # a bad name fails before any run starts
         for cfg, run_dir in jobs:
-            result = train_run(cfg, run_dir, device=device, resume=resume, overwrite=overwrite, progress=not quiet)
+            result = train_run(
+                cfg,
+                run_dir,
+                device=device,
+                resume=resume,
+                overwrite=overwrite,
+                progress=not quiet,
+                callbacks=make_recorders(record or [], record_every),
+            )
             s = result.summary
             final = s["final"]
             typer.echo(f"{run_dir}: {describe(s)}")

@@ -57,6 +57,7 @@ def test_train_several_seeds_into_sibling_directories(tmp_path, config_file):
         (["--set", "optim.momentum=0.9"], "optim.momentum: unknown key"),
         (["--device", "tpu"], "--device tpu"),
         (["--seeds", "x"], "--seeds"),
+        (["--record", "telepathy"], "--record telepathy: unknown recorder"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(tmp_path, config_file, args, message):
@@ -92,3 +93,10 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {bad}: task.modulus: Input should be greater than or equal to 2 (got 1)"
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_record_gradients_during_training(tmp_path, config_file):
+    result = invoke("train", config_file, "--out", tmp_path, "--quiet", "--record", "gradients", "--record-every", "20")
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "tiny" / "recordings" / "gradient_norms.jsonl").read_text().splitlines()
+    assert [yaml.safe_load(line)["step"] for line in lines] == [0, 20, 40]
