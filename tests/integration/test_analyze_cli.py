@@ -41,7 +41,8 @@ def test_second_run_analyses_only_new_checkpoints(run_copy):
 def test_bare_checkpoints_folder_is_enough(tmp_path, grokked_run):
     bare = tmp_path / "checkpoints"
     shutil.copytree(grokked_run.run.checkpoint_dir, bare)
-    result = invoke("analyze", bare, "--gradients", "--steps", "460", "--out", tmp_path / "out", "--quiet")
+    last = grokked_run.run.steps()[-1]
+    result = invoke("analyze", bare, "--gradients", "--steps", last, "--out", tmp_path / "out", "--quiet")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "gradients.json").is_file()
 
@@ -68,12 +69,13 @@ def test_incompatible_checkpoint_is_one_line_exit_2(tmp_path, run_copy):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    path = run_copy / "checkpoints" / "step_0000460.safetensors"
+    path = sorted((run_copy / "checkpoints").glob("step_*.safetensors"))[-1]
+    step = int(path.stem.removeprefix("step_"))
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
     tensors = load_file(str(path))
     tensors["blocks.0.mlp.W_in"] = tensors["blocks.0.mlp.W_in"][:, :7].contiguous()
     save_file(tensors, str(path), metadata=metadata)
-    result = invoke("analyze", run_copy, "--gradients", "--steps", "460", "--quiet")
+    result = invoke("analyze", run_copy, "--gradients", "--steps", step, "--quiet")
     assert result.exit_code == 2
     assert "does not fit" in result.output and len(result.output.strip().splitlines()) == 1
