@@ -31,7 +31,8 @@ class Callback:
         """After the metrics at ``step`` were computed."""
 
     def on_checkpoint(self, step: int, model: HookedTransformer) -> None:
-        """After a checkpoint and the resume state at ``step`` were written; flush recordings here."""
+        """After the checkpoint and metrics at ``step`` were written, before the resume state that marks them
+        complete: flush recordings here."""
 
     def on_train_end(self, run: Run, model: HookedTransformer, step: int) -> None:
         """After the last update and the final checkpoint."""

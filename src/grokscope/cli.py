@@ -179,7 +179,8 @@ def analyze(
         names = [name for name, on in flags.items() if on]
         if only:
             names += [n.strip() for n in only.split(",") if n.strip()]
-        if all_ or not names:
+        everything = all_ or not names
+        if everything:
             names = list(ANALYSES)
         names = [n for n in ANALYSES if n in names] + [n for n in names if n not in ANALYSES]
         if steps and every:
@@ -194,11 +195,13 @@ def analyze(
             device=str(resolve_device(device)),
             figures=figures,
             progress=not quiet,
+            skip_inapplicable=everything,
         )
-        for name in names:
+        for name, reason in report.skipped.items():
+            typer.echo(f"{name}: skipped ({reason})")
+        for name in report.computed:
             new = report.computed[name]
-            total = len(report.rows[name])
-            typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {total - len(new)} from cache")
+            typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {report.from_cache(name)} from cache")
             latest = report.latest(name)
             if latest is not None:
                 typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")

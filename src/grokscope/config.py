@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grokscope.errors import UserError
 from grokscope.tasks import OPERATIONS, is_prime
@@ -34,7 +34,9 @@ class TaskConfig(_Section):
     train_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
     input_range: int | None = Field(None, ge=1, description="restrict a, b to [0, input_range)")
-    split_seed: int | None = Field(None, description="seed of the train/test split; defaults to the run seed")
+    split_seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="seed of the train/test split; null: the run's seed"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -142,16 +144,27 @@ class RunConfig(_Section):
     """Everything that decides a training run. ``seed`` drives the init, batch order and (by default) the split."""
 
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, name: str) -> str:
+        # "." or ".." would point a run directory at its parents (and --overwrite at everything in them).
+        if set(name) == {"."}:
+            raise ValueError(f"must name a folder, not {name!r}")
+        return name
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the data split: ``task.split_seed``, or the run seed when that is null."""
+        return self.seed if self.task.split_seed is None else self.task.split_seed
+
     @model_validator(mode="after")
-    def _resolve_split_seed(self) -> RunConfig:
-        if self.task.split_seed is None:
-            self.task.split_seed = self.seed
+    def _check_early_stop(self) -> RunConfig:
         early = self.train.early_stop
         if early is not None and early.metric.startswith("val") and self.task.val_fraction == 0:
             raise ValueError("train.early_stop.metric: a val_* metric needs task.val_fraction > 0")
@@ -164,12 +177,8 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def with_seed(self, seed: int) -> RunConfig:
-        """The same run with another seed (and the split following it unless the split seed was set apart)."""
-        data = self.to_dict()
-        if data["task"]["split_seed"] == self.seed:
-            data["task"]["split_seed"] = None
-        data["seed"] = seed
-        return RunConfig.model_validate(data)
+        """The same run with another seed; the split follows it unless ``task.split_seed`` pins it."""
+        return RunConfig.model_validate({**self.to_dict(), "seed": seed})
 
 
 def _first_error(err: ValidationError) -> str:
@@ -217,7 +226,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML or TOML file into a dict, with one-line errors for missing or malformed files."""
     if not path.is_file():
         raise UserError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise UserError(f"{path}: cannot read as a text config ({type(err).__name__})") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:

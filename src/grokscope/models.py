@@ -58,15 +58,12 @@ def build_model(
     ``seed=None`` skips the seeded initialisation (for models about to receive a state dict).
     """
     tl_cfg = hooked_config(cfg, task)
-    with warnings.catch_warnings():
+    # Initialise on the CPU inside a forked RNG scope: reproducible, and the caller's RNG is untouched either way.
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        if seed is None:
-            model = _tl().HookedTransformer(tl_cfg, move_to_device=False)
-        else:
-            # Initialise on the CPU inside a forked RNG scope: reproducible, and the caller's RNG is untouched.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = _tl().HookedTransformer(tl_cfg, move_to_device=False)
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = _tl().HookedTransformer(tl_cfg, move_to_device=False)
     return model.to(device, print_details=False)
 
 

@@ -18,6 +18,7 @@ Every file is written to a temporary name and renamed into place, so a crash lea
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -76,8 +77,19 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so files stay strict JSON (a diverged run logs NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -106,10 +118,13 @@ def read_checkpoint_header(path: Path) -> tuple[int, RunConfig]:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise UserError(f"{path}: corrupt or truncated checkpoint ({err})") from None
-    if metadata.get("format") != CHECKPOINT_FORMAT or "config" not in metadata:
-        raise UserError(f"{path}: not a grokscope checkpoint (no step/config metadata)")
-    config = parse_config(json.loads(metadata["config"]), source=f"{path} metadata")
-    return int(metadata["step"]), config
+    try:
+        if metadata.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("no grokscope format tag")
+        step, data = int(metadata["step"]), json.loads(metadata["config"])
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{path}: not a grokscope checkpoint (step/config metadata: {err})") from None
+    return step, parse_config(data, source=f"{path} metadata")
 
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -136,7 +151,7 @@ def load_split(path: Path) -> Split:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    atomic_write_text(path, "".join(json.dumps(finite(row), allow_nan=False) + "\n" for row in rows))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -178,7 +193,7 @@ class Run:
         if (path / CONFIG_FILE).is_file():
             try:
                 data = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
-            except yaml.YAMLError:
+            except (yaml.YAMLError, UnicodeDecodeError):
                 raise UserError(f"{path / CONFIG_FILE}: not valid YAML") from None
             return cls(path, parse_config(data or {}, source=str(path / CONFIG_FILE)))
         checkpoints = sorted(path.glob("step_*.safetensors"))
@@ -261,7 +276,7 @@ class Run:
         if path.is_file():
             return load_split(path)
         task = self.config.task
-        return make_split(self.task.n_pairs, task.train_fraction, task.val_fraction, task.split_seed)
+        return make_split(self.task.n_pairs, task.train_fraction, task.val_fraction, self.config.split_seed)
 
     def dataset(self) -> Dataset:
         return self.task.dataset()

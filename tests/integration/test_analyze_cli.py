@@ -79,3 +79,18 @@ def test_incompatible_checkpoint_is_one_line_exit_2(tmp_path, run_copy):
     result = invoke("analyze", run_copy, "--gradients", "--steps", step, "--quiet")
     assert result.exit_code == 2
     assert "does not fit" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_default_analysis_skips_what_the_task_does_not_support(tmp_path):
+    from conftest import tiny_config
+    from grokscope.training import train
+
+    cfg = tiny_config(task={"operation": "mul"}, train={"steps": 20})
+    train(cfg, tmp_path / "mul", device="cpu", progress=False)
+    result = invoke("analyze", tmp_path / "mul", "--quiet", "--no-figures")
+    assert result.exit_code == 0, result.output
+    assert "progress: skipped (progress: defined for add, sub, not mul)" in result.output
+    assert "fourier: 2 checkpoint(s) analysed" in result.output
+    # Asked for by name, an analysis that does not apply is an error.
+    named = invoke("analyze", tmp_path / "mul", "--progress", "--quiet")
+    assert named.exit_code == 2 and "not mul" in named.output

@@ -39,7 +39,7 @@ def test_train_several_seeds_into_sibling_directories(tmp_path, config_file):
     for seed in (0, 1):
         run_dir = tmp_path / "runs" / f"tiny_seed{seed}"
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        assert cfg["seed"] == seed and cfg["task"]["split_seed"] == seed
+        assert cfg["seed"] == seed and cfg["task"]["split_seed"] is None  # the split follows the seed
         assert str(run_dir) in result.output
     # A second train into the same place is refused; --resume finds both finished.
     again = invoke("train", config_file, "--out", tmp_path / "runs", "--seeds", "0-1", "--quiet")

@@ -156,3 +156,51 @@ def test_bitwise_reproducible_across_processes(tmp_path):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
         hashes.append(proc.stdout.strip().splitlines()[-1])
     assert hashes[0] == hashes[1]
+
+
+class InterruptAtCheckpoint(Callback):
+    """A crash after the checkpoint and metrics of ``step`` are written, before the resume state is."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_checkpoint(self, step, model):
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_crash_before_the_resume_state_loses_nothing(tmp_path, tiny):
+    whole = train(tiny, tmp_path / "whole", device="cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny, tmp_path / "cut", device="cpu", progress=False, callbacks=[InterruptAtCheckpoint(40)])
+    resumed = train(tiny, tmp_path / "cut", device="cpu", progress=False, resume=True)
+    assert resumed.run.metrics() == whole.run.metrics()
+
+
+def test_resume_at_a_checkpoint_between_evaluations_stops_where_the_whole_run_stops(tmp_path):
+    cfg = tiny_config(
+        train={
+            "steps": 100,
+            "eval_every": 10,
+            "checkpoints": {"every": 25},
+            "early_stop": {"metric": "train_loss", "threshold": 100.0, "patience": 22},  # met from the start
+        }
+    )
+    whole = train(cfg, tmp_path / "whole", device="cpu", progress=False)
+    assert whole.summary["steps_trained"] == 30
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", device="cpu", progress=False, callbacks=[InterruptAt(27)])
+    resumed = train(cfg, tmp_path / "cut", device="cpu", progress=False, resume=True)
+    assert resumed.run.metrics() == whole.run.metrics()
+
+
+def test_overwrite_deletes_only_run_directories(tmp_path, tiny):
+    precious = tmp_path / "tiny"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="not a run directory"):
+        train(tiny, precious, device="cpu", progress=False, overwrite=True)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a directory"):
+        train(tiny, tmp_path / "file", device="cpu", progress=False)

@@ -23,7 +23,7 @@ def test_presets_are_resolved_and_overridable():
 
 def test_resolved_config_round_trips():
     cfg = parse_config({"seed": 3, "task": {"modulus": 31}})
-    assert cfg.task.split_seed == 3
+    assert cfg.split_seed == 3 and cfg.task.split_seed is None
     again = RunConfig.model_validate(cfg.to_dict())
     assert again == cfg
     assert config_differences(cfg, again) == []
@@ -31,9 +31,11 @@ def test_resolved_config_round_trips():
 
 def test_with_seed_moves_a_following_split_seed_only():
     follows = parse_config({"seed": 1})
-    assert follows.with_seed(4).task.split_seed == 4
+    assert follows.with_seed(4).split_seed == 4
     pinned = parse_config({"seed": 1, "task": {"split_seed": 9}})
-    assert pinned.with_seed(4).task.split_seed == 9
+    assert pinned.with_seed(4).split_seed == 9
+    same = parse_config({"seed": 0, "task": {"split_seed": 0}})  # pinned to the seed's own value: still pinned
+    assert same.with_seed(4).split_seed == 0
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,8 @@ def test_with_seed_moves_a_following_split_seed_only():
         ({"bogus": 1}, "bogus: unknown key"),
         ({"task": {"format": "nanda", "loss_on": "all"}}, "task.loss_on"),
         ({"train": {"early_stop": {"metric": "val_acc"}}}, "train.early_stop.metric"),
+        ({"name": ".."}, "name"),
+        ({"seed": 2**40}, "seed"),
     ],
 )
 def test_bad_values_name_the_field(data, message):

@@ -94,3 +94,25 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
         atomic_write(path, failing)
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_non_finite_metrics_are_written_as_strict_json(tmp_path):
+    from grokscope.store import read_metrics, write_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    write_metrics(path, [{"step": 0, "train_loss": float("nan"), "test_loss": float("inf")}])
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    json.loads(path.read_text(), parse_constant=refuse)
+    assert read_metrics(path) == [{"step": 0, "train_loss": None, "test_loss": None}]
+
+
+def test_damaged_checkpoint_metadata_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "step_0000001.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "grokscope-checkpoint/1", "config": "{oops"})
+    with pytest.raises(UserError, match="not a grokscope checkpoint"):
+        read_checkpoint_header(path)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "attention"
+NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 # The runner turns this option on for the latest analysed checkpoint only and keys its cache on LATEST_ONLY_KEY.
 LATEST_ONLY_OPTION, LATEST_ONLY_KEY = "include_heatmaps", "heatmaps"
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "fourier"
+NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 
 # Defaults, checked on the quickstart model (p = 59, grokked on frequencies 20, 21, 24, 27) and its random init.
 # Relative to the largest frequency norm, the grokked W_L spectrum has its key frequencies at 0.70-1.00 and every

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "neurons"
+NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 CLUSTER_THRESHOLD = 0.85
 
 # A neuron whose non-constant energy is below this fraction of its total energy is constant over the grid (dead).

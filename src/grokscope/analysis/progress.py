@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "progress"
+NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 OPERATIONS = ("add", "sub")
 FALLBACK_FRACTION = 0.3
 HOOK_POST = "blocks.0.mlp.hook_post"

@@ -22,11 +22,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from plotly.offline import get_plotlyjs
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from grokscope.analysis.common import answer_activations
+from grokscope.analysis.common import answer_activations, require_grid
 from grokscope.errors import UserError
 from grokscope.store import ANALYSIS_DIR, Run, atomic_write, atomic_write_text, read_json, write_json
+from grokscope.tasks import ModularTask
 
 ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients")
 FIGURES_DIR = "figures"
@@ -42,15 +44,36 @@ def analysis_module(name: str) -> ModuleType:
 
 @dataclass
 class AnalysisReport:
-    """What :func:`analyze` did: rows per analysis (all cached + new), newly analysed steps, files written."""
+    """What :func:`analyze` did: rows per analysis (all cached + new), the selected steps, the newly analysed ones,
+    analyses skipped as not applicable to the task (with the reason), and the files written."""
 
     rows: dict[str, list[dict[str, Any]]]
+    selected: list[int]
     computed: dict[str, list[int]]
+    skipped: dict[str, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
     def latest(self, name: str) -> dict[str, Any] | None:
-        rows = self.rows.get(name) or []
-        return rows[-1] if rows else None
+        """The row of the latest selected step."""
+        return next((r for r in self.rows.get(name, []) if r["step"] == self.selected[-1]), None)
+
+    def from_cache(self, name: str) -> int:
+        """How many selected steps were read from the cache rather than analysed now."""
+        return len(self.selected) - len(self.computed.get(name, []))
+
+
+def not_applicable(name: str, task: ModularTask) -> str | None:
+    """Why an analysis cannot run on ``task`` (it needs the full (a, b) grid, or an operation it defines), or None."""
+    module = analysis_module(name)
+    try:
+        if getattr(module, "NEEDS_GRID", False):
+            require_grid(task, name)
+    except UserError as err:
+        return str(err)
+    operations = getattr(module, "OPERATIONS", None)
+    if operations is not None and task.operation.name not in operations:
+        return f"{name}: defined for {', '.join(operations)}, not {task.operation.name}"
+    return None
 
 
 def select_steps(available: Sequence[int], steps: Sequence[int] | None = None, every: int | None = None) -> list[int]:
@@ -97,14 +120,17 @@ def write_figures(name: str, rows: list[dict[str, Any]], metrics: list[dict[str,
     """Render an analysis's figures to HTML files that load plotly.js from beside them (offline)."""
     viz = importlib.import_module(f"grokscope.viz.{name}")
     figures_dir = out_dir / FIGURES_DIR
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    bundle = figures_dir / "plotly.min.js"
+    script = get_plotlyjs()
+    # plotly writes its bundle only when absent and not atomically: write it ourselves, and mend a damaged one.
+    if not bundle.is_file() or bundle.stat().st_size != len(script.encode()):
+        atomic_write_text(bundle, script)
     written = []
     for stem, figure in viz.figures(rows, metrics).items():
         path = figures_dir / f"{stem}.html"
         # "directory" writes plotly.min.js once into figures/ and references it relatively: offline and small.
         atomic_write(path, lambda tmp, fig=figure: fig.write_html(tmp, include_plotlyjs="directory", full_html=True))
         written.append(path)
-    # write_html drops plotly.min.js beside the temporary file, i.e. in figures/ as well.
     return written
 
 
@@ -118,8 +144,17 @@ def analyze(
     device: str = "cpu",
     figures: bool = True,
     progress: bool = True,
+    skip_inapplicable: bool = False,
 ) -> AnalysisReport:
-    """Run the named analyses on the selected checkpoints of ``run``; see the module docstring for the outputs."""
+    """Run the named analyses on the selected checkpoints of ``run``; see the module docstring for the outputs.
+
+    ``skip_inapplicable`` leaves out (and reports) analyses the task does not support, as when every analysis was
+    asked for; otherwise such an analysis is a :class:`UserError`.
+    """
+    skipped = {}
+    if skip_inapplicable:
+        skipped = {n: reason for n in names if (reason := not_applicable(n, run.task)) is not None}
+        names = [n for n in names if n not in skipped]
     modules = {name: analysis_module(name) for name in names}
     out_dir = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
     selected = select_steps(run.steps(), steps, every)
@@ -132,11 +167,19 @@ def analyze(
     def needed(step: int) -> list[str]:
         """Analyses missing at ``step``, and at the latest step those whose latest-only extras are missing."""
         latest_only = {n: getattr(m, "LATEST_ONLY_KEY", None) for n, m in modules.items()}
+        previous_step = _previous(step)
         return [
             n
             for n in names
-            if step not in cache[n] or (step == last and latest_only[n] and not cache[n][step].get(latest_only[n]))
+            if step not in cache[n]
+            or (step == last and latest_only[n] and not cache[n][step].get(latest_only[n]))
+            # Movement and alignment are relative to the previous selected step: a different one means new numbers.
+            or (n == "gradients" and cache[n][step].get("previous_step") != previous_step)
         ]
+
+    def _previous(step: int) -> int | None:
+        index = selected.index(step)
+        return selected[index - 1] if index > 0 else None
 
     previous: tuple[int, Any] | None = None  # (step, model) of the previous selected checkpoint, for gradients
     previous_gradients: dict[int, Any] = {}
@@ -182,6 +225,8 @@ def analyze(
                         result = results[name]
                         cache[name][step] = {"step": step, **result.to_dict()}
                         if name == "gradients":
+                            cache[name][step]["previous_step"] = _previous(step)
+                        if name == "gradients":
                             previous_gradients = {step: result.gradients}
                         for table, rows in (result.tables() if hasattr(result, "tables") else {}).items():
                             tables[name].setdefault(table, {})[step] = rows
@@ -191,7 +236,7 @@ def analyze(
     finally:
         files = _save(cache, tables, computed, out_dir)
     rows = {name: [cache[name][s] for s in sorted(cache[name])] for name in names}
-    report = AnalysisReport(rows=rows, computed=computed, files=files)
+    report = AnalysisReport(rows=rows, selected=selected, computed=computed, skipped=skipped, files=files)
     if figures:
         metrics = run.metrics()
         for name in names:
@@ -216,11 +261,12 @@ def _save(cache, tables, computed, out_dir: Path) -> list[Path]:
     for name, steps in computed.items():
         if not steps:
             continue
-        path = out_dir / f"{name}.json"
-        write_json(path, [cache[name][s] for s in sorted(cache[name])])
-        files.append(path)
+        # Tables first: the JSON marks a step as analysed, so it must not name steps whose tables are missing.
         for table, by_step in tables[name].items():
             table_path = out_dir / f"{name}.{table}.csv"
             _write_table(table_path, by_step)
             files.append(table_path)
+        path = out_dir / f"{name}.json"
+        write_json(path, [cache[name][s] for s in sorted(cache[name])])
+        files.append(path)
     return files

@@ -25,7 +25,7 @@ from grokscope.callbacks import Callback
 from grokscope.config import EarlyStopConfig, RunConfig, config_differences
 from grokscope.errors import UserError
 from grokscope.models import build_model, load_model
-from grokscope.store import CONFIG_FILE, Run
+from grokscope.store import CONFIG_FILE, TRAINER_STATE_FILE, Run
 from grokscope.tasks import Dataset, ModularTask, make_split
 from grokscope.training.progress import TrainingProgress
 from grokscope.training.summary import summarize
@@ -157,13 +157,18 @@ def _start_run(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) 
             more = f" and {len(diffs) - 1} more" if len(diffs) > 1 else ""
             raise UserError(f"--resume: {run_dir} was made with another config ({diffs[0]}{more})")
         return run, run.load_trainer_state()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise UserError(f"{run_dir}: already exists; pass --resume to continue it or --overwrite to start over")
+        if not (run_dir / CONFIG_FILE).is_file():
+            # --overwrite only ever deletes a run directory, never an arbitrary folder that happens to be there.
+            raise UserError(f"--overwrite: {run_dir} is not a run directory (no {CONFIG_FILE}); refusing to delete it")
         shutil.rmtree(run_dir)
     task = ModularTask.from_config(config.task)
     t = config.task
-    split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, t.split_seed)
+    split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, config.split_seed)
     return Run.create(run_dir, config, split), None
 
 
@@ -191,6 +196,8 @@ def train(
     val_set = data.subset(split.val.to(dev)) if len(split.val) else None
 
     # Resume from the trainer state's step, whose checkpoint was written just before it.
+    if state is not None and not {"step", "optimizer", "wall_time_s"} <= state.keys():
+        raise UserError(f"{run.root / TRAINER_STATE_FILE}: not a grokscope trainer state (missing keys)")
     start = 0 if state is None else int(state["step"])
     if state is None:
         model = build_model(config.model, task, seed=config.seed, device=dev)
@@ -230,19 +237,22 @@ def train(
                 cb.on_eval(step, model, row)
             stop = stop or early_stop_due(rows, step, early)
         if tc.checkpoints.due(step) or stop:
+            # The trainer state is written last: it marks the checkpoint, metrics and recordings of this step as
+            # complete, so a crash anywhere before it resumes from the previous checkpoint with nothing lost.
             run.save_checkpoint(step, model.state_dict())
-            run.save_trainer_state({"step": step, "optimizer": optimizer.state_dict(), "wall_time_s": wall_time()})
             run.write_metrics(rows)
-            last_flush = time.perf_counter()
             for cb in callbacks:
                 cb.on_checkpoint(step, model)
+            run.save_trainer_state({"step": step, "optimizer": optimizer.state_dict(), "wall_time_s": wall_time()})
+            last_flush = time.perf_counter()
         elif time.perf_counter() - last_flush > METRICS_FLUSH_SECONDS:
             run.write_metrics(rows)
             last_flush = time.perf_counter()
         return stop
 
     # A resumed run may already be complete (it crashed after its last checkpoint, before the summary).
-    finished = state is not None and (start >= tc.steps or early_stop_due(rows, start, early))
+    last_logged = rows[-1]["step"] if rows else start
+    finished = state is not None and (start >= tc.steps or early_stop_due(rows, last_logged, early))
     with TrainingProgress(config.name, start, tc.steps, enabled=progress) as bar, reproducible(dev):
         for cb in callbacks:
             cb.on_train_begin(run, model, start)
