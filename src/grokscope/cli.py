@@ -49,7 +49,7 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
-RECORDERS = ("gradients",)
+RECORDERS = ("gradients", "fingerprint")
 
 
 def make_recorders(names: list[str], every: int) -> list:
@@ -57,11 +57,17 @@ def make_recorders(names: list[str], every: int) -> list:
     unknown = [n for n in names if n not in RECORDERS]
     if unknown:
         raise UserError(f"--record {unknown[0]}: unknown recorder (known: {', '.join(RECORDERS)})")
-    if not names:
-        return []
-    from grokscope.analysis.gradients import GradientNormRecorder
+    recorders = []
+    for name in dict.fromkeys(names):
+        if name == "gradients":
+            from grokscope.analysis.gradients import GradientNormRecorder
 
-    return [GradientNormRecorder(every=every) for _ in dict.fromkeys(names)]
+            recorders.append(GradientNormRecorder(every=every))
+        else:
+            from grokscope.analysis.fingerprint import FingerprintRecorder
+
+            recorders.append(FingerprintRecorder(every=every))
+    return recorders
 
 
 def _version(value: bool) -> None:
@@ -93,7 +99,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     record: Annotated[
         list[str] | None,
-        typer.Option(help="Record during training into recordings/: gradients (per-component gradient norms)."),
+        typer.Option(help="Record into recordings/: gradients (per-component norms), fingerprint (quantiles)."),
     ] = None,
     record_every: Annotated[int, typer.Option(min=1, help="Record every N steps.")] = 10,
 ) -> None:
@@ -151,7 +157,12 @@ def analyze(
     attention: Annotated[bool, typer.Option("--attention", help="Attention patterns and their Fourier terms.")] = False,
     ablate: Annotated[bool, typer.Option("--ablate", help="Head, neuron and frequency ablations.")] = False,
     gradients: Annotated[bool, typer.Option("--gradients", help="Gradient norms, movement and alignment.")] = False,
-    all_: Annotated[bool, typer.Option("--all", help="Every analysis (the default when none is named).")] = False,
+    fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Quantile fingerprint per checkpoint.")] = False,
+    dmd: Annotated[bool, typer.Option("--dmd", help="DMD-RRR of the recorded fingerprints.")] = False,
+    llc: Annotated[bool, typer.Option("--llc", help="Local learning coefficient (extra grokscope[llc]).")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every checkpoint analysis (default when none is named).")
+    ] = False,
     only: Annotated[str | None, typer.Option(help="Analyses by name, comma-separated (e.g. fourier,ablation).")] = None,
     steps: Annotated[str | None, typer.Option(help="Only these checkpoint steps, e.g. 1000,2000.")] = None,
     every: Annotated[int | None, typer.Option(min=1, help="Only checkpoints whose step is a multiple of N.")] = None,
@@ -160,10 +171,14 @@ def analyze(
     figures: Annotated[bool, typer.Option(help="Write plotly figures under analysis/figures/.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Analyze a run's checkpoints through TransformerLens hooks; writes analysis/<name>.json, tables and figures."""
+    """Analyze a run's checkpoints through TransformerLens hooks; writes analysis/<name>.json, tables and figures.
+
+    --all (the default) runs every checkpoint analysis the task supports except the slow LLC; --dmd and --llc run
+    only when named. DMD reads the fingerprints recorded by `grokscope train --record fingerprint`.
+    """
 
     def work() -> None:
-        from grokscope.analysis.runner import ANALYSES
+        from grokscope.analysis.runner import ANALYSES, DEFAULT_ANALYSES
         from grokscope.analysis.runner import analyze as analyze_run
         from grokscope.store import Run
         from grokscope.training.loop import resolve_device
@@ -175,40 +190,62 @@ def analyze(
             attention=attention,
             ablation=ablate,
             gradients=gradients,
+            fingerprint=fingerprint,
+            llc=llc,
+            dmd=dmd,
         )
         names = [name for name, on in flags.items() if on]
-        if only:
-            names += [n.strip() for n in only.split(",") if n.strip()]
-        everything = all_ or not names
+        names += [n.strip() for n in (only or "").split(",") if n.strip()]
+        want_dmd = "dmd" in names
+        names = [n for n in names if n != "dmd"]
+        everything = all_ or not (names or want_dmd)
         if everything:
-            names = list(ANALYSES)
+            names = list(DEFAULT_ANALYSES)
         names = [n for n in ANALYSES if n in names] + [n for n in names if n not in ANALYSES]
         if steps and every:
             raise UserError("--steps and --every contradict each other; pick one")
         run = Run.open(path)
-        report = analyze_run(
-            run,
-            names,
-            steps=parse_steps(steps) if steps else None,
-            every=every,
-            out_dir=out,
-            device=str(resolve_device(device)),
-            figures=figures,
-            progress=not quiet,
-            skip_inapplicable=everything,
-        )
-        for name, reason in report.skipped.items():
-            typer.echo(f"{name}: skipped ({reason})")
-        for name in report.computed:
-            new = report.computed[name]
-            typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {report.from_cache(name)} from cache")
-            latest = report.latest(name)
-            if latest is not None:
-                typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
         folder = out or run.root / "analysis"
-        typer.echo(f"wrote {len(report.files)} file(s) under {folder}")
+        files = 0
+        if names:
+            report = analyze_run(
+                run,
+                names,
+                steps=parse_steps(steps) if steps else None,
+                every=every,
+                out_dir=out,
+                device=str(resolve_device(device)),
+                figures=figures,
+                progress=not quiet,
+                skip_inapplicable=everything,
+            )
+            for name, reason in report.skipped.items():
+                typer.echo(f"{name}: skipped ({reason})")
+            for name in report.computed:
+                new = report.computed[name]
+                typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {report.from_cache(name)} from cache")
+                latest = report.latest(name)
+                if latest is not None:
+                    typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
+            files += len(report.files)
+        if want_dmd:
+            from grokscope.analysis.dynamics import analyze_dynamics
+
+            dynamics = analyze_dynamics(run, out_dir=out)
+            radius = max((abs(complex(r, i)) for r, i in _complex_pairs(dynamics.result["eigenvalues"])), default=0)
+            typer.echo(
+                f"dmd: {dynamics.result['rank']} modes over {dynamics.result['n_snapshots']} fingerprints; "
+                f"spectral radius {radius:.4f}, one-step error {dynamics.result['reconstruction_error']:.3g}"
+            )
+            files += len(dynamics.files)
+        typer.echo(f"wrote {files} file(s) under {folder}")
 
     _guard(work)
+
+
+def _complex_pairs(values: dict) -> list[tuple[float, float]]:
+    """``{"re": [...], "im": [...]}`` (how results store complex numbers) as (re, im) pairs."""
+    return [(r, i) for r, i in zip(values["re"], values["im"], strict=True) if r is not None and i is not None]
 
 
 def describe_row(name: str, row: dict) -> str:
@@ -251,3 +288,24 @@ def describe_row(name: str, row: dict) -> str:
         extra = f", moved {moved:.3g} of its norm since the previous checkpoint" if moved is not None else ""
         return f"training loss {row['loss']:.3g}, gradient norm {row['grad_norm']:.3g}{extra}"
     return ""
+
+
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="An experiment config with a `kind`, e.g. configs/perturbation.yaml.")],
+    out: Annotated[Path, typer.Option(help="Folder in which the experiment's directory is created.")] = Path("runs"),
+    launcher: Annotated[str, typer.Option(help="Where runs execute: local.")] = "local",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run an experiment (perturbation); finished runs are reused, so a rerun only trains what is missing."""
+
+    def work() -> None:
+        from grokscope.experiments import run as run_experiment
+
+        if launcher != "local":
+            raise UserError(f"--launcher {launcher}: only the local launcher exists so far")
+        for line in run_experiment(config, out, device=device, progress=not quiet):
+            typer.echo(line)
+
+    _guard(work)

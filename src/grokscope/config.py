@@ -76,6 +76,10 @@ class ModelConfig(_Section):
     act_fn: Literal["relu", "gelu", "silu", "gelu_new", "solu_ln"] | None = None
     normalization: Normalization | None = None
     dtype: Literal["float32", "float64"] = "float32"
+    init_perturbation: float = Field(
+        0.0, ge=0, description="add eps x (each tensor's RMS) x N(0, 1) noise to the initial weights"
+    )
+    perturbation_seed: int = Field(0, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
     def _fill_from_preset(self) -> ModelConfig:
@@ -181,7 +185,8 @@ class RunConfig(_Section):
         return RunConfig.model_validate({**self.to_dict(), "seed": seed})
 
 
-def _first_error(err: ValidationError) -> str:
+def first_error(err: ValidationError) -> str:
+    """The first validation error as ``field.path: what is wrong``."""
     e = err.errors()[0]
     where = ".".join(str(part) for part in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
@@ -199,7 +204,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise UserError(f"{source}: {_first_error(err)}") from None
+        raise UserError(f"{source}: {first_error(err)}") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -64,7 +64,22 @@ def build_model(
         if seed is not None:
             torch.manual_seed(seed)
         model = _tl().HookedTransformer(tl_cfg, move_to_device=False)
+        if seed is not None and cfg.init_perturbation > 0:
+            perturb(model, cfg.init_perturbation, cfg.perturbation_seed)
     return model.to(device, print_details=False)
+
+
+@torch.no_grad()
+def perturb(model: HookedTransformer, epsilon: float, seed: int) -> None:
+    """Add ``epsilon x RMS(W) x N(0, 1)`` noise to every parameter tensor W, in place, from its own seeded stream.
+
+    Scaling by each tensor's RMS makes epsilon a relative size (||delta|| / ||W|| ~ epsilon); tensors that start
+    at zero (TransformerLens biases) stay at zero.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for _, param in sorted(model.named_parameters()):
+        noise = torch.randn(param.shape, generator=generator, dtype=torch.float64)
+        param.add_((epsilon * param.double().pow(2).mean().sqrt() * noise).to(param.dtype))
 
 
 def load_model(

@@ -22,15 +22,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from plotly.offline import get_plotlyjs
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from grokscope.analysis.common import answer_activations, require_grid
 from grokscope.errors import UserError
-from grokscope.store import ANALYSIS_DIR, Run, atomic_write, atomic_write_text, read_json, write_json
+from grokscope.store import ANALYSIS_DIR, Run, atomic_write_text, read_json, write_json
 from grokscope.tasks import ModularTask
+from grokscope.viz.write import write_figures as write_figure_files
 
-ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients")
+ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients", "fingerprint")
+# What --all runs: everything but the LLC, which is slow and needs the optional devinterp extra.
+DEFAULT_ANALYSES = tuple(name for name in ANALYSES if name != "llc")
 FIGURES_DIR = "figures"
 _USES_KEY_FREQUENCIES = ("progress", "ablation")
 _USES_ACTIVATIONS = ("fourier", "neurons", "progress")
@@ -117,21 +119,9 @@ def _write_table(path: Path, new_rows: dict[int, list[dict[str, Any]]]) -> None:
 
 
 def write_figures(name: str, rows: list[dict[str, Any]], metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Render an analysis's figures to HTML files that load plotly.js from beside them (offline)."""
+    """Render an analysis's figures into ``out_dir/figures`` (offline HTML)."""
     viz = importlib.import_module(f"grokscope.viz.{name}")
-    figures_dir = out_dir / FIGURES_DIR
-    bundle = figures_dir / "plotly.min.js"
-    script = get_plotlyjs()
-    # plotly writes its bundle only when absent and not atomically: write it ourselves, and mend a damaged one.
-    if not bundle.is_file() or bundle.stat().st_size != len(script.encode()):
-        atomic_write_text(bundle, script)
-    written = []
-    for stem, figure in viz.figures(rows, metrics).items():
-        path = figures_dir / f"{stem}.html"
-        # "directory" writes plotly.min.js once into figures/ and references it relatively: offline and small.
-        atomic_write(path, lambda tmp, fig=figure: fig.write_html(tmp, include_plotlyjs="directory", full_html=True))
-        written.append(path)
-    return written
+    return write_figure_files(viz.figures(rows, metrics), out_dir / FIGURES_DIR)
 
 
 def analyze(
