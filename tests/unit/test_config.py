@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from grokscope.config import RunConfig, apply_overrides, config_differences, load_config, parse_config
 from grokscope.errors import UserError
@@ -10,6 +11,13 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
+    data = yaml.safe_load(path.read_text())
+    if "kind" in data:  # an experiment config: its base run config must load too
+        from grokscope.experiments.perturbation import PerturbationConfig
+
+        experiment = PerturbationConfig.model_validate(data)
+        load_config(path.parent / experiment.base, experiment.set)
+        return
     cfg = load_config(path)
     assert cfg.name == path.stem
 
