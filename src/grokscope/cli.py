@@ -283,6 +283,12 @@ def describe_row(name: str, row: dict) -> str:
             )
         worst = min(row["ablations"], key=lambda r: r["test_acc"], default=None)
         return clean + (f"; most damaging {worst['label']} -> {worst['test_acc']:.1%}" if worst else "")
+    if name == "llc":
+        state = "converged" if row["converged"] else "NOT converged (see r_hat, spread, drift)"
+        return f"LLC {row['llc_mean']:.1f} ± {row['llc_std']:.1f} over {len(row['llc_per_chain'])} chains, {state}"
+    if name == "fingerprint":
+        median = row["log_prob"][len(row["log_prob"]) // 2]
+        return f"median log p(answer) {median:.3g}, q0.05 {row['log_prob'][0]:.3g}"
     if name == "gradients":
         moved = row.get("update_ratio_total")
         extra = f", moved {moved:.3g} of its norm since the previous checkpoint" if moved is not None else ""

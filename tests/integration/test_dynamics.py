@@ -77,3 +77,13 @@ def test_experiment_bad_config_is_one_line(tmp_path):
     config.write_text("kind: perturbation\nbase: nowhere.yaml\n")
     result = invoke("experiment", config)
     assert result.exit_code == 2 and "no such config file" in result.output
+
+
+@pytest.mark.slow
+def test_llc_per_checkpoint_from_the_cli(grokked_run, tmp_path):
+    last = grokked_run.run.steps()[-1]
+    result = invoke("analyze", grokked_run.run.root, "--llc", "--steps", last, "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "llc.json").read_text())[-1]
+    assert row["step"] == last and np.isfinite(row["llc_mean"]) and row["llc_mean"] > 0
+    assert len(row["llc_per_chain"]) == 4

@@ -30,7 +30,7 @@ from grokscope.store import ANALYSIS_DIR, Run, atomic_write_text, read_json, wri
 from grokscope.tasks import ModularTask
 from grokscope.viz.write import write_figures as write_figure_files
 
-ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients", "fingerprint")
+ANALYSES = ("fourier", "neurons", "progress", "attention", "ablation", "gradients", "fingerprint", "llc")
 # What --all runs: everything but the LLC, which is slow and needs the optional devinterp extra.
 DEFAULT_ANALYSES = tuple(name for name in ANALYSES if name != "llc")
 FIGURES_DIR = "figures"

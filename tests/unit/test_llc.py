@@ -1,0 +1,177 @@
+import importlib.util
+import json
+import math
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_config
+from grokscope.analysis import llc
+from grokscope.errors import UserError
+from grokscope.models import build_model
+from grokscope.tasks import ModularTask, make_split
+from grokscope.viz.llc import figures
+
+needs_devinterp = pytest.mark.skipif(importlib.util.find_spec("devinterp") is None, reason="the llc extra")
+
+# Short full-batch chains for the tiny model: enough for the diagnostics to settle, about 2 s per estimate.
+TINY = {"lr": 1e-3, "localization": 100.0, "num_chains": 3, "num_draws": 100, "num_burnin": 50, "batch_size": None}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are far too small to gain from intra-op threads, and on a busy machine the threads lose time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _least_squares_fit(d_in: int, n: int) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    """An nn.Linear set to the exact least-squares optimum of noisy synthetic data: a regular, non-degenerate minimum."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d_in, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(d_in, 1, generator=g, dtype=torch.float64) + 0.5
+    y = y + 0.1 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    design = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(design, y).solution
+    model = nn.Linear(d_in, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(solution[:d_in].T)
+        model.bias.copy_(solution[d_in])
+    return model, x, y
+
+
+@needs_devinterp
+def test_linear_regression_llc_is_half_the_parameter_count():
+    # A regular model at a non-degenerate minimum has LLC d / 2. Full-batch SGLD with no localization samples the
+    # quadratic basin; the step (lr * n_beta * curvature / 2 = 0.08) inflates the stationary variance by about 4 %,
+    # and the Monte Carlo error of 4 x 300 draws is about 4 % (seeds 0-7 gave 0.96-1.09 x d / 2): a 15 % tolerance
+    # is several standard errors wide.
+    model, x, y = _least_squares_fit(d_in=9, n=200)
+    d = sum(p.numel() for p in model.parameters())
+    result = llc.estimate_llc(
+        model,
+        (x, y),
+        lambda m, x, y: ((m(x) - y) ** 2).mean(),
+        lr=2e-3,
+        num_chains=4,
+        num_draws=300,
+        num_burnin=30,
+    )
+    assert d == 10
+    assert result.llc_mean == pytest.approx(d / 2, rel=0.15)
+    assert result.n_beta == pytest.approx(200 / math.log(200))
+    assert result.loss_trace.shape == (4, 300)
+    assert not result.divergent
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    cfg = tiny_config()
+    task = ModularTask.from_config(cfg.task)
+    model = build_model(cfg.model, task, seed=0)
+    split = make_split(task.n_pairs, 0.5, seed=0)
+    # A few full-batch Adam steps towards a minimum, so the sampler starts near one.
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train = task.dataset().subset(split.train)
+    for _ in range(100):
+        optimizer.zero_grad()
+        task.loss(model(train.tokens), train.labels).backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return model, task, split
+
+
+@needs_devinterp
+def test_tiny_transformer_llc_is_seeded_and_leaves_the_caller_alone(tiny_setup):
+    model, task, split = tiny_setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen, kept = [], []
+    model.add_hook("blocks.0.hook_resid_post", lambda x, hook: seen.append(1))  # a caller's capture hook
+    model.add_perma_hook("blocks.0.hook_resid_pre", lambda x, hook: kept.append(1))  # part of the model: kept
+    torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+    first = llc.compute(model, task, split=split, seed=1, **TINY)
+    second = llc.compute(model, task, split=split, seed=1, **TINY)
+
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.random.get_state()[1].tolist() == np_state[1].tolist()
+    assert random.getstate() == py_state
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert seen == []  # the hook stayed out of the chains' deep copies ...
+    model(task.dataset().tokens[:2])
+    assert seen == [1]  # ... and still fires on the caller's model
+    assert len(kept) > 2 * 3 * 150  # the permanent hook ran in every chain's copy
+    model.reset_hooks(including_permanent=True)
+
+    assert math.isfinite(first.llc_mean) and first.llc_mean > 0
+    assert first.spread < llc.SPREAD_MAX  # chains agree
+    assert first.r_hat < llc.R_HAT_MAX
+    assert first.converged
+    assert first.llc_per_chain == second.llc_per_chain
+    np.testing.assert_array_equal(first.loss_trace, second.loss_trace)
+    brief = {**TINY, "num_chains": 1, "num_draws": 5, "num_burnin": 0}
+    a, b = (llc.compute(model, task, split=split, seed=seed, **brief) for seed in (1, 2))
+    assert not np.array_equal(a.loss_trace, b.loss_trace)  # the seed does reach the sampler
+
+
+@needs_devinterp
+def test_sampled_loss_is_exactly_the_training_objective(tiny_setup):
+    # With lr = 0 the chain never moves (no drift, no noise), so every draw must record L(w*) itself: the loss devinterp
+    # averages is task.loss on the batch, not a per-token average diluted over the sequence, and no mini-batch proxy.
+    model, task, split = tiny_setup
+    result = llc.compute(model, task, split=split, lr=0.0, num_chains=2, num_draws=5, num_burnin=0, batch_size=None)
+    np.testing.assert_allclose(result.loss_trace, result.init_loss, rtol=1e-5)
+    assert result.llc_mean == pytest.approx(0.0, abs=1e-3)
+
+
+@needs_devinterp
+def test_result_is_json_ready_and_plots(tiny_setup):
+    model, task, split = tiny_setup
+    result = llc.compute(model, task, split=split, **{**TINY, "num_chains": 2, "num_draws": 150, "num_burnin": 10})
+    row = result.to_dict()
+    json.dumps(row)
+    assert len(row["llc_per_chain"]) == 2
+    assert row["loss_trace_block"] == 3 and len(row["loss_trace"][0]) == 50  # at most 50 block means per chain
+    train = task.dataset().subset(split.train)
+    with torch.no_grad():
+        # L(w*) is the training objective over the whole training split, not a mini-batch estimate.
+        assert row["init_loss"] == pytest.approx(task.loss(model(train.tokens), train.labels, torch.float64).item())
+    metrics = [{"step": s, "train_loss": 1.0 / (s + 1), "test_loss": 2.0 / (s + 1)} for s in range(0, 40, 10)]
+    figs = figures([{**row, "step": 0}, {**row, "step": 30}], metrics)
+    assert set(figs) == {"llc_over_training", "llc_chains"}
+    assert len(figs["llc_chains"].data) == 2
+    assert set(figures([{**row, "step": 0, "loss_trace": None}], metrics)) == {"llc_over_training"}
+
+
+@needs_devinterp
+def test_calibration_flags_a_divergent_step_size(tiny_setup):
+    model, task, split = tiny_setup
+    sweep = llc.calibrate(model, task, split=split, lrs=(1e-3, 1.0), **{k: v for k, v in TINY.items() if k != "lr"})
+    small, huge = sweep.results
+    assert huge.divergent and not huge.converged
+    assert small.converged
+    assert sweep.recommended == {"lr": 1e-3, "n_beta": small.n_beta}
+    points = sweep.to_dict()["points"]
+    assert [p["divergent"] for p in points] == [False, True]
+
+
+def test_split_r_hat_sees_disagreement_and_trends():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(4, 400))
+    assert llc.split_r_hat(noise) == pytest.approx(1.0, abs=0.02)
+    assert llc.split_r_hat(noise + np.arange(4)[:, None]) > 1.5  # chains disagree
+    assert llc.split_r_hat(noise + np.linspace(0, 3, 400)) > llc.R_HAT_MAX  # every chain trends
+
+
+def test_missing_devinterp_is_a_user_error(monkeypatch, tiny_setup):
+    model, task, split = tiny_setup
+    for name in [m for m in sys.modules if m == "devinterp" or m.startswith("devinterp.")] + ["devinterp"]:
+        monkeypatch.setitem(sys.modules, name, None)  # a None entry makes `import` raise ImportError
+    with pytest.raises(UserError, match=r"pip install 'grokscope\[llc\]'"):
+        llc.compute(model, task, split=split)
