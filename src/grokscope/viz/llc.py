@@ -7,6 +7,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from grokscope.viz.common import loss_trace
+
 LOSS_COLORS = {"train": "steelblue", "test": "darkorange"}
 
 
@@ -27,15 +29,9 @@ def _llc_over_training(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]
         secondary_y=False,
     )
     for split, color in LOSS_COLORS.items():
-        logged = [m for m in metrics if m.get(f"{split}_loss") is not None]
-        if logged:
-            figure.add_scatter(
-                x=[m["step"] for m in logged],
-                y=[m[f"{split}_loss"] for m in logged],
-                name=f"{split} loss",
-                line={"color": color, "dash": "dot"},
-                secondary_y=True,
-            )
+        trace = loss_trace(metrics, split, {"color": color, "dash": "dot"})
+        if trace is not None:
+            figure.add_trace(trace, secondary_y=True)
     figure.update_layout(title="Local learning coefficient over training", xaxis_title="step")
     figure.update_yaxes(title_text="LLC", secondary_y=False)
     figure.update_yaxes(title_text="cross-entropy loss", type="log", secondary_y=True)

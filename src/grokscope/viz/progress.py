@@ -7,6 +7,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from grokscope.viz.common import loss_trace
+
 SPLIT_COLORS = {"train": "steelblue", "test": "darkorange", "all": "seagreen"}
 MEASURE_DASHES = {"loss": "solid", "restricted_loss": "dot", "excluded_loss": "dash"}
 
@@ -23,14 +25,9 @@ def _progress_measures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]
     steps = [r["step"] for r in rows]
     for split in _splits(rows):
         color = SPLIT_COLORS[split]
-        logged = [m for m in metrics if m.get(f"{split}_loss") is not None]
-        if logged:
-            figure.add_scatter(
-                x=[m["step"] for m in logged],
-                y=[m[f"{split}_loss"] for m in logged],
-                name=f"{split} loss",
-                line={"color": color, "dash": MEASURE_DASHES["loss"]},
-            )
+        trace = loss_trace(metrics, split, {"color": color, "dash": MEASURE_DASHES["loss"]})
+        if trace is not None:
+            figure.add_trace(trace)
         for measure in ("restricted_loss", "excluded_loss"):
             figure.add_scatter(
                 x=steps,
