@@ -196,9 +196,7 @@ def table_frequency_part(tables: Float[Tensor, "p p n"], frequencies: Sequence[i
 
 def frequency_embedding_norms(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
     """How much of the number-token embeddings each frequency carries: the norm of its Fourier coefficients."""
-    p = task.modulus
-    coefficients = basis.fourier_basis(p).to(model_device(model)) @ model.W_E[:p].double()
-    return basis.frequency_norms(coefficients).norm(dim=1).cpu()
+    return basis.matrix_spectrum(model.W_E[: task.modulus].double()).cpu()
 
 
 def control_frequencies(model: HookedTransformer, task: ModularTask, key: Sequence[int]) -> tuple[int, ...]:

@@ -62,6 +62,17 @@ def frequency_norms(coefficients: Float[Tensor, "p ..."]) -> Float[Tensor, "n_fr
     return (membership @ squares).sqrt().reshape(membership.shape[0], *coefficients.shape[1:])
 
 
+def spectrum(functions: Float[Tensor, "p ..."]) -> Float[Tensor, "n_freq ..."]:
+    """Norm per frequency of each function on Z_p stacked along dim 0 (transformed in the functions' dtype)."""
+    fb = fourier_basis(functions.shape[0], functions.dtype).to(functions.device)
+    return frequency_norms(torch.tensordot(fb, functions, dims=1))
+
+
+def matrix_spectrum(functions: Float[Tensor, "p n"]) -> Float[Tensor, " n_freq"]:
+    """Norm per frequency of a whole matrix of functions on Z_p (its columns): one spectrum for the matrix."""
+    return spectrum(functions).norm(dim=1)
+
+
 def frequency_cells(p: int) -> Bool[Tensor, "n_freq p p"]:
     """Cells of a 2-D Fourier transform (rows: basis over a, columns: basis over b) that belong to frequency k.
 

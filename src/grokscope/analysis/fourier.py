@@ -46,11 +46,6 @@ def jaccard(a: list[int], b: list[int]) -> float:
     return len(set(a) & set(b)) / len(union) if union else 1.0
 
 
-def matrix_spectrum(functions: Float[Tensor, "p n"]) -> Float[Tensor, " n_freq"]:
-    """Norm per frequency of a whole matrix of functions on Z_p (its columns): one spectrum for the matrix."""
-    return neurons.spectrum_norms(functions).norm(dim=1)
-
-
 def spectral_rule(norms: Float[Tensor, " n_freq"], threshold: float, min_gap: float) -> list[int]:
     """Frequencies whose norm is at least ``threshold`` x the largest, if they stand out from the rest.
 
@@ -187,14 +182,14 @@ def compute(
     cfg = model.cfg
 
     def per_head(weight: Float[Tensor, "n_heads d_model d_head"]) -> Float[Tensor, "n_heads n_freq"]:
-        return neurons.spectrum_norms(torch.einsum("pm,hmd->phd", embed, f64(weight))).norm(dim=-1).T
+        return basis.spectrum(torch.einsum("pm,hmd->phd", embed, f64(weight))).norm(dim=-1).T
 
     embedding_coefficients = basis.fourier_basis(p).to(embed.device) @ embed
     embedding_norms = basis.frequency_norms(embedding_coefficients).norm(dim=1)
-    unembedding_norms = matrix_spectrum(unembed.T)
+    unembedding_norms = basis.matrix_spectrum(unembed.T)
     has_mlp = not cfg.attn_only
-    logit_norms = matrix_spectrum((f64(model.W_out[0]) @ unembed).T) if has_mlp and cfg.n_layers == 1 else None
-    mlp_input_norms = matrix_spectrum(embed @ f64(model.W_in[0])) if has_mlp else None
+    logit_norms = basis.matrix_spectrum((f64(model.W_out[0]) @ unembed).T) if has_mlp and cfg.n_layers == 1 else None
+    mlp_input_norms = basis.matrix_spectrum(embed @ f64(model.W_in[0])) if has_mlp else None
 
     n_freq = basis.n_frequencies(p)
     if has_mlp:

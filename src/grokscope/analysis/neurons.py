@@ -201,12 +201,6 @@ def _fve_and_live_chunk(acts: Float[Tensor, "p p n"]) -> tuple[Float[Tensor, "n_
     return torch.where(live, per_frequency[1:] / variance.where(live, 1.0), 0.0), live
 
 
-def spectrum_norms(functions: Float[Tensor, "p ..."]) -> Float[Tensor, "n_freq ..."]:
-    """Norm per frequency of each function on Z_p stacked along dim 0 (the constant left out)."""
-    fb = basis.fourier_basis(functions.shape[0], functions.dtype).to(functions.device)
-    return basis.frequency_norms(torch.tensordot(fb, functions, dims=1))
-
-
 @torch.no_grad()
 def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
     """``sum_d |W_E[:p, d]|_k * |W_U[d, :p]|_k``: how much each residual dimension both reads and writes frequency k.
@@ -216,8 +210,8 @@ def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float
     and is NOT the neuron FVE, which measures what the MLP neurons actually compute.
     """
     p = task.modulus
-    embed = spectrum_norms(model.W_E[:p].to(torch.float64))
-    unembed = spectrum_norms(model.W_U[:, :p].T.to(torch.float64))
+    embed = basis.spectrum(model.W_E[:p].to(torch.float64))
+    unembed = basis.spectrum(model.W_U[:, :p].T.to(torch.float64))
     return (embed * unembed).sum(1)
 
 

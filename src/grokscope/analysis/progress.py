@@ -41,7 +41,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from grokscope.analysis.basis import basis_frequencies, fourier_basis, frequency_membership, frequency_norms
+from grokscope.analysis.basis import (
+    basis_frequencies,
+    fourier_basis,
+    frequency_membership,
+    matrix_spectrum,
+)
 from grokscope.analysis.common import (
     AnswerActivations,
     answer_activations,
@@ -387,12 +392,6 @@ def _forward(
     return torch.cat(logits_parts), torch.cat(post_parts) if post_parts else None
 
 
-def _spectrum_norms(weights: Float[Tensor, "p d"]) -> Float[Tensor, " n_freq"]:
-    """Norm per frequency of a matrix transformed over its first (token or output) dimension."""
-    basis = fourier_basis(weights.shape[0], torch.float64).to(weights.device)
-    return frequency_norms(basis @ weights.double()).norm(dim=1)
-
-
 def _key_frequencies(given: Sequence[int] | None, unembed_norms: Tensor, n_freq: int) -> tuple[list[int], str]:
     if given is None:
         chosen = (unembed_norms >= FALLBACK_FRACTION * unembed_norms.max()).nonzero().flatten() + 1
@@ -437,7 +436,7 @@ def compute(
     op = task.operation.name
 
     unembed = model.W_out[-1].double() @ model.W_U[:, :p].double()  # W_L: [d_mlp, p]
-    unembed_norms = _spectrum_norms(unembed.T)
+    unembed_norms = matrix_spectrum(unembed.T)
     keys, source = _key_frequencies(key_frequencies, unembed_norms, n_freq)
 
     splits = {"all": torch.arange(p * p, device=device)}
@@ -487,7 +486,7 @@ def compute(
         neuron_restricted=neuron_restricted,
         neuron_excluded=neuron_excluded,
         single=single,
-        gini_embed=gini(_spectrum_norms(model.W_E[:p])),
+        gini_embed=gini(matrix_spectrum(model.W_E[:p].double())),
         gini_unembed=gini(unembed_norms),
         weight_norm_sq=float(sum(w.pow(2).sum() for w in params.values())),
         param_norms={name: float(w.norm()) for name, w in params.items()},
