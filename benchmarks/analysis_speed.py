@@ -33,9 +33,9 @@ def timed(fn):
 
 
 def grokscope_path(model, task, split, keys, sweeps: bool):
-    acts = answer_activations(model, task)
-    spectrum = fourier.compute(model, task, split=split, activations=acts)
+    acts = answer_activations(model, task)  # as the runner does: one forward, neurons reused by the Fourier rule
     neuron_result = neurons.compute(model, task, split=split, activations=acts)
+    spectrum = fourier.compute(model, task, split=split, activations=acts, neurons_result=neuron_result)
     measures = progress.compute(
         model, task, split=split, key_frequencies=keys, activations=acts, single_frequencies=sweeps
     )

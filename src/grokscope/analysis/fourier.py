@@ -151,6 +151,7 @@ def compute(
     min_gap: float = MIN_GAP,
     layer: int | None = None,
     activations: AnswerActivations | None = None,
+    neurons_result: neurons.NeuronsResult | None = None,
 ) -> FourierResult:
     """Weight spectra and key frequencies; ``split`` is unused (weights and the full grid only).
 
@@ -164,7 +165,8 @@ def compute(
 
     The two spectral rules also need ``min_gap`` contrast (:func:`spectral_rule`). ``key_frequencies`` are the
     frequencies at least two rules choose. ``activations`` (:func:`common.answer_activations`) lets the neuron
-    rule reuse a forward pass already run on this checkpoint.
+    rule reuse a forward pass already run on this checkpoint, and ``neurons_result`` (same layer and threshold) the
+    neuron analysis itself.
     """
     p = require_grid(task, NAME)
     _check_fraction("logit_threshold", logit_threshold)
@@ -193,10 +195,16 @@ def compute(
 
     n_freq = basis.n_frequencies(p)
     if has_mlp:
-        neuron_result = neurons.compute(
-            model, task, layer=layer, cluster_threshold=cluster_threshold, activations=activations
+        reusable = (
+            neurons_result is not None
+            and neurons_result.layer == neurons.resolve_layer(model, layer)
+            and neurons_result.cluster_threshold == cluster_threshold
         )
-        cluster_sizes = neuron_result.cluster_sizes
+        if not reusable:
+            neurons_result = neurons.compute(
+                model, task, layer=layer, cluster_threshold=cluster_threshold, activations=activations
+            )
+        cluster_sizes = neurons_result.cluster_sizes
     else:
         cluster_sizes = torch.zeros(n_freq, dtype=torch.long)
     logit_spectrum = logit_norms if logit_norms is not None else unembedding_norms

@@ -190,8 +190,12 @@ def analyze(
                     ):
                         shared["activations"] = answer_activations(model, task)
                     results: dict[str, Any] = {}
+                    if "neurons" in todo:  # first, so the Fourier neuron rule reuses it rather than recomputing it
+                        results["neurons"] = modules["neurons"].compute(model, task, split=split, **shared)
                     if "fourier" in todo:
-                        results["fourier"] = modules["fourier"].compute(model, task, split=split, **shared)
+                        results["fourier"] = modules["fourier"].compute(
+                            model, task, split=split, neurons_result=results.get("neurons"), **shared
+                        )
                     key_frequencies = None
                     if any(n in todo for n in _USES_KEY_FREQUENCIES):
                         key_frequencies = _key_frequencies(step, model, task, results, cache, shared)
