@@ -102,6 +102,12 @@ def train(
         typer.Option(help="Record into recordings/: gradients (per-component norms), fingerprint (quantiles)."),
     ] = None,
     record_every: Annotated[int, typer.Option(min=1, help="Record every N steps.")] = 10,
+    pack: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="With --seeds: train this many seeds at once (default 1 on the CPU, what fits on a GPU)."
+        ),
+    ] = None,
 ) -> None:
     """Train a model (or several seeds) on a modular-arithmetic task; writes runs/<name>/ and prints where it grokked."""
 
@@ -119,16 +125,17 @@ def train(
             else [(base.with_seed(s), out / f"{base.name}_seed{s}") for s in parse_seeds(seeds)]
         )
         make_recorders(record or [], record_every)  # a bad name fails before any run starts
-        for cfg, run_dir in jobs:
-            result = train_run(
-                cfg,
-                run_dir,
-                device=device,
-                resume=resume,
-                overwrite=overwrite,
-                progress=not quiet,
-                callbacks=make_recorders(record or [], record_every),
-            )
+        options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
+        if record:  # recorders watch one HookedTransformer each: seeds then train one after another
+            results = [
+                train_run(cfg, run_dir, callbacks=make_recorders(record, record_every), **options)
+                for cfg, run_dir in jobs
+            ]
+        else:
+            from grokscope.training.many import train_many
+
+            results = train_many([cfg for cfg, _ in jobs], [run_dir for _, run_dir in jobs], pack=pack, **options)
+        for (_, run_dir), result in zip(jobs, results, strict=True):
             s = result.summary
             final = s["final"]
             typer.echo(f"{run_dir}: {describe(s)}")

@@ -89,8 +89,17 @@ class ModelConfig(_Section):
         return self
 
 
+class GrokfastConfig(_Section):
+    """Grokfast (Lee et al. 2024): add ``lamb`` x the slow part of each gradient (an EMA, or a moving average)."""
+
+    filter: Literal["ema", "ma"] = "ema"
+    alpha: float = Field(0.98, ge=0, lt=1, description="EMA decay (filter: ema)")
+    lamb: float = Field(2.0, ge=0, description="amplification of the slow gradient")
+    window: int = Field(100, ge=1, description="moving-average length in steps (filter: ma)")
+
+
 class OptimConfig(_Section):
-    """AdamW with a linear warmup and optional gradient clipping."""
+    """AdamW with a linear warmup, optional gradient clipping and grokking accelerators (applied in that order)."""
 
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1.0, ge=0)
@@ -98,6 +107,20 @@ class OptimConfig(_Section):
     eps: float = Field(1e-8, gt=0)
     warmup_steps: int = Field(10, ge=0)
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
+    orthograd: bool = Field(False, description="⊥Grad (Prieto et al. 2025): drop the gradient part parallel to W")
+    grokfast: GrokfastConfig | None = None
+
+    def accelerators(self) -> list[str]:
+        """What this optimizer adds to plain AdamW, for the run summary (empty: none)."""
+        out = ["orthograd"] if self.orthograd else []
+        g = self.grokfast
+        if g is not None:
+            out.append(
+                f"grokfast_ema(alpha={g.alpha}, lamb={g.lamb})"
+                if g.filter == "ema"
+                else f"grokfast_ma(window={g.window}, lamb={g.lamb})"
+            )
+        return out
 
     @model_validator(mode="after")
     def _check_betas(self) -> OptimConfig:
@@ -140,6 +163,9 @@ class TrainConfig(_Section):
     batch_size: int | None = Field(None, ge=1, description="none = full batch")
     eval_every: int = Field(10, ge=1)
     loss_dtype: Literal["float32", "float64"] = "float32"
+    loss_fn: Literal["softmax", "stablemax"] = Field(
+        "softmax", description="cross-entropy over softmax, or StableMax (Prieto et al. 2025)"
+    )
     checkpoints: CheckpointSchedule = Field(default_factory=CheckpointSchedule)
     early_stop: EarlyStopConfig | None = None
 

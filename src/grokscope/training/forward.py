@@ -161,4 +161,3 @@ def logits(
         x = x + _linear(hidden, params[f"{prefix}.mlp.W_out"], params[f"{prefix}.mlp.b_out"])
     x = _norm(x, params, "ln_final", arch)
     return _linear(x, params["unembed.W_U"], params["unembed.b_U"])
-

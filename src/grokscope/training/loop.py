@@ -1,9 +1,10 @@
 """The compact training loop: AdamW on a modular-arithmetic task, with metrics, checkpoints, early stop and resume.
 
-:func:`train` is one function you can read top to bottom. Step ``s`` always means "after ``s`` optimizer updates":
-metrics and checkpoints at step 0 describe the initial model. Batch order is a pure function of (seed, epoch), so a
-resumed run needs no RNG state and continues bit for bit; on the CPU a run is bitwise reproducible for a seed,
-in any process (see :func:`reproducible`).
+:func:`train` is one function you can read top to bottom; :mod:`grokscope.training.many` trains many seeds at once
+with the same pieces (:class:`Objective`, :func:`evaluate`, :class:`RunLog`). Step ``s`` always means "after ``s``
+optimizer updates": metrics and checkpoints at step 0 describe the initial model. Batch order is a pure function of
+(seed, epoch), so a resumed run needs no RNG state and continues bit for bit; on the CPU a run is bitwise
+reproducible for a seed, in any process (see :func:`reproducible`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -19,21 +20,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from grokscope.callbacks import Callback
-from grokscope.config import EarlyStopConfig, RunConfig, config_differences
+from grokscope.config import EarlyStopConfig, OptimConfig, RunConfig, config_differences
 from grokscope.errors import UserError
 from grokscope.models import build_model, load_model
 from grokscope.store import CONFIG_FILE, TRAINER_STATE_FILE, Run
-from grokscope.tasks import Dataset, ModularTask, make_split
+from grokscope.tasks import Dataset, ModularTask, Split, make_split
+from grokscope.training import forward
+from grokscope.training.accelerators import (
+    GradientFilter,
+    GrokfastEMA,
+    GrokfastMA,
+    OrthoGrad,
+    chain,
+    stablemax_cross_entropy,
+)
 from grokscope.training.progress import TrainingProgress
 from grokscope.training.summary import summarize
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-EVAL_CHUNK = 16_384  # rows per forward pass when evaluating; bounds memory for large moduli
+EVAL_ELEMENTS = 1 << 24  # logits per evaluation chunk (models x rows x positions x vocab); bounds memory
 METRICS_FLUSH_SECONDS = 10.0  # metrics.jsonl is rewritten at checkpoints and at least this often
 
 
@@ -75,40 +87,126 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """The training loss: cross-entropy (over softmax or StableMax) at the task's loss positions, in ``dtype``."""
+
+    task: ModularTask
+    dtype: torch.dtype = torch.float32
+    loss_fn: str = "softmax"
+
+    @classmethod
+    def of(cls, config: RunConfig, task: ModularTask) -> Objective:
+        return cls(task, getattr(torch, config.train.loss_dtype), config.train.loss_fn)
+
+    @property
+    def window(self) -> slice:
+        """The loss positions, always contiguous: the only logits the forward has to compute."""
+        positions = self.task.loss_positions
+        return slice(positions[0], positions[-1] + 1)
+
+    def row_losses(
+        self, logits: Float[Tensor, "n batch q vocab"], labels: Int[Tensor, "n batch pos"]
+    ) -> Float[Tensor, "n batch"]:
+        """Each row's loss, averaged over its loss positions."""
+        n, batch, q, _ = logits.shape
+        # Never below the logits' own precision: a float64 model keeps a float64 loss.
+        dtype = torch.promote_types(logits.dtype, self.dtype)
+        flat_logits, flat_labels = logits.to(dtype).flatten(0, 2), labels[..., self.window].flatten()
+        if self.loss_fn == "stablemax":
+            flat = stablemax_cross_entropy(flat_logits, flat_labels, reduction="none")
+        else:
+            flat = F.cross_entropy(flat_logits, flat_labels, reduction="none")
+        return flat.view(n, batch, q).mean(-1)
+
+    def loss(self, logits: Float[Tensor, "n batch q vocab"], labels: Int[Tensor, "n batch pos"]) -> Float[Tensor, " n"]:
+        """Each model's mean loss on its batch."""
+        return self.row_losses(logits, labels).mean(-1)
+
+
+Forward = Callable[[Tensor], Tensor]  # tokens (n, batch, pos) -> logits (n, batch, q, vocab) at the loss window
+
+
+def model_forward(model: HookedTransformer, objective: Objective) -> Forward:
+    """The fast forward through the model's own parameters, or TransformerLens's when the fast one lacks a feature."""
+    window = objective.window
+    if forward.unsupported(model) is None:
+        arch = forward.Architecture.of(model)
+        return lambda tokens: forward.logits(forward.parameter_views(model), tokens, arch, window)
+    return lambda tokens: torch.stack([model(t)[:, window] for t in tokens])
+
+
 @torch.no_grad()
 def evaluate(
-    model: HookedTransformer, data: Dataset, task: ModularTask, loss_dtype: torch.dtype
-) -> tuple[float, float]:
-    """Mean loss (as trained) and answer accuracy of ``model`` on ``data``."""
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(data), EVAL_CHUNK):
-        chunk = data.subset(slice(start, start + EVAL_CHUNK))
-        logits = model(chunk.tokens)
-        total_loss += task.loss(logits, chunk.labels, loss_dtype, reduction="sum").item()
-        correct += (logits[:, task.answer_position].argmax(-1) == chunk.answers).sum().item()
-    return total_loss / (len(data) * len(task.loss_positions)), correct / len(data)
+    model_logits: Forward, n_models: int, data: Dataset, splits: Sequence[Split], objective: Objective
+) -> list[dict[str, float]]:
+    """Loss (as trained) and answer accuracy of each model on its own train/test(/val) split of ``data``.
+
+    Every input goes through every model once, in chunks that bound memory; the splits then pick rows.
+    """
+    task = objective.task
+    answer = task.answer_position - objective.window.start
+    chunk = max(1, EVAL_ELEMENTS // (n_models * task.d_vocab_out * len(task.loss_positions)))
+    losses, hits = [], []
+    for start in range(0, len(data), chunk):
+        part = data.subset(slice(start, start + chunk))
+        logits = model_logits(part.tokens.expand(n_models, -1, -1))
+        losses.append(objective.row_losses(logits, part.labels.expand(n_models, -1, -1)))
+        hits.append(logits[:, :, answer].argmax(-1) == part.answers)
+    loss, hit = torch.cat(losses, dim=1), torch.cat(hits, dim=1)
+    rows = []
+    for i, split in enumerate(splits):
+        row = {}
+        for name, index in (("train", split.train), ("test", split.test), ("val", split.val)):
+            if len(index):
+                index = index.to(loss.device)
+                row[f"{name}_loss"] = loss[i, index].double().mean().item()
+                row[f"{name}_acc"] = hit[i, index].sum().item() / len(index)
+        rows.append(row)
+    return rows
 
 
-def train_step(
-    model: HookedTransformer,
+def gradient_filter(optim: OptimConfig, model_axis: bool = False) -> GradientFilter | None:
+    """The configured accelerators as one filter (⊥Grad first, then Grokfast), or None for plain AdamW."""
+    filters: list[GradientFilter] = [OrthoGrad(model_axis=model_axis)] if optim.orthograd else []
+    g = optim.grokfast
+    if g is not None:
+        filters.append(GrokfastEMA(g.alpha, g.lamb) if g.filter == "ema" else GrokfastMA(g.window, g.lamb))
+    return None if not filters else filters[0] if len(filters) == 1 else chain(*filters)
+
+
+def adamw(params: Iterable[Tensor], optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    # The fused kernel is one launch for all parameters on a GPU; the CPU keeps the default implementation.
+    return torch.optim.AdamW(
+        params,
+        lr=optim.lr,
+        betas=optim.betas,
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
+        fused=True if device.type == "cuda" else None,
+    )
+
+
+def apply_update(
     optimizer: torch.optim.Optimizer,
-    batch: Dataset,
-    task: ModularTask,
-    loss_dtype: torch.dtype,
-    grad_clip: float | None = None,
-    step: int = 0,
-    callbacks: Sequence[Callback] = (),
-) -> Tensor:
-    """One optimizer update on ``batch``; returns the loss before the update (no host sync)."""
-    loss = task.loss(model(batch.tokens), batch.labels, loss_dtype)
-    loss.backward()
-    for cb in callbacks:
-        cb.on_after_backward(step, model)
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    params: Sequence[Tensor],
+    grad_filter: GradientFilter | None,
+    clip: Callable[[], None] | None = None,
+) -> None:
+    """After ``backward()``: clip, filter (accelerators), the AdamW step, and clear the gradients."""
+    if clip is not None:
+        clip()
+    if grad_filter is not None:
+        grad_filter.apply(params)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, optim: OptimConfig, step: int) -> None:
+    """Linear warmup over ``warmup_steps``, then constant."""
+    scale = min(1.0, (step + 1) / optim.warmup_steps) if optim.warmup_steps else 1.0
+    for group in optimizer.param_groups:
+        group["lr"] = optim.lr * scale
 
 
 def batch_indices(step: int, n_train: int, batch_size: int | None, seed: int) -> Tensor | None:
@@ -144,6 +242,75 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[package] = "unknown"
     return out
+
+
+class RunLog:
+    """One run's bookkeeping while it trains: metric rows, early stop, checkpoints, the resume state, the summary."""
+
+    def __init__(self, run: Run, state: dict[str, Any] | None) -> None:
+        if state is not None and not {"step", "optimizer", "wall_time_s"} <= state.keys():
+            raise UserError(f"{run.root / TRAINER_STATE_FILE}: not a grokscope trainer state (missing keys)")
+        self.run, self.config = run, run.config
+        self.start = 0 if state is None else int(state["step"])
+        self.rows = [row for row in run.metrics() if row["step"] <= self.start] if state is not None else []
+        self._wall_before = float(state["wall_time_s"]) if state is not None else 0.0
+        self._t0 = self._last_flush = time.perf_counter()
+        tc = self.config.train
+        self.batches_per_epoch = 1 if tc.batch_size is None else -(-len(run.split().train) // tc.batch_size)
+        # A resumed run may already be complete (it crashed after its last checkpoint, before the summary).
+        last_logged = self.rows[-1]["step"] if self.rows else self.start
+        self.finished_before = state is not None and (
+            self.start >= tc.steps or early_stop_due(self.rows, last_logged, tc.early_stop)
+        )
+        self.stopped = self.finished_before
+
+    def wall_time(self) -> float:
+        return self._wall_before + time.perf_counter() - self._t0
+
+    def eval_due(self, step: int, final: bool) -> bool:
+        return step % self.config.train.eval_every == 0 or final
+
+    def log(self, step: int, metrics: dict[str, float], lr: float) -> dict[str, Any]:
+        """Append the metrics row of ``step``; sets :attr:`stopped` when early stopping is due."""
+        row: dict[str, Any] = {"step": step, "epoch": step / self.batches_per_epoch, **metrics, "lr": lr}
+        self.rows.append(row)
+        self.stopped = self.stopped or early_stop_due(self.rows, step, self.config.train.early_stop)
+        return row
+
+    def checkpoint_due(self, step: int) -> bool:
+        return self.config.train.checkpoints.due(step) or self.stopped
+
+    def save(
+        self, step: int, weights: dict[str, Tensor], state: dict[str, Any], written: Callable[[], None] = lambda: None
+    ) -> None:
+        """Checkpoint, metrics, then ``written()`` (recorders flush), and last the trainer state that marks all of
+        them complete: a crash anywhere before it resumes from the previous checkpoint with nothing lost."""
+        self.run.save_checkpoint(step, weights)
+        self.run.write_metrics(self.rows)
+        written()
+        self.run.save_trainer_state({"step": step, **state, "wall_time_s": self.wall_time()})
+        self._last_flush = time.perf_counter()
+
+    def flush_if_stale(self) -> None:
+        if time.perf_counter() - self._last_flush > METRICS_FLUSH_SECONDS:
+            self.run.write_metrics(self.rows)
+            self._last_flush = time.perf_counter()
+
+    def finish(self, device: torch.device, **extra: Any) -> dict[str, Any]:
+        """Write and return the grokking summary."""
+        rows, tc = self.rows, self.config.train
+        summary = summarize(rows)
+        summary.update(
+            steps_trained=rows[-1]["step"] if rows else 0,
+            stopped_early=bool(rows) and rows[-1]["step"] < tc.steps,
+            wall_time_s=self._wall_before if self.finished_before else self.wall_time(),
+            device=str(device),
+            accelerators=self.config.optim.accelerators() + (["stablemax"] if tc.loss_fn == "stablemax" else []),
+            **extra,
+            versions=_versions(),
+        )
+        self.run.write_summary(summary)
+        return summary
 
 
 def _start_run(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> tuple[Run, dict | None]:
@@ -183,101 +350,67 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train one seed into ``run_dir`` and return the run, the final model and its grokking summary."""
-    run_dir = Path(run_dir)
     dev = resolve_device(device)
-    run, state = _start_run(config, run_dir, resume, overwrite)
-    task = run.task
-    tc, oc = config.train, config.optim
-    loss_dtype = getattr(torch, tc.loss_dtype)
-
-    data = task.dataset().to(dev)
-    split = run.split()
-    train_set, test_set = data.subset(split.train.to(dev)), data.subset(split.test.to(dev))
-    val_set = data.subset(split.val.to(dev)) if len(split.val) else None
-
-    # Resume from the trainer state's step, whose checkpoint was written just before it.
-    if state is not None and not {"step", "optimizer", "wall_time_s"} <= state.keys():
-        raise UserError(f"{run.root / TRAINER_STATE_FILE}: not a grokscope trainer state (missing keys)")
-    start = 0 if state is None else int(state["step"])
+    run, state = _start_run(config, Path(run_dir), resume, overwrite)
+    log = RunLog(run, state)
+    task, tc, oc = run.task, config.train, config.optim
     if state is None:
         model = build_model(config.model, task, seed=config.seed, device=dev)
     else:
-        model = load_model(config.model, task, run.load_state_dict(start), device=dev)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=oc.lr, betas=oc.betas, eps=oc.eps, weight_decay=oc.weight_decay
-    )
+        model = load_model(config.model, task, run.load_state_dict(log.start), device=dev)
+    params = list(model.parameters())
+    optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    rows = [row for row in run.metrics() if row["step"] <= start] if state is not None else []
-    wall_before = float(state["wall_time_s"]) if state is not None else 0.0
-    early = tc.early_stop
-    n_train = len(train_set)
-    batches_per_epoch = 1 if tc.batch_size is None else -(-n_train // tc.batch_size)
+        if grad_filter is not None:
+            grad_filter.load_state_dict(state["grad_filter"])
 
-    t0 = time.perf_counter()
-    last_flush = t0
-
-    def wall_time() -> float:
-        return wall_before + time.perf_counter() - t0
+    objective = Objective.of(config, task)
+    model_logits = model_forward(model, objective)
+    clip = None if oc.grad_clip is None else lambda: torch.nn.utils.clip_grad_norm_(params, oc.grad_clip)
+    data, split = task.dataset().to(dev), run.split()
+    train_set = data.subset(split.train.to(dev))
 
     def record(step: int, final: bool) -> bool:
         """Log metrics and save checkpoints due at ``step``; return True when training should stop."""
-        nonlocal last_flush
-        stop = final
-        if step % tc.eval_every == 0 or final:
-            row: dict[str, Any] = {"step": step, "epoch": step / batches_per_epoch}
-            row["train_loss"], row["train_acc"] = evaluate(model, train_set, task, loss_dtype)
-            row["test_loss"], row["test_acc"] = evaluate(model, test_set, task, loss_dtype)
-            if val_set is not None:
-                row["val_loss"], row["val_acc"] = evaluate(model, val_set, task, loss_dtype)
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            rows.append(row)
+        if log.eval_due(step, final):
+            metrics = evaluate(model_logits, 1, data, [split], objective)[0]
+            row = log.log(step, metrics, optimizer.param_groups[0]["lr"])
             bar.update(step, row)
             for cb in callbacks:
                 cb.on_eval(step, model, row)
-            stop = stop or early_stop_due(rows, step, early)
-        if tc.checkpoints.due(step) or stop:
-            # The trainer state is written last: it marks the checkpoint, metrics and recordings of this step as
-            # complete, so a crash anywhere before it resumes from the previous checkpoint with nothing lost.
-            run.save_checkpoint(step, model.state_dict())
-            run.write_metrics(rows)
-            for cb in callbacks:
-                cb.on_checkpoint(step, model)
-            run.save_trainer_state({"step": step, "optimizer": optimizer.state_dict(), "wall_time_s": wall_time()})
-            last_flush = time.perf_counter()
-        elif time.perf_counter() - last_flush > METRICS_FLUSH_SECONDS:
-            run.write_metrics(rows)
-            last_flush = time.perf_counter()
-        return stop
+        log.stopped = log.stopped or final
+        if log.checkpoint_due(step):
+            filter_state = {} if grad_filter is None else {"grad_filter": grad_filter.state_dict()}
+            log.save(
+                step,
+                model.state_dict(),
+                {"optimizer": optimizer.state_dict(), **filter_state},
+                written=lambda: [cb.on_checkpoint(step, model) for cb in callbacks],
+            )
+        else:
+            log.flush_if_stale()
+        return log.stopped
 
-    # A resumed run may already be complete (it crashed after its last checkpoint, before the summary).
-    last_logged = rows[-1]["step"] if rows else start
-    finished = state is not None and (start >= tc.steps or early_stop_due(rows, last_logged, early))
-    with TrainingProgress(config.name, start, tc.steps, enabled=progress) as bar, reproducible(dev):
+    with TrainingProgress(config.name, log.start, tc.steps, enabled=progress) as bar, reproducible(dev):
         for cb in callbacks:
-            cb.on_train_begin(run, model, start)
-        step = start
-        stopped = record(0, final=False) if state is None else finished
+            cb.on_train_begin(run, model, log.start)
+        step = log.start
+        stopped = record(0, final=False) if state is None else log.stopped
         while not stopped:
-            index = batch_indices(step, n_train, tc.batch_size, config.seed)
+            index = batch_indices(step, len(train_set), tc.batch_size, config.seed)
             batch = train_set if index is None else train_set.subset(index.to(dev))
-            for group in optimizer.param_groups:
-                group["lr"] = oc.lr * (min(1.0, (step + 1) / oc.warmup_steps) if oc.warmup_steps else 1.0)
-            train_step(model, optimizer, batch, task, loss_dtype, oc.grad_clip, step, callbacks)
+            set_learning_rate(optimizer, oc, step)
+            objective.loss(model_logits(batch.tokens[None]), batch.labels[None]).sum().backward()
+            for cb in callbacks:
+                cb.on_after_backward(step, model)
+            apply_update(optimizer, params, grad_filter, clip)
             step += 1
             for cb in callbacks:
                 cb.on_step_end(step, model)
             stopped = record(step, final=step >= tc.steps)
 
-    summary = summarize(rows)
-    summary.update(
-        steps_trained=rows[-1]["step"] if rows else 0,
-        stopped_early=bool(rows) and rows[-1]["step"] < tc.steps,
-        wall_time_s=wall_time() if not finished else wall_before,
-        device=str(dev),
-        versions=_versions(),
-    )
-    run.write_summary(summary)
+    summary = log.finish(dev)
     for cb in callbacks:
         cb.on_train_end(run, model, step)
     return TrainResult(run=run, model=model, summary=summary)

@@ -1,0 +1,246 @@
+"""Many seeds of one config at once: parameters stacked along a model axis, one optimizer step for all of them.
+
+:func:`train_many` writes the same run directories as :func:`~grokscope.training.loop.train` does for each seed
+(metrics, checkpoints under TransformerLens names, per-seed resume state, summary), so nothing downstream knows how
+a run was trained. Seeds are packed into stacks of ``pack`` models; AdamW and the Grokfast filters are elementwise,
+so a stacked update equals N separate ones, and gradient clipping is done per model. Each seed keeps its own
+split and batch order. A seed that stops early keeps being computed (its writes stop) until its stack finishes.
+
+On the CPU the default pack is 1 (seeds one after another): the step is compute-bound there and stacking measured
+no faster (``benchmarks/train_throughput.py``). On a GPU a stack fills the device that one small model leaves idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from grokscope.config import RunConfig, config_differences
+from grokscope.errors import UserError
+from grokscope.models import build_model, load_model
+from grokscope.tasks import ModularTask
+from grokscope.training import forward
+from grokscope.training.loop import (
+    Objective,
+    RunLog,
+    TrainResult,
+    _start_run,
+    adamw,
+    apply_update,
+    batch_indices,
+    evaluate,
+    gradient_filter,
+    reproducible,
+    resolve_device,
+    set_learning_rate,
+    train,
+)
+from grokscope.training.progress import TrainingProgress
+
+GPU_MEMORY_FRACTION = 0.6  # of the free device memory a stack may plan to use
+
+
+def train_many(
+    configs: Sequence[RunConfig],
+    run_dirs: Sequence[Path | str],
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    pack: int | None = None,
+) -> list[TrainResult]:
+    """Train configs that differ only in their seed, ``pack`` at a time (default: 1 on the CPU, what fits on a GPU).
+
+    Returns one :class:`TrainResult` per config, in order.
+    """
+    if len(configs) != len(run_dirs):
+        raise ValueError(f"{len(configs)} configs but {len(run_dirs)} run directories")
+    if not configs:
+        return []
+    _check_same_but_seed(configs)
+    dev = resolve_device(device)
+    probe = build_model(configs[0].model, ModularTask.from_config(configs[0].task), seed=None)
+    size = pack or default_pack(configs[0], dev, len(configs))
+    if size < 1:
+        raise UserError(f"--pack {size}: must be at least 1")
+    results: list[TrainResult] = []
+    for start in range(0, len(configs), size):
+        group, dirs = configs[start : start + size], [Path(d) for d in run_dirs[start : start + size]]
+        if len(group) == 1 or forward.unsupported(probe) is not None:
+            options = dict(device=device, resume=resume, overwrite=overwrite, progress=progress)
+            results += [train(c, d, **options) for c, d in zip(group, dirs, strict=True)]
+        else:
+            results += _train_stack(group, dirs, dev, resume, overwrite, progress)
+    return results
+
+
+def default_pack(config: RunConfig, device: torch.device, n_seeds: int) -> int:
+    """How many seeds to stack: 1 on the CPU; on a GPU as many as an estimate of the memory per model allows."""
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(n_seeds, int(GPU_MEMORY_FRACTION * free // bytes_per_model(config))))
+
+
+def bytes_per_model(config: RunConfig) -> int:
+    """A generous estimate of one model's training memory: weights, gradient, two Adam moments, filter state,
+    and the activations of a full forward and backward on a batch."""
+    task = ModularTask.from_config(config.task)
+    m = config.model
+    n_params = (task.d_vocab + task.d_vocab_out) * m.d_model + m.n_layers * (
+        4 * m.d_model * m.n_heads * m.d_head + 2 * m.d_model * m.d_mlp
+    )
+    grokfast = config.optim.grokfast
+    copies = 4 + (0 if grokfast is None else (1 if grokfast.filter == "ema" else grokfast.window + 1))
+    batch = config.train.batch_size or round(task.n_pairs * config.task.train_fraction)
+    per_row = task.n_ctx * m.n_layers * (8 * m.d_model + 3 * m.d_mlp + 2 * m.n_heads * task.n_ctx) + task.d_vocab_out
+    itemsize = 8 if m.dtype == "float64" else 4
+    return itemsize * (copies * n_params + 2 * batch * per_row)
+
+
+def _clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _check_same_but_seed(configs: Sequence[RunConfig]) -> None:
+    reference = configs[0].with_seed(0)
+    for config in configs[1:]:
+        diffs = config_differences(reference, config.with_seed(0))
+        if diffs:
+            raise UserError(f"seeds trained together must share their config; {config.name} differs: {diffs[0]}")
+
+
+def model_slice(state: Any, i: int) -> Any:
+    """Model ``i``'s part of a stacked optimizer or filter state: every tensor with dimensions has the model axis
+    first; scalars (Adam's step count) and plain values are shared."""
+    if isinstance(state, Tensor):
+        return state[i].clone() if state.dim() else state.clone()
+    if isinstance(state, dict):
+        return {k: model_slice(v, i) for k, v in state.items()}
+    if isinstance(state, list):
+        return [model_slice(v, i) for v in state]
+    return state
+
+
+def stack_states(states: Sequence[Any]) -> Any:
+    """The inverse of :func:`model_slice`: per-seed states (same structure) into one stacked state."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return torch.stack(list(states)) if first.dim() else first.clone()
+    if isinstance(first, dict):
+        return {k: stack_states([s[k] for s in states]) for k in first}
+    if isinstance(first, list):
+        return [stack_states([s[j] for s in states]) for j in range(len(first))]
+    return first
+
+
+@torch.no_grad()
+def clip_per_model(params: Sequence[Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` applied to each model of a stack on its own (norms over all but the model axis)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    squares = torch.stack([g.double().pow(2).flatten(1).sum(1) for g in grads]).sum(0)
+    scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
+
+
+def _train_stack(
+    configs: Sequence[RunConfig], run_dirs: Sequence[Path], dev: torch.device, resume: bool, overwrite: bool, bar: bool
+) -> list[TrainResult]:
+    started = [_start_run(c, d, resume, overwrite) for c, d in zip(configs, run_dirs, strict=True)]
+    logs = [RunLog(run, state) for run, state in started]
+    starts = sorted({log.start for log in logs})
+    if len(starts) > 1:
+        # Interrupted between two seeds' checkpoint writes: resume each group of equal steps on its own.
+        results: dict[int, TrainResult] = {}
+        for s in starts:
+            idx = [i for i, log in enumerate(logs) if log.start == s]
+            group = _train_stack([configs[i] for i in idx], [run_dirs[i] for i in idx], dev, True, False, bar)
+            results.update(zip(idx, group, strict=True))
+        return [results[i] for i in range(len(configs))]
+
+    config, start, n = configs[0], starts[0], len(configs)
+    task, tc, oc = logs[0].run.task, config.train, config.optim
+    states = [state for _, state in started]
+    if start == 0:
+        models = [build_model(c.model, task, seed=c.seed) for c in configs]
+    else:
+        models = [
+            load_model(c.model, task, log.run.load_state_dict(start)) for c, log in zip(configs, logs, strict=True)
+        ]
+    buffers = {k: v for k, v in models[0].state_dict().items() if k not in dict(models[0].named_parameters())}
+    arch = forward.Architecture.of(models[0])
+    stacked = {k: v.to(dev).detach().requires_grad_(True) for k, v in forward.stack_parameters(models).items()}
+    params = list(stacked.values())
+    optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc, model_axis=True)
+    if start > 0:
+        optimizer.load_state_dict(stack_states([s["optimizer"] for s in states]))
+        if grad_filter is not None:
+            grad_filter.load_state_dict(stack_states([s["grad_filter"] for s in states]))
+
+    objective = Objective.of(config, task)
+    window = objective.window
+    clip = None if oc.grad_clip is None else lambda: clip_per_model(params, oc.grad_clip)
+
+    def model_logits(tokens: Tensor) -> Tensor:
+        return forward.logits(stacked, tokens, arch, window)
+
+    data = task.dataset().to(dev)
+    splits = [log.run.split() for log in logs]
+    train_tokens = torch.stack([data.tokens[s.train.to(dev)] for s in splits])
+    train_labels = torch.stack([data.labels[s.train.to(dev)] for s in splits])
+    n_train = train_tokens.shape[1]
+
+    def weights(i: int) -> dict[str, Tensor]:
+        return {**buffers, **{k: v[i].detach() for k, v in stacked.items()}}
+
+    def record(step: int, final: bool) -> bool:
+        active = [i for i, log in enumerate(logs) if not log.stopped]
+        if any(logs[i].eval_due(step, final) for i in active):
+            metrics = evaluate(model_logits, n, data, splits, objective)
+            lr = optimizer.param_groups[0]["lr"]
+            rows = [logs[i].log(step, metrics[i], lr) for i in active]
+            progress.update(step, {k: sum(r[k] for r in rows) / len(rows) for k in metrics[0]})
+        resume_state = {"optimizer": optimizer.state_dict()}
+        if grad_filter is not None:
+            resume_state["grad_filter"] = grad_filter.state_dict()
+        for i in active:
+            log = logs[i]
+            log.stopped = log.stopped or final
+            if log.checkpoint_due(step):
+                log.save(step, weights(i), model_slice(resume_state, i))
+            else:
+                log.flush_if_stale()
+        return all(log.stopped for log in logs)
+
+    final_weights: dict[int, dict[str, Tensor]] = {}
+    with TrainingProgress(f"{config.name} x{n} seeds", start, tc.steps, enabled=bar) as progress, reproducible(dev):
+        step = start
+        stopped = record(0, final=False) if start == 0 else all(log.stopped for log in logs)
+        while not stopped:
+            index = [batch_indices(step, n_train, tc.batch_size, c.seed) for c in configs]
+            if index[0] is None:
+                tokens, labels = train_tokens, train_labels
+            else:
+                rows = torch.stack(index).to(dev)
+                tokens, labels = (t[torch.arange(n, device=dev)[:, None], rows] for t in (train_tokens, train_labels))
+            set_learning_rate(optimizer, oc, step)
+            objective.loss(model_logits(tokens), labels).sum().backward()
+            apply_update(optimizer, params, grad_filter, clip)
+            step += 1
+            was_active = [i for i, log in enumerate(logs) if not log.stopped]
+            stopped = record(step, final=step >= tc.steps)
+            # Copies: the stack's tensors go on changing while other seeds train.
+            final_weights.update({i: _clone(weights(i)) for i in was_active if logs[i].stopped})
+
+    results = []
+    for i, (c, log) in enumerate(zip(configs, logs, strict=True)):
+        state = final_weights[i] if i in final_weights else log.run.load_state_dict(log.run.steps()[-1])
+        model = load_model(c.model, task, state, device=dev)
+        results.append(TrainResult(run=log.run, model=model, summary=log.finish(dev, seeds_trained_together=n)))
+    return results
