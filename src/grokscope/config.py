@@ -80,6 +80,11 @@ class ModelConfig(_Section):
         0.0, ge=0, description="add eps x (each tensor's RMS) x N(0, 1) noise to the initial weights"
     )
     perturbation_seed: int = Field(0, ge=0, le=2**32 - 1)
+    init_from: str | None = Field(
+        None,
+        description="a checkpoint (.safetensors) whose weights start the run; when the task's vocabulary differs, "
+        "shared residues and special tokens keep their rows (see grokscope.models.transplant)",
+    )
 
     @model_validator(mode="after")
     def _fill_from_preset(self) -> ModelConfig:
@@ -87,6 +92,9 @@ class ModelConfig(_Section):
             if getattr(self, name) is None:
                 setattr(self, name, value)
         return self
+
+
+Component = Literal["embed", "pos_embed", "attn", "mlp", "unembed", "norm"]
 
 
 class GrokfastConfig(_Section):
@@ -109,6 +117,7 @@ class OptimConfig(_Section):
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
     orthograd: bool = Field(False, description="⊥Grad (Prieto et al. 2025): drop the gradient part parallel to W")
     grokfast: GrokfastConfig | None = None
+    freeze: list[Component] = Field(default_factory=list, description="parts that keep their initial weights")
 
     def accelerators(self) -> list[str]:
         """What this optimizer adds to plain AdamW, for the run summary (empty: none)."""

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from grokscope.errors import UserError
+
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -92,3 +94,55 @@ def load_model(
     model = build_model(cfg, task, seed=None)
     model.load_state_dict(state_dict, strict=True)
     return model.to(device, print_details=False)
+
+
+COMPONENTS = {  # optim.freeze names -> TransformerLens parameter-name patterns
+    "embed": ("embed.",),
+    "pos_embed": ("pos_embed.",),
+    "attn": (".attn.",),
+    "mlp": (".mlp.",),
+    "unembed": ("unembed.",),
+    "norm": (".ln1.", ".ln2.", "ln_final."),
+}
+
+
+def component_parameters(names: list[str], components: list[str]) -> set[str]:
+    """The parameter names that belong to any of ``components`` (e.g. ``["embed", "attn"]``)."""
+    patterns = [p for c in components for p in COMPONENTS[c]]
+    return {n for n in names if any(n.startswith(p) if not p.startswith(".") else p in n for p in patterns)}
+
+
+def transplant(
+    source: dict[str, torch.Tensor],
+    source_task: ModularTask,
+    fresh: dict[str, torch.Tensor],
+    task: ModularTask,
+) -> dict[str, torch.Tensor]:
+    """Source weights shaped for ``task``'s vocabulary, starting from ``fresh`` (the target's own initial weights).
+
+    The rule: ``W_E`` rows and ``W_U`` columns (and ``b_U`` entries) of tokens both vocabularies share — residues
+    below both moduli, special tokens by name — are copied from ``source``; tokens only the target has keep their
+    fresh initialisation. Every other tensor must have the same shape in both and is copied whole.
+    """
+    out = {}
+    inputs = torch.tensor(task.shared_tokens(source_task)).T
+    outputs = torch.tensor(task.shared_tokens(source_task, output=True)).T
+    for name, tensor in fresh.items():
+        if name not in source:
+            raise UserError(f"model.init_from: the checkpoint has no tensor {name}")
+        old = source[name].to(tensor.dtype)
+        if name == "embed.W_E":
+            new = tensor.clone()
+            new[inputs[0]] = old[inputs[1]]
+        elif name in ("unembed.W_U", "unembed.b_U"):
+            new = tensor.clone()
+            new[..., outputs[0]] = old[..., outputs[1]]
+        elif old.shape != tensor.shape:
+            raise UserError(
+                f"model.init_from: {name} has shape {tuple(old.shape)} in the checkpoint, "
+                f"{tuple(tensor.shape)} in this model (only the vocabulary may differ)"
+            )
+        else:
+            new = old.clone()
+        out[name] = new
+    return out

@@ -174,6 +174,17 @@ class ModularTask:
             return {"=": n}
         return {"BOS": n, "OP": n + 1, "EQ": n + 2, "EOS": n + 3}
 
+    def shared_tokens(self, other: ModularTask, output: bool = False) -> list[tuple[int, int]]:
+        """``(index here, index in other)`` for every token both vocabularies have: residues below both moduli and
+        special tokens of the same name (``output``: the unembedding's vocabulary, residues only in the nanda format).
+        """
+        if self.format != other.format:
+            raise UserError(f"task.format: cannot map tokens between the {other.format} and {self.format} formats")
+        shared = [(r, r) for r in range(min(self.modulus, other.modulus))]
+        if output and self.format == "nanda":
+            return shared
+        return shared + [(i, other.special_tokens[name]) for name, i in self.special_tokens.items()]
+
     @property
     def answer_position(self) -> int:
         """Index of the logits that predict the answer: the last position (nanda) or ``EQ`` (power)."""

@@ -120,5 +120,5 @@ def test_interrupted_stack_resumes_to_the_same_result(tmp_path, monkeypatch):
 
 def test_seeds_trained_together_must_share_their_config(tmp_path):
     configs = [config(0), config(1, optim={"lr": 0.5})]
-    with pytest.raises(UserError, match="optim.lr"):
+    with pytest.raises(UserError, match=r"optim\.lr"):
         train_many(configs, [tmp_path / "a", tmp_path / "b"], device="cpu", progress=False, pack=2)

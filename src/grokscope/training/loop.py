@@ -27,8 +27,8 @@ from torch import Tensor
 from grokscope.callbacks import Callback
 from grokscope.config import EarlyStopConfig, OptimConfig, RunConfig, config_differences
 from grokscope.errors import UserError
-from grokscope.models import build_model, load_model
-from grokscope.store import CONFIG_FILE, TRAINER_STATE_FILE, Run
+from grokscope.models import build_model, component_parameters, load_model, transplant
+from grokscope.store import CONFIG_FILE, TRAINER_STATE_FILE, Run, load_checkpoint, read_checkpoint_header
 from grokscope.tasks import Dataset, ModularTask, Split, make_split
 from grokscope.training import forward
 from grokscope.training.accelerators import (
@@ -185,6 +185,26 @@ def adamw(params: Iterable[Tensor], optim: OptimConfig, device: torch.device) ->
         weight_decay=optim.weight_decay,
         fused=True if device.type == "cuda" else None,
     )
+
+
+def initial_model(config: RunConfig, task: ModularTask, device: torch.device | str = "cpu") -> HookedTransformer:
+    """The model at step 0: the seeded initialisation, or the weights of ``model.init_from`` moved onto it."""
+    model = build_model(config.model, task, seed=config.seed, device=device)
+    if config.model.init_from is None:
+        return model
+    path = Path(config.model.init_from)
+    _, source = read_checkpoint_header(path)
+    state = transplant(load_checkpoint(path), ModularTask.from_config(source.task), model.state_dict(), task)
+    model.load_state_dict(state)
+    return model
+
+
+def trainable(params: dict[str, Tensor], optim: OptimConfig) -> list[Tensor]:
+    """The parameters AdamW updates, in ``named_parameters`` order; those of ``optim.freeze`` stop needing grads."""
+    frozen = component_parameters(list(params), optim.freeze)
+    for name, p in params.items():
+        p.requires_grad_(name not in frozen)
+    return [p for name, p in params.items() if name not in frozen]
 
 
 def apply_update(
@@ -355,10 +375,10 @@ def train(
     log = RunLog(run, state)
     task, tc, oc = run.task, config.train, config.optim
     if state is None:
-        model = build_model(config.model, task, seed=config.seed, device=dev)
+        model = initial_model(config, task, dev)
     else:
         model = load_model(config.model, task, run.load_state_dict(log.start), device=dev)
-    params = list(model.parameters())
+    params = trainable(dict(model.named_parameters()), oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -34,10 +34,12 @@ from grokscope.training.loop import (
     batch_indices,
     evaluate,
     gradient_filter,
+    initial_model,
     reproducible,
     resolve_device,
     set_learning_rate,
     train,
+    trainable,
 )
 from grokscope.training.progress import TrainingProgress
 
@@ -108,9 +110,14 @@ def _clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _check_same_but_seed(configs: Sequence[RunConfig]) -> None:
-    reference = configs[0].with_seed(0)
+    def common(config: RunConfig) -> RunConfig:  # each seed may start from its own checkpoint
+        data = config.to_dict()
+        data["seed"], data["model"]["init_from"] = 0, None
+        return RunConfig.model_validate(data)
+
+    reference = common(configs[0])
     for config in configs[1:]:
-        diffs = config_differences(reference, config.with_seed(0))
+        diffs = config_differences(reference, common(config))
         if diffs:
             raise UserError(f"seeds trained together must share their config; {config.name} differs: {diffs[0]}")
 
@@ -168,15 +175,15 @@ def _train_stack(
     task, tc, oc = logs[0].run.task, config.train, config.optim
     states = [state for _, state in started]
     if start == 0:
-        models = [build_model(c.model, task, seed=c.seed) for c in configs]
+        models = [initial_model(c, task) for c in configs]
     else:
         models = [
             load_model(c.model, task, log.run.load_state_dict(start)) for c, log in zip(configs, logs, strict=True)
         ]
     buffers = {k: v for k, v in models[0].state_dict().items() if k not in dict(models[0].named_parameters())}
     arch = forward.Architecture.of(models[0])
-    stacked = {k: v.to(dev).detach().requires_grad_(True) for k, v in forward.stack_parameters(models).items()}
-    params = list(stacked.values())
+    stacked = {k: v.to(dev).detach() for k, v in forward.stack_parameters(models).items()}
+    params = trainable(stacked, oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc, model_axis=True)
     if start > 0:
         optimizer.load_state_dict(stack_states([s["optimizer"] for s in states]))
