@@ -1,10 +1,12 @@
 """Experiments: orchestrate training and analysis over many runs, then summarize (``grokscope experiment CONFIG``).
 
-An experiment config is YAML with a ``kind``; :func:`run` dispatches on it and returns one line per result.
+An experiment config is YAML with a ``kind``, naming a module here that provides ``CONFIG`` (its pydantic config),
+``run_experiment(config, config_path, out, device=, progress=)`` and ``summary_lines(result)``.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -12,20 +14,19 @@ from pydantic import ValidationError
 from grokscope.config import first_error, read_config_file
 from grokscope.errors import UserError
 
-KINDS = ("perturbation",)
+KINDS = ("perturbation", "transfer", "sweep")
 
 
 def run(path: Path, out: Path, *, device: str = "auto", progress: bool = True) -> list[str]:
-    """Run the experiment described by the config at ``path`` into ``out``; one printable line per result."""
+    """Run the experiment described by the config at ``path`` into ``out``; the printable summary lines."""
     data = read_config_file(path)
     kind = data.get("kind")
-    if kind == "perturbation":
-        from grokscope.experiments import perturbation
-
-        try:
-            config = perturbation.PerturbationConfig.model_validate(data)
-        except ValidationError as err:
-            raise UserError(f"{path}: {first_error(err)}") from None
-        pairs = perturbation.run_experiment(config, path, out, device=device, progress=progress)
-        return [perturbation.describe(pair) for pair in pairs]
-    raise UserError(f"{path}: kind: unknown experiment kind {kind!r} (known: {', '.join(KINDS)})")
+    if kind not in KINDS:
+        raise UserError(f"{path}: kind: unknown experiment kind {kind!r} (known: {', '.join(KINDS)})")
+    module = importlib.import_module(f"grokscope.experiments.{kind}")
+    try:
+        config = module.CONFIG.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{path}: {first_error(err)}") from None
+    result = module.run_experiment(config, path, out, device=device, progress=progress)
+    return module.summary_lines(result)

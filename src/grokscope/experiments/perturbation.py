@@ -142,3 +142,10 @@ def describe(pair: PairResult) -> str:
         f"seed {pair.seed}, eps {pair.epsilon:g}: parameter distance {pair.parameter_distance[0]:.2g} -> {final:.2g}, "
         f"final disagreement {pair.prediction_disagreement[-1]:.1%}, {grok}"
     )
+
+
+CONFIG = PerturbationConfig
+
+
+def summary_lines(pairs: list[PairResult]) -> list[str]:
+    return [describe(pair) for pair in pairs]

@@ -1,0 +1,26 @@
+"""Training the runs an experiment needs: finished runs are reused, interrupted ones resumed, the rest trained together.
+
+An experiment calls :func:`train_missing` with configs that differ only in their seed (and ``model.init_from``);
+rerunning an experiment therefore trains only what is missing, and an interrupted one picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from grokscope.config import RunConfig
+from grokscope.store import CONFIG_FILE, SUMMARY_FILE, Run
+from grokscope.training.many import train_many
+
+
+def train_missing(
+    configs: Sequence[RunConfig], run_dirs: Sequence[Path], *, device: str = "auto", progress: bool = True
+) -> list[Run]:
+    """The finished run in each directory, training (or resuming) those that are not finished yet."""
+    started = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
+    for resume in (True, False):
+        group = [(c, d) for c, d in started if (d / CONFIG_FILE).is_file() == resume]
+        if group:
+            train_many([c for c, _ in group], [d for _, d in group], device=device, resume=resume, progress=progress)
+    return [Run.open(d) for d in run_dirs]
