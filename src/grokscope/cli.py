@@ -185,7 +185,7 @@ def analyze(
     """
 
     def work() -> None:
-        from grokscope.analysis.runner import ANALYSES, DEFAULT_ANALYSES
+        from grokscope.analysis.runner import ANALYSES, DEFAULT_ANALYSES, describe_row
         from grokscope.analysis.runner import analyze as analyze_run
         from grokscope.store import Run
         from grokscope.training.loop import resolve_device
@@ -255,52 +255,19 @@ def _complex_pairs(values: dict) -> list[tuple[float, float]]:
     return [(r, i) for r, i in zip(values["re"], values["im"], strict=True) if r is not None and i is not None]
 
 
-def describe_row(name: str, row: dict) -> str:
-    """One line of the most telling numbers of an analysis result."""
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A run directory or an experiment directory.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the page (default: PATH/report.html).")] = None,
+) -> None:
+    """One self-contained HTML page of a run or an experiment: summary, curves, analyses, figures (works offline)."""
 
-    def split_of(scores: dict) -> str:
-        return "test" if scores.get("test") is not None else "all"
+    def work() -> None:
+        from grokscope.viz.report import write_report
 
-    if name == "fourier":
-        rules = "; ".join(f"{rule} {found}" for rule, found in row["rules"].items())
-        return f"key frequencies {row['key_frequencies']} ({rules})"
-    if name == "neurons":
-        return (
-            f"{row['fraction_clustered']:.0%} of neurons clustered (FVE >= {row['cluster_threshold']}) on "
-            f"{row['n_cluster_frequencies']} frequencies; mean max FVE {row['mean_max_fve']:.2f}"
-        )
-    if name == "progress":
-        s = split_of(row["full_loss"])
-        return (
-            f"{s} loss {row['full_loss'][s]:.3g}, restricted to {row['key_frequencies']} {row['restricted_loss'][s]:.3g}, "
-            f"excluding them {row['excluded_loss'][s]:.3g}; Gini W_E {row['gini_embed']:.2f}"
-        )
-    if name == "attention":
-        return "; ".join(
-            f"{h['label']} attends " + " ".join(f"{k} {v:.2f}" for k, v in h["mean_attention"].items())
-            for h in row["heads"]
-        )
-    if name == "ablation":
-        roles = {r["role"]: r for r in row["ablations"] if r["role"] and r["component"] == "embed_frequencies"}
-        clean = f"clean test acc {row['clean']['test_acc']:.1%}"
-        if "key" in roles and "control" in roles:
-            return (
-                f"{clean}; key frequencies ablated {roles['key']['test_acc']:.1%}, "
-                f"as many others {roles['control']['test_acc']:.1%}"
-            )
-        worst = min(row["ablations"], key=lambda r: r["test_acc"], default=None)
-        return clean + (f"; most damaging {worst['label']} -> {worst['test_acc']:.1%}" if worst else "")
-    if name == "llc":
-        state = "converged" if row["converged"] else "NOT converged (see r_hat, spread, drift)"
-        return f"LLC {row['llc_mean']:.1f} ± {row['llc_std']:.1f} over {len(row['llc_per_chain'])} chains, {state}"
-    if name == "fingerprint":
-        median = row["log_prob"][len(row["log_prob"]) // 2]
-        return f"median log p(answer) {median:.3g}, q0.05 {row['log_prob'][0]:.3g}"
-    if name == "gradients":
-        moved = row.get("update_ratio_total")
-        extra = f", moved {moved:.3g} of its norm since the previous checkpoint" if moved is not None else ""
-        return f"training loss {row['loss']:.3g}, gradient norm {row['grad_norm']:.3g}{extra}"
-    return ""
+        typer.echo(f"wrote {write_report(path, out)}")
+
+    _guard(work)
 
 
 @app.command()

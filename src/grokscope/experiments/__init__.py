@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from grokscope.config import first_error, read_config_file
 from grokscope.errors import UserError
 
-KINDS = ("perturbation", "transfer", "sweep")
+KINDS = ("perturbation", "transfer", "sweep", "curriculum", "finetune")
 
 
 def run(path: Path, out: Path, *, device: str = "auto", progress: bool = True) -> list[str]:

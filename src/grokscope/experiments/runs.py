@@ -24,3 +24,25 @@ def train_missing(
         if group:
             train_many([c for c, _ in group], [d for _, d in group], device=device, resume=resume, progress=progress)
     return [Run.open(d) for d in run_dirs]
+
+
+def train_chain(
+    stages: Sequence[Sequence[RunConfig]], stage_dirs: Sequence[Sequence[Path]], *, device: str, progress: bool
+) -> list[list[Run]]:
+    """Train stage after stage; each seed's stage k starts from its stage k-1 final checkpoint (``init_from``).
+
+    ``stages[k][i]`` is seed i's config of stage k (its ``init_from`` is filled in here); all seeds of a stage
+    train together. Returns the runs as ``[stage][seed]``.
+    """
+    done: list[list[Run]] = []
+    for k, (configs, dirs) in enumerate(zip(stages, stage_dirs, strict=True)):
+        if k:
+            configs = [_starting_from(c, previous) for c, previous in zip(configs, done[-1], strict=True)]
+        done.append(train_missing(configs, dirs, device=device, progress=progress))
+    return done
+
+
+def _starting_from(config: RunConfig, previous: Run) -> RunConfig:
+    data = config.to_dict()
+    data["model"]["init_from"] = str(previous.checkpoint_path(previous.steps()[-1]))
+    return RunConfig.model_validate(data)

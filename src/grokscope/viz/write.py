@@ -1,4 +1,8 @@
-"""Write plotly figures as HTML that works offline: plotly.js is written once beside them and loaded relatively."""
+"""Write plotly figures as HTML that works offline: plotly.js is written once beside them and loaded relatively.
+
+Each figure is also written as ``<name>.json`` (plotly's figure JSON), so that a report can gather every figure of a
+run or an experiment without knowing which module drew it.
+"""
 
 from __future__ import annotations
 
@@ -23,5 +27,6 @@ def write_figures(figures: dict[str, go.Figure], folder: Path) -> list[Path]:
     for stem, figure in figures.items():
         path = folder / f"{stem}.html"
         atomic_write(path, lambda tmp, fig=figure: fig.write_html(tmp, include_plotlyjs="directory", full_html=True))
-        written.append(path)
+        atomic_write_text(folder / f"{stem}.json", figure.to_json())
+        written += [path, folder / f"{stem}.json"]
     return written

@@ -1,0 +1,243 @@
+"""``grokscope report PATH``: one self-contained HTML page for a run or an experiment, readable without a terminal.
+
+A run's page shows what it learned (the grokking sentence and summary), its config, its training curves, one line
+per computed analysis and every figure the analyses drew. An experiment's page shows its summary table, its results
+table, the statistics and every figure, plus the runs inside it. Figures are gathered from the ``<name>.json`` that
+:func:`grokscope.viz.write.write_figures` writes beside each HTML figure, and plotly.js is inlined once, so the page
+works offline. A small script records any JavaScript error in ``<html data-errors>`` (and the console), which is how
+the test suite checks the page in a real browser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from grokscope.errors import UserError
+from grokscope.store import CONFIG_FILE, SUMMARY_FILE, Run, atomic_write_text, read_json
+from grokscope.training.summary import describe
+from grokscope.viz.common import loss_trace
+
+REPORT_FILE = "report.html"
+MAX_TABLE_ROWS = 200
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; line-height: 1.45; }
+h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
+.lead { font-size: 1.1rem; color: #444; } table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
+td, th { border: 1px solid #ddd; padding: .25rem .55rem; text-align: left; } th { background: #f5f5f5; }
+pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .85rem; } .figure { margin: 1rem 0; }
+"""
+# Records every error (uncaught, rejected promise, console.error) so a headless browser can be asked about them.
+_ERROR_PROBE = """
+(function () {
+  var errors = [];
+  function note(message) { errors.push(String(message)); document.documentElement.dataset.errors = errors.join(" | "); }
+  window.addEventListener("error", function (e) { note(e.message); });
+  window.addEventListener("unhandledrejection", function (e) { note(e.reason); });
+  var original = console.error;
+  console.error = function () { note(Array.prototype.join.call(arguments, " ")); original.apply(console, arguments); };
+})();
+"""
+
+
+def write_report(path: Path, out: Path | None = None) -> Path:
+    """Write the report of the run or experiment directory ``path`` (default: ``path/report.html``)."""
+    target = out or path / REPORT_FILE
+    atomic_write_text(target, build_report(path))
+    return target
+
+
+def build_report(path: Path) -> str:
+    """The report page of a run directory (it has a config.yaml) or an experiment directory, as HTML."""
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory (give a run or an experiment directory)")
+    if (path / CONFIG_FILE).is_file():
+        title, body = _run_page(Run.open(path))
+    elif any(path.glob("*.json")) or (path / "figures").is_dir():
+        title, body = _experiment_page(path)
+    else:
+        raise UserError(f"{path}: neither a run directory (no {CONFIG_FILE}) nor an experiment directory (no results)")
+    return _page(title, body)
+
+
+def _page(title: str, body: list[str]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en" data-errors="">',
+            f"<head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style>",
+            f"<script>{_ERROR_PROBE}</script>",
+            f"<script>{get_plotlyjs()}</script></head>",
+            "<body>",
+            *body,
+            "</body></html>",
+        ]
+    )
+
+
+def _figure(figure: go.Figure) -> str:
+    return f"<div class='figure'>{pio.to_html(figure, full_html=False, include_plotlyjs=False)}</div>"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>(empty)</p>"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+        for row in rows[:MAX_TABLE_ROWS]
+    )
+    more = f"<p>… {len(rows) - MAX_TABLE_ROWS} more rows</p>" if len(rows) > MAX_TABLE_ROWS else ""
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)[:120]
+    return str(value)
+
+
+def _figures_in(folder: Path) -> list[str]:
+    """Every figure written under ``folder`` (its ``.json`` figure files), in name order."""
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append(_figure(pio.from_json(path.read_text())))
+        except (ValueError, json.JSONDecodeError) as err:
+            out.append(f"<p>{html.escape(path.name)}: unreadable figure ({html.escape(str(err))})</p>")
+    return out
+
+
+def training_curves(metrics: list[dict[str, Any]]) -> go.Figure:
+    """Loss (log scale) and accuracy over training, train and test."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    for split, color in (("train", "#1f77b4"), ("test", "#d62728"), ("val", "#2ca02c")):
+        trace = loss_trace(metrics, split, {"color": color})
+        if trace is None:
+            continue
+        figure.add_trace(trace, row=1, col=1)
+        logged = [m for m in metrics if m.get(f"{split}_acc") is not None]
+        figure.add_scatter(
+            x=[m["step"] for m in logged],
+            y=[m[f"{split}_acc"] for m in logged],
+            row=1,
+            col=2,
+            name=f"{split} accuracy",
+            line={"color": color, "dash": "dot"},
+        )
+    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_xaxes(title_text="step")
+    figure.update_layout(title="Training curves", height=420)
+    return figure
+
+
+def _run_page(run: Run) -> tuple[str, list[str]]:
+    from grokscope.analysis.runner import describe_row
+
+    summary, metrics = run.summary(), run.metrics()
+    title = f"grokscope run {run.config.name}"
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='lead'>{html.escape(run.task.describe())}</p>"]
+    if summary is not None:
+        body.append(f"<p class='lead'><b>{html.escape(describe(summary))}</b></p>")
+        facts = {
+            k: summary.get(k)
+            for k in (
+                "memorization_step",
+                "generalization_step",
+                "generalization_ratio",
+                "regime",
+                "steps_trained",
+                "wall_time_s",
+                "device",
+                "accelerators",
+            )
+        }
+        body += ["<h2>Summary</h2>", _table([facts]), _table([summary["final"]]) if summary.get("final") else ""]
+    else:
+        body.append("<p class='lead'>Training has not finished (no summary.json yet).</p>")
+    if metrics:
+        body += ["<h2>Training</h2>", _figure(training_curves(metrics))]
+    analysis = run.root / "analysis"
+    results = sorted(analysis.glob("*.json")) if analysis.is_dir() else []
+    if results:
+        body.append("<h2>Analyses</h2><ul>")
+        for path in results:
+            rows = read_json(path)
+            line = ""
+            if isinstance(rows, list) and rows and isinstance(rows[-1], dict) and "step" in rows[-1]:
+                line = f" ({len(rows)} checkpoints)"
+                # An older or foreign row layout gets no sentence; its figures still show it.
+                with contextlib.suppress(KeyError, TypeError, IndexError):
+                    line += f" — step {rows[-1]['step']}: {describe_row(path.stem, rows[-1])}"
+            body.append(f"<li><b>{html.escape(path.stem)}</b>{html.escape(line)}</li>")
+        body.append("</ul>")
+        body += _figures_in(analysis / "figures")
+    body += ["<h2>Config</h2>", f"<pre>{html.escape(run.config.to_yaml())}</pre>"]
+    return title, body
+
+
+def _experiment_page(root: Path) -> tuple[str, list[str]]:
+    config: dict[str, Any] = {}
+    for path in sorted(root.glob("*.json")):
+        data = read_json(path)
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            config = data["config"]
+            break
+    kind = config.get("kind", "experiment")
+    title = f"grokscope {kind} experiment {config.get('name', root.name)}"
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if (root / "results.csv").is_file():
+        with (root / "results.csv").open(newline="") as f:
+            body += ["<h2>Results</h2>", _table(list(csv.DictReader(f)))]
+    if (root / "stats.json").is_file():
+        stats = read_json(root / "stats.json")
+        described = stats.get("describe", {})
+        for threshold, groups in described.items():
+            body += [
+                f"<h3>Epochs to {html.escape(threshold)}</h3>",
+                _table(
+                    [
+                        {"condition": c, **{k: v for k, v in d.items() if not isinstance(v, list)}}
+                        for c, d in groups.items()
+                    ]
+                ),
+            ]
+        for threshold, pairs in stats.get("compare", {}).items():
+            body += [f"<h3>Comparisons at {html.escape(threshold)}</h3>", _table(pairs)]
+    figures = _figures_in(root / "figures")
+    if figures:
+        body += ["<h2>Figures</h2>", *figures]
+    runs = sorted(p.parent for p in root.rglob(SUMMARY_FILE))
+    if runs:
+        rows = []
+        for run_dir in runs:
+            s = read_json(run_dir / SUMMARY_FILE)
+            final = s.get("final") or {}
+            rows.append(
+                {
+                    "run": str(run_dir.relative_to(root)),
+                    "regime": s.get("regime"),
+                    "generalization_step": s.get("generalization_step"),
+                    "test_acc": final.get("test_acc"),
+                }
+            )
+        body += [f"<h2>Runs ({len(rows)})</h2>", _table(rows)]
+    if config:
+        body += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"]
+    return title, body
