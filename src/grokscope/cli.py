@@ -274,18 +274,22 @@ def report(
 def experiment(
     config: Annotated[Path, typer.Argument(help="An experiment config with a `kind`, e.g. configs/perturbation.yaml.")],
     out: Annotated[Path, typer.Option(help="Folder in which the experiment's directory is created.")] = Path("runs"),
-    launcher: Annotated[str, typer.Option(help="Where runs execute: local.")] = "local",
+    launcher: Annotated[
+        str, typer.Option(help="Where runs execute: local, or ray (sweeps; extra grokscope[ray]).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or HOST:PORT (default: start a local Ray instance).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Run an experiment (perturbation); finished runs are reused, so a rerun only trains what is missing."""
+    """Run an experiment (perturbation, transfer, sweep, curriculum, finetune); finished runs are reused."""
 
     def work() -> None:
         from grokscope.experiments import run as run_experiment
 
-        if launcher != "local":
-            raise UserError(f"--launcher {launcher}: only the local launcher exists so far")
-        for line in run_experiment(config, out, device=device, progress=not quiet):
+        lines = run_experiment(config, out, device=device, progress=not quiet, launcher=launcher, address=address)
+        for line in lines:
             typer.echo(line)
 
     _guard(work)

@@ -1,8 +1,10 @@
 """Launchers: groups of runs in this process or on a real local Ray instance, with failures pinned on their run."""
 
 import pytest
+import yaml
 
 from conftest import tiny_config
+from grokscope.experiments import run
 from grokscope.experiments.launch import run_groups
 from grokscope.store import Run
 
@@ -37,5 +39,12 @@ def test_ray_launcher_on_a_local_ray_instance_with_two_workers(tmp_path):
     try:
         check(run_groups(groups(tmp_path), launcher="ray", device="cpu"), tmp_path)
         assert len(ray.nodes()) == 1 and ray.cluster_resources()["CPU"] == 2
+        # A whole sweep through the experiment dispatcher, its two conditions as two Ray tasks.
+        (tmp_path / "base.yaml").write_text(tiny_config(train={"steps": 20}).to_yaml())
+        spec = {"kind": "sweep", "name": "s", "base": "base.yaml", "grid": {"optim.weight_decay": [0, 1]}}
+        (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+        lines = run(tmp_path / "sweep.yaml", tmp_path / "out", device="cpu", progress=False, launcher="ray")
+        assert lines and (tmp_path / "out" / "s" / "results.csv").is_file()
+        assert all(Run.open(d).summary() for d in (tmp_path / "out" / "s").glob("wd=*"))
     finally:
         ray.shutdown()

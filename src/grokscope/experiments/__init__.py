@@ -1,7 +1,8 @@
 """Experiments: orchestrate training and analysis over many runs, then summarize (``grokscope experiment CONFIG``).
 
 An experiment config is YAML with a ``kind``, naming a module here that provides ``CONFIG`` (its pydantic config),
-``run_experiment(config, config_path, out, device=, progress=)`` and ``summary_lines(result)``.
+``run_experiment(config, config_path, out, device=, progress=)`` and ``summary_lines(result)``; a module that can
+run on Ray also lists ``LAUNCHERS`` and takes ``launcher=`` and ``address=``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,19 @@ from grokscope.errors import UserError
 KINDS = ("perturbation", "transfer", "sweep", "curriculum", "finetune")
 
 
-def run(path: Path, out: Path, *, device: str = "auto", progress: bool = True) -> list[str]:
-    """Run the experiment described by the config at ``path`` into ``out``; the printable summary lines."""
+def run(
+    path: Path,
+    out: Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    launcher: str = "local",
+    address: str | None = None,
+) -> list[str]:
+    """Run the experiment described by the config at ``path`` into ``out``; the printable summary lines.
+
+    ``launcher``/``address`` (Ray) apply to the kinds whose module lists them in ``LAUNCHERS`` (sweeps).
+    """
     data = read_config_file(path)
     kind = data.get("kind")
     if kind not in KINDS:
@@ -28,5 +40,10 @@ def run(path: Path, out: Path, *, device: str = "auto", progress: bool = True) -
         config = module.CONFIG.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{path}: {first_error(err)}") from None
-    result = module.run_experiment(config, path, out, device=device, progress=progress)
+    options = {}
+    if launcher != "local" or address is not None:
+        if launcher not in getattr(module, "LAUNCHERS", ("local",)):
+            raise UserError(f"--launcher {launcher}: {kind} experiments run with the local launcher only")
+        options = {"launcher": launcher, "address": address}
+    result = module.run_experiment(config, path, out, device=device, progress=progress, **options)
     return module.summary_lines(result)

@@ -33,6 +33,7 @@ class Outcome:
     run_dir: str
     ok: bool
     error: str | None = None
+    traceback: str | None = None
     regime: str | None = None
     generalization_step: int | None = None
     final: dict[str, Any] | None = None
@@ -70,9 +71,9 @@ def train_group(configs: list[dict[str, Any]], dirs: list[str], device: str, pro
         return [_outcome(run) for run in train_missing(parsed, paths, device=device, progress=progress)]
     except KeyboardInterrupt:
         raise
-    except Exception:  # pinned on the failing run below
+    except Exception as err:  # pinned on the failing run below
         if len(parsed) == 1:
-            return [Outcome(dirs[0], ok=False, error=_error())]
+            return [_failure(dirs[0], err)]
     outcomes = []
     for config, path in zip(parsed, paths, strict=True):
         try:
@@ -80,19 +81,27 @@ def train_group(configs: list[dict[str, Any]], dirs: list[str], device: str, pro
             outcomes.append(_outcome(run))
         except KeyboardInterrupt:
             raise
-        except Exception:  # one failing run must not stop the others
-            outcomes.append(Outcome(str(path), ok=False, error=_error()))
+        except Exception as err:  # one failing run must not stop the others
+            outcomes.append(_failure(str(path), err))
     return outcomes
 
 
-def _error() -> str:
-    """The exception's last line (type: message), for results tables."""
-    return traceback.format_exc().strip().splitlines()[-1]
+def _failure(run_dir: str, err: BaseException) -> Outcome:
+    """A failed run: ``Type: first line of the message`` for results tables, and the full traceback."""
+    lines = str(err).strip().splitlines()
+    error = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return Outcome(run_dir, ok=False, error=error, traceback="".join(traceback.format_exception(err)))
 
 
 def _outcome(run: Run) -> Outcome:
     s = run.summary() or {}
-    return Outcome(str(run.root), True, None, s.get("regime"), s.get("generalization_step"), s.get("final"))
+    return Outcome(
+        str(run.root),
+        ok=True,
+        regime=s.get("regime"),
+        generalization_step=s.get("generalization_step"),
+        final=s.get("final"),
+    )
 
 
 def _on_ray(

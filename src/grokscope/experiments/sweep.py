@@ -25,11 +25,11 @@ follows the seed too, but its size follows ``task.train_fraction``). Fields that
 vocabulary, such as ``model.n_layers``, ``model.d_model`` or ``task.modulus``, change the shapes of the weights, so
 those runs cannot share them.
 
-The local launcher trains the seeds of one condition together with :func:`~grokscope.training.many.train_many`
-(stacked on a GPU, one after another on the CPU). A run whose ``summary.json`` exists is reused; one with a
-``config.yaml`` but no summary is resumed. When a group fails, its runs are retrained one by one so the failure is
-pinned on the run that caused it; failed runs are reported in ``results.csv`` and ``failures.json`` and the rest of
-the sweep goes on. Outputs: ``results.csv`` / ``results.json`` (one row per run: swept values, seed, regime, steps,
+Each condition's seeds train as one group (stacked by :func:`~grokscope.training.many.train_many` on a GPU), in
+this process or as a Ray task (:mod:`grokscope.experiments.launch`). A run whose ``summary.json`` exists is reused;
+one with a ``config.yaml`` but no summary is resumed. When a group fails, its runs are retrained one by one so the
+failure is pinned on the run that caused it; failed runs are reported in ``results.csv`` and ``failures.json`` and
+the rest of the sweep goes on. Outputs: ``results.csv`` / ``results.json`` (one row per run: swept values, seed, regime, steps,
 final metrics, loss bounds), ``regimes.json`` (regime counts by condition and by field, and a table over the first
 two swept fields), ``failures.json`` and ``figures/``.
 """
@@ -45,9 +45,7 @@ import json
 import logging
 import re
 import time
-import traceback
 from collections import Counter
-from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -57,9 +55,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grokscope.config import RunConfig, apply_overrides, config_differences, parse_config, read_config_file
 from grokscope.errors import UserError
+from grokscope.experiments.launch import Launcher, run_groups
 from grokscope.experiments.regimes import REGIMES, SHORT, LossBounds, RegimeRules, classify_run, loss_bounds
 from grokscope.stats import Sample, kaplan_meier_median
-from grokscope.store import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE, Run, atomic_write_text, write_json
+from grokscope.store import SUMMARY_FILE, Run, atomic_write_text, write_json
 from grokscope.tasks import ModularTask, make_split
 from grokscope.viz.sweep import figures
 from grokscope.viz.write import write_figures
@@ -287,97 +286,43 @@ def plan_runs(config: SweepConfig, config_path: Path, out: Path) -> tuple[list[s
     return fields, planned
 
 
-# The local launcher --------------------------------------------------------------------------------------------------
-def run_state(run_dir: Path) -> Literal["done", "partial", "fresh"]:
-    """``done``: summary written; ``partial``: started (config written), resumable; ``fresh``: nothing to keep."""
-    if (run_dir / SUMMARY_FILE).is_file():
-        return "done"
-    if (run_dir / CONFIG_FILE).is_file():
-        return "partial"
-    return "fresh"
-
-
-def _clear_stub(run_dir: Path) -> None:
-    """A run that crashed before writing its config leaves at most an empty ``checkpoints/``: remove empty folders
-    only (never a file), so the run can start afresh."""
-    for folder in (run_dir / CHECKPOINT_DIR, run_dir):
-        with suppress(OSError):
-            folder.rmdir()
-
-
-def _error_line(err: BaseException) -> str:
-    text = str(err).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
-
-
-def _failure(run: PlannedRun, err: BaseException) -> dict[str, Any]:
-    log.warning("sweep run %s failed: %s", run.name, _error_line(err))
-    return {
-        "name": run.name,
-        "condition": run.condition,
-        "seed": run.seed,
-        "run_dir": str(run.run_dir),
-        "error": _error_line(err),
-        "traceback": "".join(traceback.format_exception(err)),
-    }
-
-
-def _train_group(runs: list[PlannedRun], device: str, progress: bool) -> None:
-    """Train one condition's pending seeds together: resumable runs, then fresh ones."""
-    from grokscope.training import many
-
-    partial = [r for r in runs if run_state(r.run_dir) == "partial"]
-    fresh = [r for r in runs if run_state(r.run_dir) == "fresh"]
-    for subset, resume in ((partial, True), (fresh, False)):
-        if not subset:
-            continue
-        for r in subset if not resume else ():
-            _clear_stub(r.run_dir)
-        many.train_many(
-            [r.config for r in subset], [r.run_dir for r in subset], device=device, resume=resume, progress=progress
-        )
-
-
-def _train_alone(run: PlannedRun, device: str, progress: bool) -> None:
-    import grokscope.training as training
-
-    state = run_state(run.run_dir)
-    if state == "done":
-        return
-    if state == "fresh":
-        _clear_stub(run.run_dir)
-    training.train(run.config, run.run_dir, device=device, resume=state == "partial", progress=progress)
-
-
-def launch_local(
-    planned: list[PlannedRun], *, device: str = "auto", progress: bool = True
+# Launching -----------------------------------------------------------------------------------------------------------
+def launch(
+    planned: list[PlannedRun],
+    *,
+    launcher: Launcher = "local",
+    address: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Train every unfinished run, the seeds of a condition together. Returns the names of the runs trained now and
-    the failures by run name. KeyboardInterrupt stops the sweep; any other exception fails only its run."""
+    """Train every unfinished run, each condition's seeds as one group (see :mod:`grokscope.experiments.launch`).
+    Returns the names of the runs trained now and the failures by run name."""
     groups: dict[str, list[PlannedRun]] = {}
     for run in planned:
-        groups.setdefault(run.condition, []).append(run)
-    trained: list[str] = []
-    failures: dict[str, dict[str, Any]] = {}
-    for runs in groups.values():
-        pending = [r for r in runs if run_state(r.run_dir) != "done"]
-        if not pending:
-            continue
-        trained += [r.name for r in pending]
-        try:
-            _train_group(pending, device, progress)
-        except Exception as err:
-            if len(pending) == 1:
-                failures[pending[0].name] = _failure(pending[0], err)
-                continue
-            # Retrain one by one (finished seeds are kept), so the failure lands on the run that caused it.
-            for run in pending:
-                try:
-                    _train_alone(run, device, progress)
-                except Exception as single_err:
-                    failures[run.name] = _failure(run, single_err)
-    return trained, failures
+        if not (run.run_dir / SUMMARY_FILE).is_file():
+            groups.setdefault(run.condition, []).append(run)
+    pending = list(groups.values())
+    outcomes = run_groups(
+        [([r.config for r in runs], [r.run_dir for r in runs]) for runs in pending],
+        launcher=launcher,
+        address=address,
+        device=device,
+        progress=progress,
+    )
+    failures = {}
+    for runs, results in zip(pending, outcomes, strict=True):
+        for run, outcome in zip(runs, results, strict=True):
+            if not outcome.ok:
+                log.warning("sweep run %s failed: %s", run.name, outcome.error)
+                failures[run.name] = {
+                    "name": run.name,
+                    "condition": run.condition,
+                    "seed": run.seed,
+                    "run_dir": str(run.run_dir),
+                    "error": outcome.error,
+                    "traceback": outcome.traceback,
+                }
+    return [r.name for runs in pending for r in runs], failures
 
 
 # Results -------------------------------------------------------------------------------------------------------------
@@ -430,7 +375,7 @@ def collect(
     if failure is not None:
         result.error = failure["error"]
         return result, []
-    if run_state(run.run_dir) != "done":
+    if not (run.run_dir / SUMMARY_FILE).is_file():
         result.error = "did not finish"
         return result, []
     stored = Run.open(run.run_dir)
@@ -587,15 +532,22 @@ def results_csv(runs: list[RunResult], fields: list[str]) -> str:
 
 
 def run_experiment(
-    config: SweepConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
+    config: SweepConfig,
+    config_path: Path,
+    out: Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    launcher: Launcher = "local",
+    address: str | None = None,
 ) -> SweepResult:
-    """Plan and validate every run, train what is unfinished (local launcher), classify regimes and write the
-    results, the regime grid and the figures under ``out/<name>/``."""
+    """Plan and validate every run, train what is unfinished (``local`` or ``ray`` launcher), classify regimes and
+    write the results, the regime grid and the figures under ``out/<name>/``."""
     started = time.perf_counter()
     fields, planned = plan_runs(config, Path(config_path), Path(out))
     root = Path(out) / config.name
     root.mkdir(parents=True, exist_ok=True)
-    trained, failures = launch_local(planned, device=device, progress=progress)
+    trained, failures = launch(planned, launcher=launcher, address=address, device=device, progress=progress)
     collected = [collect(run, config.rules, failures.get(run.name)) for run in planned]
     runs = [result for result, _ in collected]
     grid = regime_summary(runs, fields)
@@ -687,7 +639,7 @@ def describe(result: SweepResult) -> list[str]:
         median = entry["median_generalization_step"]
         text = (
             f"  {entry['condition'] or 'base'}: {_cell_text(entry['regimes'])}; "
-            f"test acc >= 99% by step {'-' if median is None else f'{median:g}'} (median); "
+            f"median step to 99% test acc {'-' if median is None else f'{median:g}'}; "
             f"final acc train {_pct(_mean([r.final_train_acc for r in group]))} "
             f"test {_pct(_mean([r.final_test_acc for r in group]))}; "
             f"loss train {_num(_mean([r.final_train_loss for r in group]))} "
@@ -701,3 +653,9 @@ def describe(result: SweepResult) -> list[str]:
         lines.append("failed runs (see failures.json):")
         lines += [f"  {r.name}: {r.error}" for r in result.failures]
     return lines
+
+
+# What grokscope.experiments.run looks up in an experiment module.
+CONFIG = SweepConfig
+summary_lines = describe
+LAUNCHERS = ("local", "ray")
