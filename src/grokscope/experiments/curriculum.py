@@ -9,48 +9,31 @@ pair of the full task, and on the pairs the model never trained on (for the curr
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from grokscope.analysis.common import answer_logits, jsonable
-from grokscope.config import RunConfig, load_config
+from grokscope.analysis.common import answer_logits
 from grokscope.errors import UserError
-from grokscope.experiments.runs import train_chain, train_missing
-from grokscope.store import Run, write_json
+from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
+from grokscope.store import Run
 from grokscope.tasks import ModularTask
-from grokscope.viz.stages import figures
-from grokscope.viz.write import write_figures
 
 
-class CurriculumConfig(BaseModel):
-    """``grokscope experiment`` config of kind ``curriculum`` (``base`` is a run config, relative to this file)."""
-
-    model_config = ConfigDict(extra="forbid")
+class CurriculumConfig(StagedConfig):
+    """``grokscope experiment`` config of kind ``curriculum``: input ranges, growing, over one vocabulary."""
 
     kind: Literal["curriculum"]
     name: str = Field("curriculum", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-    base: str
-    set: list[str] = Field(default_factory=list)
     stages: list[int] = Field(min_length=1, description="input ranges, increasing; the last is usually the modulus")
-    stage_steps: int | list[int] = Field(500, description="steps per stage (one value for all, or one per stage)")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> CurriculumConfig:
-        if any(b <= a for a, b in itertools.pairwise(self.stages)):
-            raise ValueError(f"stages: input ranges must increase, got {self.stages}")
-        if isinstance(self.stage_steps, list) and len(self.stage_steps) != len(self.stages):
-            raise ValueError(f"stage_steps: {len(self.stage_steps)} values for {len(self.stages)} stages")
+        check_stages(self.stages, "stages", self.stage_steps)
         return self
-
-    @property
-    def steps(self) -> list[int]:
-        return self.stage_steps if isinstance(self.stage_steps, list) else [self.stage_steps] * len(self.stages)
 
 
 @dataclass
@@ -87,48 +70,24 @@ def trained_pairs(run: Run, task: ModularTask) -> torch.Tensor:
 def run_experiment(
     config: CurriculumConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
 ) -> list[StageResult]:
-    base = load_config((config_path.parent / config.base).resolve(), config.set)
+    base = base_config(config, config_path)
     if config.stages[-1] > base.task.modulus:
         raise UserError(f"{config_path}: stages: {config.stages[-1]} exceeds the modulus {base.task.modulus}")
     full = ModularTask.from_config(base.task.model_copy(update={"input_range": None}))
-    root = out / config.name
-
-    def stage_config(seed: int, input_range: int | None, steps: int, name: str) -> RunConfig:
-        data = base.with_seed(seed).to_dict()
-        data["name"], data["task"]["input_range"], data["train"]["steps"] = name, input_range, steps
-        data["train"]["early_stop"] = None  # every stage spends its budget, as the baseline does
-        return RunConfig.model_validate(data)
-
-    chain = train_chain(
-        [
-            [stage_config(s, r, n, f"{config.name}_range{r}") for s in config.seeds]
-            for r, n in zip(config.stages, config.steps, strict=True)
-        ],
-        [[root / f"seed{s}" / f"range{r}" for s in config.seeds] for r in config.stages],
-        device=device,
-        progress=progress,
-    )
-    direct = train_missing(
-        [stage_config(s, None, sum(config.steps), f"{config.name}_direct") for s in config.seeds],
-        [root / f"seed{s}" / "direct" for s in config.seeds],
-        device=device,
-        progress=progress,
-    )
+    stages = [(f"range{r}", {"input_range": r}) for r in config.stages]
+    stages[-1] = (stages[-1][0], {"input_range": None if config.stages[-1] == full.modulus else config.stages[-1]})
+    chain, direct = run_stages(config, base, out, stages, device=device, progress=progress)
+    budgets = config.budgets(len(stages))
     results = []
     for i, seed in enumerate(config.seeds):
-        runs = [stage[i] for stage in chain]
         seen = torch.zeros(full.n_pairs, dtype=torch.bool)
-        for r, n, run in zip(config.stages, config.steps, runs, strict=True):
-            seen |= trained_pairs(run, full)
-            results.append(_result(seed, f"range {r}", r, n, run, full, seen))
-        results.append(
-            _result(seed, "direct", full.modulus, sum(config.steps), direct[i], full, trained_pairs(direct[i], full))
-        )
-    rows = jsonable(results)
-    write_json(root / "results.json", {"config": config.model_dump(), "stages": rows})
-    write_figures(
-        figures(rows, "curriculum: accuracy on every pair after each stage vs direct training"), root / "figures"
-    )
+        for r, n, stage in zip(config.stages, budgets, chain, strict=True):
+            seen |= trained_pairs(stage[i], full)
+            results.append(_result(seed, f"range {r}", r, n, stage[i], full, seen))
+        direct_seen = trained_pairs(direct[i], full)
+        results.append(_result(seed, "direct", config.stages[-1], sum(budgets), direct[i], full, direct_seen))
+    title = "curriculum: accuracy on every pair after each stage vs direct training"
+    write_results(config, out, results, title, value="full_acc")
     return results
 
 

@@ -9,47 +9,30 @@ read through the same transplant rule in reverse (exact here, as the moduli incr
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from grokscope.analysis.common import answer_logits, jsonable
-from grokscope.config import RunConfig, load_config
-from grokscope.experiments.runs import train_chain, train_missing
+from grokscope.analysis.common import answer_logits
+from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
 from grokscope.models import build_model, load_model, transplant
-from grokscope.store import Run, write_json
-from grokscope.viz.stages import figures
-from grokscope.viz.write import write_figures
+from grokscope.store import Run
 
 
-class FinetuneConfig(BaseModel):
-    """``grokscope experiment`` config of kind ``finetune`` (``base`` is a run config, relative to this file)."""
-
-    model_config = ConfigDict(extra="forbid")
+class FinetuneConfig(StagedConfig):
+    """``grokscope experiment`` config of kind ``finetune``: a chain of increasing moduli."""
 
     kind: Literal["finetune"]
     name: str = Field("finetune", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-    base: str
-    set: list[str] = Field(default_factory=list)
     moduli: list[int] = Field(min_length=2)
-    stage_steps: int | list[int] = 1000
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
-        if any(b <= a for a, b in itertools.pairwise(self.moduli)):
-            raise ValueError(f"moduli: must increase (so that every earlier token exists later), got {self.moduli}")
-        if isinstance(self.stage_steps, list) and len(self.stage_steps) != len(self.moduli):
-            raise ValueError(f"stage_steps: {len(self.stage_steps)} values for {len(self.moduli)} moduli")
+        check_stages(self.moduli, "moduli", self.stage_steps)
         return self
-
-    @property
-    def steps(self) -> list[int]:
-        return self.stage_steps if isinstance(self.stage_steps, list) else [self.stage_steps] * len(self.moduli)
 
 
 @dataclass
@@ -79,44 +62,19 @@ def accuracy_on(model_run: Run, earlier: Run) -> float:
 def run_experiment(
     config: FinetuneConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
 ) -> list[StageResult]:
-    base = load_config((config_path.parent / config.base).resolve(), config.set)
-    root = out / config.name
-
-    def stage_config(seed: int, modulus: int, steps: int, name: str) -> RunConfig:
-        data = base.with_seed(seed).to_dict()
-        data["name"], data["task"]["modulus"], data["train"]["steps"] = name, modulus, steps
-        data["train"]["early_stop"] = None
-        return RunConfig.model_validate(data)
-
-    chain = train_chain(
-        [
-            [stage_config(s, m, n, f"{config.name}_mod{m}") for s in config.seeds]
-            for m, n in zip(config.moduli, config.steps, strict=True)
-        ],
-        [[root / f"seed{s}" / f"mod{m}" for s in config.seeds] for m in config.moduli],
-        device=device,
-        progress=progress,
-    )
-    direct = train_missing(
-        [stage_config(s, config.moduli[-1], sum(config.steps), f"{config.name}_direct") for s in config.seeds],
-        [root / f"seed{s}" / "direct" for s in config.seeds],
-        device=device,
-        progress=progress,
-    )
+    stages = [(f"mod{m}", {"modulus": m}) for m in config.moduli]
+    chain, direct = run_stages(config, base_config(config, config_path), out, stages, device=device, progress=progress)
+    budgets = config.budgets(len(stages))
     results = []
     for i, seed in enumerate(config.seeds):
         runs = [stage[i] for stage in chain]
-        for k, (m, n, run) in enumerate(zip(config.moduli, config.steps, runs, strict=True)):
+        for k, (m, n, run) in enumerate(zip(config.moduli, budgets, runs, strict=True)):
             result = _result(seed, f"mod {m}", m, n, run)
             result.retention = {f"mod {e.task.modulus}": accuracy_on(run, e) for e in runs[:k]}
             results.append(result)
-        results.append(_result(seed, "direct", config.moduli[-1], sum(config.steps), direct[i]))
-    rows = jsonable(results)
-    write_json(root / "results.json", {"config": config.model_dump(), "stages": rows})
-    write_figures(
-        figures(rows, "sequential finetuning: test accuracy after each stage vs direct training", value="test_acc"),
-        root / "figures",
-    )
+        results.append(_result(seed, "direct", config.moduli[-1], sum(budgets), direct[i]))
+    title = "sequential finetuning: test accuracy after each stage vs direct training"
+    write_results(config, out, results, title, value="test_acc")
     return results
 
 
