@@ -172,6 +172,7 @@ class TrainConfig(_Section):
     batch_size: int | None = Field(None, ge=1, description="none = full batch")
     eval_every: int = Field(10, ge=1)
     loss_dtype: Literal["float32", "float64"] = "float32"
+    tf32: bool = Field(False, description="TF32 matmuls on CUDA: faster, ~1e-3 relative precision per product")
     loss_fn: Literal["softmax", "stablemax"] = Field(
         "softmax", description="cross-entropy over softmax, or StableMax (Prieto et al. 2025)"
     )

@@ -122,3 +122,11 @@ def test_seeds_trained_together_must_share_their_config(tmp_path):
     configs = [config(0), config(1, optim={"lr": 0.5})]
     with pytest.raises(UserError, match=r"optim\.lr"):
         train_many(configs, [tmp_path / "a", tmp_path / "b"], device="cpu", progress=False, pack=2)
+
+
+def test_tf32_option_is_scoped_to_training(tmp_path):
+    before = torch.backends.cuda.matmul.allow_tf32
+    config = tiny_config(train={"steps": 5, "tf32": True})
+    train(config, tmp_path / "r", device="cpu", progress=False)
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    assert Run.open(tmp_path / "r").config.train.tf32 is True

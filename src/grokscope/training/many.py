@@ -38,6 +38,7 @@ from grokscope.training.loop import (
     reproducible,
     resolve_device,
     set_learning_rate,
+    tf32_matmuls,
     train,
     trainable,
 )
@@ -226,7 +227,11 @@ def _train_stack(
         return all(log.stopped for log in logs)
 
     final_weights: dict[int, dict[str, Tensor]] = {}
-    with TrainingProgress(f"{config.name} x{n} seeds", start, tc.steps, enabled=bar) as progress, reproducible(dev):
+    with (
+        TrainingProgress(f"{config.name} x{n} seeds", start, tc.steps, enabled=bar) as progress,
+        reproducible(dev),
+        tf32_matmuls(tc.tf32),
+    ):
         step = start
         stopped = record(0, final=False) if start == 0 else all(log.stopped for log in logs)
         while not stopped:
