@@ -11,6 +11,7 @@ from conftest import tiny_config
 from grokscope.experiments import run
 from grokscope.experiments import transfer as transfer_module
 from grokscope.store import SUMMARY_FILE
+from grokscope.viz.report import build_report
 
 
 @pytest.fixture
@@ -67,6 +68,10 @@ def test_transfer_experiment_writes_every_output_and_reuses_runs(experiment, mon
     assert set(statistics["describe"]["0.999"]) <= {"grokked", "memorized", "random"}
     for described in statistics["describe"]["0.999"].values():
         assert described["n"] == described["n_reached"] + described["n_censored"]
+
+    # The experiment's report page gathers its tables and every figure.
+    page = build_report(root)
+    assert "transfer experiment tiny_transfer" in page and "Results" in page and page.count("class='figure'") >= 4
 
     # A rerun trains nothing: every run is finished.
     def no_training(*args, **kwargs):
