@@ -1,3 +1,4 @@
+import importlib
 from pathlib import Path
 
 import pytest
@@ -10,13 +11,17 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
+def test_shipped_configs_load(path, tmp_path):
     data = yaml.safe_load(path.read_text())
-    if "kind" in data:  # an experiment config: its base run config must load too
-        from grokscope.experiments.perturbation import PerturbationConfig
-
-        experiment = PerturbationConfig.model_validate(data)
-        load_config(path.parent / experiment.base, experiment.set)
+    if "kind" in data:  # an experiment config: the run configs it will train must load too
+        module = importlib.import_module(f"grokscope.experiments.{data['kind']}")
+        experiment = module.CONFIG.model_validate(data)
+        if data["kind"] == "transfer":
+            module._configs(experiment, path)  # source and target
+        elif data["kind"] == "sweep":
+            assert module.plan_runs(experiment, path, tmp_path)[1]
+        else:
+            load_config(path.parent / experiment.base, experiment.set)
         return
     cfg = load_config(path)
     assert cfg.name == path.stem
