@@ -20,7 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
-SITE_TOOLS = ("mkdocs", "material", "mkdocs_jupyter", "mkdocstrings", "mkdocstrings_handlers.python")
+# What `mkdocs build` needs beyond grokscope: the site generator, its theme and plugins, and the kernel that runs the
+# notebooks.
+SITE_TOOLS = ("mkdocs", "material", "mkdocs_jupyter", "mkdocstrings", "mkdocstrings_handlers.python", "ipykernel")
 
 
 def missing_site_tools() -> list[str]:

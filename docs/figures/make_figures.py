@@ -1,0 +1,218 @@
+"""Draw the figures of the concept pages from one real quickstart run (about 5 minutes on 2 CPU cores).
+
+    OMP_NUM_THREADS=1 .venv/bin/python docs/figures/make_figures.py
+
+Trains ``configs/quickstart.yaml`` (with a checkpoint every 20 steps) into ``runs/docs-figures/`` (ignored by git)
+with the fingerprint recorder,
+analyses its checkpoints with grokscope's own analyses, and writes each figure as plotly JSON beside this file
+(``docs/figures/<name>.json``), where ``docs/hooks.py`` picks them up when the site is built. Most figures come from
+grokscope's figure builders (``grokscope.viz``), exactly as ``grokscope analyze`` draws them; ``facts.json`` holds
+the numbers the concept pages quote. Rerun it when an analysis or a figure builder changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from grokscope.analysis import fourier, neurons, progress
+from grokscope.analysis.basis import basis_labels
+from grokscope.analysis.dynamics import analyze_dynamics
+from grokscope.analysis.fingerprint import FingerprintRecorder, FingerprintSpec, load_recording
+from grokscope.analysis.runner import analyze
+from grokscope.config import load_config
+from grokscope.store import Run
+from grokscope.training import train
+from grokscope.viz import dmd as viz_dmd
+from grokscope.viz import fingerprint as viz_fingerprint
+from grokscope.viz import fourier as viz_fourier
+from grokscope.viz import llc as viz_llc
+from grokscope.viz import neurons as viz_neurons
+from grokscope.viz import progress as viz_progress
+from grokscope.viz.report import training_curves
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RUN = ROOT / "runs" / "docs-figures" / "quickstart"
+CHECKPOINTS = "train.checkpoints={every: 20, dense_every: 10, dense_until: 100}"
+LLC_STEPS = (0, 20, 40, 100, 200, 300)  # plus the last checkpoint
+# The default probe seed (0) equals this run's split seed: both draw the same permutation, so the default probe set
+# would hold training pairs only. Seed 1 mixes training and test pairs.
+PROBE = FingerprintSpec(probe_seed=1)
+
+
+def rounded(value, digits: int = 5):
+    """Floats rounded to ``digits`` significant digits, so the figure files stay small."""
+    if isinstance(value, float):
+        return (
+            value
+            if value == 0 or not math.isfinite(value)
+            else round(value, digits - 1 - math.floor(math.log10(abs(value))))
+        )
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    return value
+
+
+def tidy(data: dict) -> dict:
+    """The site's look for a figure's JSON: rounded numbers; second y axes with their own ticks (plotly 6+ syncs an
+    overlaying axis's ticks to the first axis's grid by default, which labels a log axis with odd values)."""
+    data = rounded(data)
+    for key, axis in data["layout"].items():
+        if key.startswith("yaxis") and isinstance(axis, dict) and axis.get("overlaying"):
+            axis["tickmode"] = "auto"
+    return data
+
+
+def save(name: str, figure: go.Figure) -> None:
+    figure.update_layout(template="plotly_white", margin={"t": 60, "r": 20})
+    data = tidy(json.loads(figure.to_json()))
+    (HERE / f"{name}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"wrote {name}.json")
+
+
+def main() -> None:
+    config = load_config(ROOT / "configs" / "quickstart.yaml", [CHECKPOINTS])
+    if (RUN / "summary.json").is_file():
+        run = Run.open(RUN)
+    else:
+        train(config, RUN, device="cpu", overwrite=True, callbacks=[FingerprintRecorder(every=2, spec=PROBE)])
+        run = Run.open(RUN)
+    summary, metrics = run.summary(), run.metrics()
+    last = run.steps()[-1]
+
+    # Grokking: the training curves with the memorization and generalization steps marked.
+    curves = training_curves(metrics)
+    m, g = summary["memorization_step"], summary["generalization_step"]
+    for step in (m, g):
+        curves.add_vline(x=step, line={"dash": "dash", "color": "gray"})
+    curves.update_layout(
+        title=f"Loss (log scale) and accuracy; dashed: memorized (step {m}), generalized (step {g})",
+        legend={"orientation": "h", "y": -0.25},
+        height=460,
+    )
+    save("grokking_curves", curves)
+
+    report = analyze(run, ["fourier", "neurons"], out_dir=RUN / "analysis", figures=False, progress=False)
+    fourier_rows, neuron_rows = report.rows["fourier"], report.rows["neurons"]
+    for name, figure in viz_fourier.figures(fourier_rows, metrics).items():
+        save(name, figure)
+    for name, figure in viz_neurons.figures(neuron_rows, metrics).items():
+        save(name, figure)
+    # Progress measures with the final key frequencies at every checkpoint, as Nanda et al. track them (`grokscope
+    # analyze --progress` uses each checkpoint's own key frequencies instead).
+    keys = fourier_rows[-1]["key_frequencies"]
+    split = run.split()
+    progress_rows = [
+        {"step": s, **progress.compute(run.load_model(s), run.task, split=split, key_frequencies=keys).to_dict()}
+        for s in run.steps()
+    ]
+    for name, figure in viz_progress.figures(progress_rows, metrics).items():
+        save(name, figure)
+
+    # The embedding in the Fourier basis, at initialisation and at the end.
+    task = run.task
+    labels = basis_labels(task.modulus)
+    embedding = go.Figure()
+    for step, color in ((0, "lightgray"), (last, "steelblue")):
+        result = fourier.compute(run.load_model(step), task)
+        embedding.add_bar(x=labels, y=result.embedding_basis_norms.tolist(), name=f"step {step}", marker_color=color)
+    embedding.update_layout(
+        title="Norm of the number embeddings along each Fourier basis vector",
+        xaxis_title="basis vector",
+        yaxis_title="norm over d_model",
+        barmode="group",
+    )
+    save("embedding_basis", embedding)
+
+    # One neuron of the largest cluster: its activation over every (a, b).
+    model = run.load_model(last)
+    result = neurons.compute(model, task)
+    clusters = result.clusters()
+    frequency = max(clusters, key=lambda k: len(clusters[k]))
+    neuron = clusters[frequency][0]
+    acts = neurons.neuron_activations(model, task)[:, :, neuron]
+    # Relabelling every number x as k x mod p (a bijection: p is prime) turns cos(w_k (a + b)) into one slow wave.
+    p = task.modulus
+    order = [(pow(frequency, -1, p) * x) % p for x in range(p)]
+    relabelled = acts[order][:, order]
+    heatmap = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.12,
+        subplot_titles=("over (a, b)", f"over ({frequency}a mod {p}, {frequency}b mod {p})"),
+    )
+    for col, table in ((1, acts), (2, relabelled)):
+        heatmap.add_heatmap(
+            z=rounded(table.tolist(), 4),
+            coloraxis="coloraxis",
+            hovertemplate="row %{y}, column %{x}: %{z:.3f}<extra></extra>",
+            row=1,
+            col=col,
+        )
+        heatmap.update_yaxes(autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
+    heatmap.update_xaxes(title_text="b", row=1, col=1)
+    heatmap.update_yaxes(title_text="a", row=1, col=1)
+    heatmap.update_xaxes(title_text=f"{frequency}b mod {p}", row=1, col=2)
+    heatmap.update_yaxes(title_text=f"{frequency}a mod {p}", row=1, col=2)
+    fve = float(result.fve[frequency - 1, neuron])
+    heatmap.update_layout(
+        title=f"Neuron {neuron} at step {last}: FVE {fve:.2f} on frequency {frequency}",
+        coloraxis={"colorscale": "Viridis", "colorbar": {"title": "activation"}},
+        height=480,
+    )
+    save("neuron_activation", heatmap)
+
+    # Fingerprints recorded during training, and their DMD.
+    recording = load_recording(run)
+    save(
+        "fingerprint_recording",
+        viz_fingerprint.quantile_figure(
+            recording.steps.tolist(),
+            list(recording.spec.quantiles),
+            recording.values["log_prob"].tolist(),
+            f"Fingerprint every {recording.every} steps: quantiles of log p(answer), 100 probe inputs",
+        ),
+    )
+    dynamics = analyze_dynamics(run, out_dir=RUN / "analysis")
+    for name, figure in viz_dmd.figures(dynamics.result, dynamics.windowed, metrics).items():
+        save(name, figure)
+
+    # The local learning coefficient at a few checkpoints (default sampler settings).
+    steps = sorted({*LLC_STEPS, last} & set(run.steps()))
+    llc = analyze(run, ["llc"], steps=steps, out_dir=RUN / "analysis", figures=False, progress=False).rows["llc"]
+    for name, figure in viz_llc.figures(llc, metrics).items():
+        save(name, figure)
+
+    facts = {
+        "steps_trained": summary["steps_trained"],
+        "memorization_step": summary["memorization_step"],
+        "generalization_step": summary["generalization_step"],
+        "generalization_ratio": summary["generalization_ratio"],
+        "key_frequencies": fourier_rows[-1]["key_frequencies"],
+        "rules": fourier_rows[-1]["rules"],
+        "neurons": {k: neuron_rows[-1][k] for k in ("fraction_clustered", "mean_max_fve", "n_dead")},
+        "progress": [
+            {k: r[k] for k in ("step", "full_loss", "restricted_loss", "excluded_loss", "gini_embed", "gini_unembed")}
+            for r in progress_rows
+        ],
+        "gini": {k: [r["step"], r[k]] for r in progress_rows[-1:] for k in ("gini_embed", "gini_unembed")},
+        "neuron": {"index": neuron, "frequency": frequency, "fve": fve},
+        "dmd": {
+            k: dynamics.result[k]
+            for k in ("rank", "n_delays", "n_snapshots", "spectral_radius", "reconstruction_error")
+        },
+        "llc": [{k: r[k] for k in ("step", "llc_mean", "llc_std", "converged", "r_hat", "drift")} for r in llc],
+    }
+    (HERE / "facts.json").write_text(json.dumps(rounded(facts, 4), indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(rounded(facts, 4), indent=1))
+
+
+if __name__ == "__main__":
+    main()
