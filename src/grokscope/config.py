@@ -7,6 +7,7 @@ becomes a one-line :class:`~grokscope.errors.UserError` naming the field.
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -249,18 +250,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-3")
-        *parents, leaf = key.strip().split(".")
-        node = data
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {key}: {part} is not a section")
-            node = child
         try:
-            node[leaf] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
             raise UserError(f"--set {key}: cannot parse value {text!r}") from None
+        set_field(data, key.strip(), value, where="--set ")
     return data
+
+
+def set_field(data: dict[str, Any], path: str, value: Any, where: str = "") -> None:
+    """Set the dotted field ``path`` of a raw config dict to ``value``, creating sections on the way.
+
+    An absent or null section (e.g. ``optim.grokfast: null``) starts empty, so its defaults apply to the rest.
+    """
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{where}{path}: {part} is not a section")
+        node = child
+    node[leaf] = copy.deepcopy(value)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -97,3 +97,9 @@ def test_file_errors(tmp_path):
     toml.write_text('[task]\noperation = "mul"\nmodulus = 17\n')
     cfg = load_config(toml)
     assert (cfg.name, cfg.task.operation, cfg.task.modulus) == ("t", "mul", 17)
+
+
+def test_set_fills_a_null_section_from_its_defaults():
+    data = apply_overrides({"optim": {"grokfast": None}}, ["optim.grokfast.lamb=5"])
+    assert data["optim"]["grokfast"] == {"lamb": 5}
+    assert parse_config(data).optim.grokfast.filter == "ema"

@@ -20,6 +20,7 @@ from grokscope.analysis.common import answer_logits
 from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
 from grokscope.models import build_model, load_model, transplant
 from grokscope.store import Run
+from grokscope.training.summary import first_step_at
 
 
 class FinetuneConfig(StagedConfig):
@@ -80,7 +81,7 @@ def run_experiment(
 
 def _result(seed: int, stage: str, modulus: int, steps: int, run: Run) -> StageResult:
     rows = run.metrics()
-    first = next((r["step"] for r in rows if r["test_acc"] >= 0.99), None)
+    first = first_step_at(rows, "test_acc", 0.99)
     final = rows[-1]
     return StageResult(seed, stage, modulus, steps, final["train_acc"], final["test_acc"], first, run_dir=str(run.root))
 

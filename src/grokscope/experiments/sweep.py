@@ -53,7 +53,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from grokscope.config import RunConfig, apply_overrides, config_differences, parse_config, read_config_file
+from grokscope.config import (
+    RunConfig,
+    apply_overrides,
+    config_differences,
+    parse_config,
+    read_config_file,
+    set_field,
+)
 from grokscope.errors import UserError
 from grokscope.experiments.launch import Launcher, run_groups
 from grokscope.experiments.regimes import REGIMES, SHORT, LossBounds, RegimeRules, classify_run, loss_bounds
@@ -211,19 +218,6 @@ def _lookup(data: dict[str, Any], path: str) -> Any:
     return node
 
 
-def _set_field(data: dict[str, Any], path: str, value: Any, where: str) -> None:
-    *parents, leaf = path.split(".")
-    node = data
-    for part in parents:
-        child = node.get(part)
-        if child is None:  # an absent or null section (e.g. optim.grokfast: null) starts from its defaults
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise UserError(f"{where}: {path}: {part} is not a section")
-        node = child
-    node[leaf] = copy.deepcopy(value)
-
-
 # Planning ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PlannedRun:
@@ -265,7 +259,7 @@ def plan_runs(config: SweepConfig, config_path: Path, out: Path) -> tuple[list[s
         where = f"{config_path}: run {i} ({condition_label(point, field_aliases(list(point))) or 'base'})"
         run_data = copy.deepcopy(data)
         for path, value in point.items():
-            _set_field(run_data, path, value, where)
+            set_field(run_data, path, value, where=f"{where}: ")
         run_config = parse_config(run_data, source=where)
         resolved = run_config.to_dict()
         values = {f: _lookup(resolved, f) for f in fields}

@@ -207,9 +207,8 @@ class TransferResult:
 
 
 def epochs_to(rows: list[dict[str, Any]], key: str = "test_acc") -> dict[str, float | None]:
-    return {
-        str(t): stats.epochs_to_threshold([r["epoch"] for r in rows], [r[key] for r in rows], t) for t in THRESHOLDS
-    }
+    crossings = stats.first_crossings([r["epoch"] for r in rows], [r[key] for r in rows], THRESHOLDS)
+    return {str(t): epoch for t, epoch in crossings.items()}
 
 
 def accuracy_at(rows: list[dict[str, Any]], epoch: float) -> float | None:

@@ -67,14 +67,19 @@ def train_many(
         return []
     _check_same_but_seed(configs)
     dev = resolve_device(device)
-    probe = build_model(configs[0].model, ModularTask.from_config(configs[0].task), seed=None)
     size = pack or default_pack(configs[0], dev, len(configs))
     if size < 1:
         raise UserError(f"--pack {size}: must be at least 1")
+    # Stacking needs the fast forward; an architecture it lacks trains seed by seed through TransformerLens.
+    stackable = (
+        size > 1
+        and forward.unsupported(build_model(configs[0].model, ModularTask.from_config(configs[0].task), seed=None))
+        is None
+    )
     results: list[TrainResult] = []
     for start in range(0, len(configs), size):
         group, dirs = configs[start : start + size], [Path(d) for d in run_dirs[start : start + size]]
-        if len(group) == 1 or forward.unsupported(probe) is not None:
+        if len(group) == 1 or not stackable:
             options = dict(device=device, resume=resume, overwrite=overwrite, progress=progress)
             results += [train(c, d, **options) for c, d in zip(group, dirs, strict=True)]
         else:
@@ -207,6 +212,12 @@ def _train_stack(
     def weights(i: int) -> dict[str, Tensor]:
         return {**buffers, **{k: v[i].detach() for k, v in stacked.items()}}
 
+    def resume_state() -> dict[str, Any]:
+        state = {"optimizer": optimizer.state_dict()}
+        if grad_filter is not None:
+            state["grad_filter"] = grad_filter.state_dict()
+        return state
+
     def record(step: int, final: bool) -> bool:
         active = [i for i, log in enumerate(logs) if not log.stopped]
         if any(logs[i].eval_due(step, final) for i in active):
@@ -214,14 +225,11 @@ def _train_stack(
             lr = optimizer.param_groups[0]["lr"]
             rows = [logs[i].log(step, metrics[i], lr) for i in active]
             progress.update(step, {k: sum(r[k] for r in rows) / len(rows) for k in metrics[0]})
-        resume_state = {"optimizer": optimizer.state_dict()}
-        if grad_filter is not None:
-            resume_state["grad_filter"] = grad_filter.state_dict()
         for i in active:
             log = logs[i]
             log.stopped = log.stopped or final
             if log.checkpoint_due(step):
-                log.save(step, weights(i), model_slice(resume_state, i))
+                log.save(step, weights(i), model_slice(resume_state(), i))
             else:
                 log.flush_if_stale()
         return all(log.stopped for log in logs)

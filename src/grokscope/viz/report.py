@@ -20,6 +20,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
 from grokscope.errors import UserError
 from grokscope.store import CONFIG_FILE, SUMMARY_FILE, Run, atomic_write_text, read_json
@@ -124,8 +125,6 @@ def _figures_in(folder: Path) -> list[str]:
 
 def training_curves(metrics: list[dict[str, Any]]) -> go.Figure:
     """Loss (log scale) and accuracy over training, train and test."""
-    from plotly.subplots import make_subplots
-
     figure = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     for split, color in (("train", "#1f77b4"), ("test", "#d62728"), ("val", "#2ca02c")):
         trace = loss_trace(metrics, split, {"color": color})
