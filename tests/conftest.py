@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import torch
 
 from grokscope.config import RunConfig, parse_config
 
@@ -29,6 +30,15 @@ def tiny_config(**sections: Any) -> RunConfig:
         else:
             data[key] = value
     return parse_config(data)
+
+
+def stablemax_loss_by_hand(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """StableMax cross-entropy from its definition (Prieto et al. 2025), in float64: ``s(x) = x + 1`` for ``x >= 0``,
+    ``1 / (1 - x)`` for ``x < 0``, normalised over the classes, then ``-log`` of the answer's probability, averaged
+    over rows. (Each branch is clamped to its half-line only so that autograd sees no inf in the unused branch.)"""
+    x = logits.double()
+    s = torch.where(x >= 0, x.clamp_min(0) + 1, 1 / (1 - x.clamp_max(0)))
+    return -(s / s.sum(-1, keepdim=True)).gather(-1, answers[:, None]).log().mean()
 
 
 @pytest.fixture

@@ -155,6 +155,14 @@ def parse_steps(text: str) -> list[int]:
         raise UserError(f"--steps {text!r}: expected checkpoint steps like 1000,2000") from None
 
 
+def parse_key_frequencies(text: str) -> list[int]:
+    """``"1,21,49"`` -> ``[1, 21, 49]``."""
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"--key-frequencies {text!r}: expected frequencies like 1,21,49") from None
+
+
 @app.command()
 def analyze(
     path: Annotated[Path, typer.Argument(help="A run directory or a bare checkpoints/ folder.")],
@@ -173,6 +181,12 @@ def analyze(
     only: Annotated[str | None, typer.Option(help="Analyses by name, comma-separated (e.g. fourier,ablation).")] = None,
     steps: Annotated[str | None, typer.Option(help="Only these checkpoint steps, e.g. 1000,2000.")] = None,
     every: Annotated[int | None, typer.Option(min=1, help="Only checkpoints whose step is a multiple of N.")] = None,
+    key_frequencies: Annotated[
+        str | None, typer.Option(help="Reference key set for every checkpoint, e.g. 1,21,49 (default: --key-from).")
+    ] = None,
+    key_from: Annotated[
+        str, typer.Option(help="Where the reference key set comes from: final (checkpoint), each, or a step.")
+    ] = "final",
     out: Annotated[Path | None, typer.Option(help="Where to write results (default: <run>/analysis).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     figures: Annotated[bool, typer.Option(help="Write plotly figures under analysis/figures/.")] = True,
@@ -181,14 +195,18 @@ def analyze(
     """Analyze a run's checkpoints through TransformerLens hooks; writes analysis/<name>.json, tables and figures.
 
     --all (the default) runs every checkpoint analysis the task supports except the slow LLC; --dmd and --llc run
-    only when named. DMD reads the fingerprints recorded by `grokscope train --record fingerprint`.
+    only when named. DMD reads the fingerprints recorded by `grokscope train --record fingerprint`. Measures that
+    use key frequencies (progress, ablation) use one reference key set for the whole run: by default the final
+    analysed checkpoint's, as Nanda et al. (2023) do.
     """
 
     def work() -> None:
-        from grokscope.analysis.runner import ANALYSES, DEFAULT_ANALYSES, describe_row
+        from grokscope.analysis.runner import analysis_summary, default_analyses, registry
         from grokscope.analysis.runner import analyze as analyze_run
         from grokscope.store import Run
         from grokscope.training.loop import resolve_device
+        from grokscope.viz.describe import describe_phases, describe_row
+        from grokscope.viz.write import write_analysis_figures, write_figures
 
         flags = dict(
             fourier=fourier,
@@ -207,10 +225,12 @@ def analyze(
         names = [n for n in names if n != "dmd"]
         everything = all_ or not (names or want_dmd)
         if everything:
-            names = list(DEFAULT_ANALYSES)
-        names = [n for n in ANALYSES if n in names] + [n for n in names if n not in ANALYSES]
+            names = default_analyses()
+        known = list(registry())
+        names = [n for n in known if n in names] + [n for n in names if n not in known]
         if steps and every:
             raise UserError("--steps and --every contradict each other; pick one")
+        keys = parse_key_frequencies(key_frequencies) if key_frequencies else None
         run = Run.open(path)
         folder = out or run.root / "analysis"
         files = 0
@@ -222,9 +242,10 @@ def analyze(
                 every=every,
                 out_dir=out,
                 device=str(resolve_device(device)),
-                figures=figures,
                 progress=not quiet,
                 skip_inapplicable=everything,
+                key_frequencies=keys,
+                key_from=key_from,
             )
             for name, reason in report.skipped.items():
                 typer.echo(f"{name}: skipped ({reason})")
@@ -234,11 +255,20 @@ def analyze(
                 latest = report.latest(name)
                 if latest is not None:
                     typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
+            phases = report.summaries.get("progress") or analysis_summary(run, "progress")
+            if "progress" in report.summaries:
+                typer.echo(f"  {describe_phases(phases)}")
             files += len(report.files)
+            if figures:
+                files += len(write_analysis_figures(report.rows, run.metrics(), folder / "figures", phases))
         if want_dmd:
             from grokscope.analysis.dynamics import analyze_dynamics
+            from grokscope.viz.dmd import figures as dmd_figures
 
             dynamics = analyze_dynamics(run, out_dir=out)
+            if figures:
+                drawn = dmd_figures(dynamics.result, dynamics.windowed, run.metrics())
+                files += len(write_figures(drawn, folder / "figures"))
             radius = max((abs(complex(r, i)) for r, i in _complex_pairs(dynamics.result["eigenvalues"])), default=0)
             typer.echo(
                 f"dmd: {dynamics.result['rank']} modes over {dynamics.result['n_snapshots']} fingerprints; "

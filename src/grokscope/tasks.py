@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from grokscope.errors import UserError
+from grokscope.losses import loss_dtype, loss_function
 
 if TYPE_CHECKING:
     from grokscope.config import TaskConfig
@@ -255,16 +255,21 @@ class ModularTask:
         labels: Int[Tensor, "batch n_ctx"],
         dtype: torch.dtype = torch.float32,
         reduction: str = "mean",
+        loss_fn: str = "softmax",
     ) -> Tensor:
-        """The training objective: cross-entropy over the loss positions, computed in ``dtype``.
+        """The training objective: cross-entropy over the loss positions, computed in ``dtype`` (or the logits' own
+        dtype when that is wider, as the trainer does).
 
-        float64, as Nanda et al. use, keeps tiny losses resolvable late in training.
+        ``loss_fn`` names the objective (:data:`grokscope.losses.LOSS_FUNCTIONS`, a run's ``train.loss_fn``:
+        softmax or StableMax cross-entropy). float64, as Nanda et al. use, keeps tiny losses resolvable late in
+        training.
         """
+        objective = loss_function(loss_fn)
         positions = self.loss_positions
         # Loss positions are contiguous (one answer, or every position but the last): a slice is a view, not a copy.
         window = slice(positions[0], positions[-1] + 1)
-        picked = logits[:, window].to(dtype)
-        return F.cross_entropy(picked.flatten(0, 1), labels[:, window].flatten(), reduction=reduction)
+        picked = logits[:, window].to(loss_dtype(dtype, logits.dtype))
+        return objective(picked.flatten(0, 1), labels[:, window].flatten(), reduction=reduction)
 
     def describe(self) -> str:
         r = f", a,b < {self.input_range}" if self.input_range else ""

@@ -5,13 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grokscope.losses import stablemax_cross_entropy
 from grokscope.training.accelerators import (
     GradientFilter,
     GrokfastEMA,
     GrokfastMA,
     OrthoGrad,
     chain,
-    stablemax_cross_entropy,
 )
 
 D = torch.float64

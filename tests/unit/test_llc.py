@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_config
+from conftest import stablemax_loss_by_hand, tiny_config
 from grokscope.analysis import llc
 from grokscope.errors import UserError
 from grokscope.models import build_model
@@ -128,6 +128,30 @@ def test_sampled_loss_is_exactly_the_training_objective(tiny_setup):
     result = llc.compute(model, task, split=split, lr=0.0, num_chains=2, num_draws=5, num_burnin=0, batch_size=None)
     np.testing.assert_allclose(result.loss_trace, result.init_loss, rtol=1e-5)
     assert result.llc_mean == pytest.approx(0.0, abs=1e-3)
+
+
+@needs_devinterp
+def test_stablemax_run_is_sampled_under_stablemax(tiny_setup):
+    # lr = 0 again: every draw and L(w*) are the objective at the checkpoint, which must be StableMax's.
+    model, task, split = tiny_setup
+    train = task.dataset().subset(split.train)
+    with torch.no_grad():
+        logits = model(train.tokens)[:, task.answer_position]
+    by_hand = stablemax_loss_by_hand(logits, train.answers).item()
+    softmax = torch.nn.functional.cross_entropy(logits.double(), train.answers).item()
+    brief = {"lr": 0.0, "num_chains": 1, "num_draws": 3, "num_burnin": 0, "batch_size": None}
+    result = llc.compute(model, task, split=split, loss_fn="stablemax", **brief)
+    assert result.init_loss == pytest.approx(by_hand, rel=1e-9)
+    np.testing.assert_allclose(result.loss_trace, by_hand, rtol=1e-5)
+    assert abs(by_hand - softmax) > 1e-2  # the two objectives are told apart
+    assert llc.compute(model, task, split=split, **brief).init_loss == pytest.approx(softmax, rel=1e-9)
+    assert result.settings["loss_fn"] == "stablemax" and result.settings["loss_dtype"] == "float64"
+
+
+def test_unknown_loss_is_a_user_error_before_sampling(tiny_setup):
+    model, task, split = tiny_setup
+    with pytest.raises(UserError, match="loss_fn: unknown loss 'hinge'"):
+        llc.compute(model, task, split=split, loss_fn="hinge")
 
 
 @needs_devinterp

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,6 +134,87 @@ def test_embed_unembed_product_of_planted_weights():
     assert torch.allclose(product, expected, rtol=1e-5, atol=1e-5)
 
 
+def folded_fft_products(embed: np.ndarray, unembed: np.ndarray) -> np.ndarray:
+    """|FFT(W_E[:p, d])| * |FFT(W_U[d, :p])| for k = 1..p//2, by numpy, conjugate pairs k and p-k folded into one
+    magnitude sqrt(|X_k|^2 + |X_(p-k)|^2) (for even p, k = p/2 is its own partner and stays |X_k|)."""
+    p = embed.shape[0]
+    k = np.arange(1, p // 2 + 1)
+
+    def folded(x: np.ndarray) -> np.ndarray:  # x: (p, d) -> (p // 2, d)
+        power = np.abs(np.fft.fft(x, axis=0)) ** 2
+        return np.sqrt(np.where((k == p - k)[:, None], power[k], power[k] + power[p - k]))
+
+    return folded(embed) * folded(unembed.T)
+
+
+def plant_residual(model, task, noise: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give residual dimension d the waves k1(d) and k2(d) != k1(d) in both W_E and W_U (plus a constant, which must
+    not count); dimension 0 is constant over the numbers. Returns the planted dominant frequency and share."""
+    p, d_model = task.modulus, model.cfg.d_model
+    g = torch.Generator().manual_seed(seed)
+    n = (p - 1) // 2  # frequencies with a conjugate pair (the Nyquist frequency of an even p is left out)
+    d = torch.arange(d_model)
+    k1, k2 = d % n + 1, (d + 1 + d % 3) % n + 1
+    k2 = torch.where(k2 == k1, k1 % n + 1, k2)
+    amp = 0.5 + torch.rand(4, d_model, generator=g, dtype=torch.float64)  # A, B (embed) and C, D (unembed)
+    phase = 2 * math.pi * torch.rand(4, d_model, generator=g, dtype=torch.float64)
+    x = torch.arange(p, dtype=torch.float64)[:, None]
+    embed = amp[0] * wave(1, p, x * k1, phase[0]) + amp[1] * wave(1, p, x * k2, phase[1]) + 0.3
+    unembed = amp[2] * wave(1, p, x * k1, phase[2]) + amp[3] * wave(1, p, x * k2, phase[3]) - 0.2
+    embed = embed + noise * torch.randn(embed.shape, generator=g, dtype=torch.float64)
+    unembed = unembed + noise * torch.randn(unembed.shape, generator=g, dtype=torch.float64)
+    embed[:, 0] = 0.7
+    with torch.no_grad():
+        model.W_E[:p] = embed.to(model.W_E.dtype)
+        model.W_U[:, :p] = unembed.T.to(model.W_U.dtype)
+    # A pure wave of amplitude a has the same folded magnitude a * sqrt(p / 2) at every k below p/2.
+    first, second = amp[0] * amp[2], amp[1] * amp[3]
+    dominant = torch.where(first >= second, k1, k2)
+    share = torch.maximum(first, second) / (first + second)
+    dominant[0], share[0] = 0, 0.0
+    return dominant, share
+
+
+@pytest.mark.parametrize("p", [13, 12])
+def test_residual_specialization_of_planted_frequencies(p):
+    model, task = model_and_task(task={"modulus": p})
+    dominant, share = plant_residual(model, task)
+    result = neurons.compute(model, task)
+    assert torch.equal(result.residual_dominant_frequency, dominant)
+    assert torch.allclose(result.residual_dominant_share, share, atol=1e-6)
+    specialized = share > 0.5
+    assert result.residual_dims_specialized == int(specialized.sum()) > 0
+    assert result.residual_mean_dominant_share == pytest.approx(float(share.mean()), abs=1e-6)
+    # Over all dimensions with frequency content, specialized or not (dimension 0 has none).
+    assert result.residual_distinct_dominant_frequencies == len(set(dominant[1:].tolist()))
+    row = result.to_dict()
+    json.dumps(row)
+    assert row["residual_dominant_frequency"] == dominant.tolist()
+    assert row["residual_dims_specialized"] == result.residual_dims_specialized
+    assert row["residual_mean_dominant_share"] == result.residual_mean_dominant_share
+    assert row["residual_distinct_dominant_frequencies"] == result.residual_distinct_dominant_frequencies
+
+
+@pytest.mark.parametrize("p", [13, 12])
+def test_residual_specialization_matches_numpy_fft(p):
+    model, task = model_and_task(task={"modulus": p})
+    plant_residual(model, task, noise=0.4, seed=p)
+    embed, unembed = model.W_E[:p].detach().double().numpy(), model.W_U[:, :p].detach().double().numpy()
+    products = folded_fft_products(embed, unembed)
+    # Dimension 0 is constant over the numbers in W_E: no frequency content, share 0.
+    expected_share = np.concatenate([[0.0], products[:, 1:].max(0) / products[:, 1:].sum(0)])
+    frequency, share = neurons.residual_specialization(model, task)
+    np.testing.assert_array_equal(frequency[1:].numpy(), products[:, 1:].argmax(0) + 1)
+    assert frequency[0] == 0
+    np.testing.assert_allclose(share.numpy(), expected_share, rtol=1e-9, atol=1e-12)
+    if p % 2:  # odd p: no folding needed, the plain |FFT| over k = 1..(p-1)/2 gives the same shares
+        k = slice(1, p // 2 + 1)
+        plain = np.abs(np.fft.fft(embed, axis=0))[k] * np.abs(np.fft.fft(unembed.T, axis=0))[k]
+        np.testing.assert_allclose(share[1:].numpy(), (plain.max(0) / plain.sum(0))[1:], rtol=1e-9)
+    # Summed over dimensions they are the existing weights-only spectrum (basis norms are folded |FFT| / sqrt(p)).
+    torch.testing.assert_close(neurons.embed_unembed_spectrum(model, task), torch.from_numpy(products.sum(1)) / p)
+
+
 def test_compute_summary_tables_and_figures():
     model, task = model_and_task()
     result = neurons.compute(model, task)
@@ -166,6 +248,8 @@ def test_clusters_group_neurons_by_frequency():
         max_fve=fve.max(0).values,
         dead=torch.tensor([False, False, False, False, True]),
         embed_unembed_product=torch.zeros(4),
+        residual_dominant_frequency=torch.tensor([3, 3, 0, 4]),
+        residual_dominant_share=torch.tensor([0.9, 0.6, 0.0, 0.4], dtype=torch.float64),
     )
     assert result.clusters() == {2: [0, 1], 4: [2]}
     assert result.cluster_sizes.tolist() == [0, 2, 0, 1]
@@ -173,6 +257,9 @@ def test_clusters_group_neurons_by_frequency():
     assert summary["n_cluster_frequencies"] == 2 and summary["n_above_half"] == 4 and summary["n_dead"] == 1
     assert summary["fraction_clustered"] == pytest.approx(3 / 4)
     assert summary["mean_max_fve"] == pytest.approx((0.9 + 0.86 + 0.95 + 0.6) / 4)
+    assert summary["residual_mean_dominant_share"] == pytest.approx((0.9 + 0.6 + 0.0 + 0.4) / 4)
+    assert summary["residual_dims_specialized"] == 2
+    assert summary["residual_distinct_dominant_frequencies"] == 2  # 3 and 4: every dimension with content counts
 
 
 def test_user_errors():

@@ -19,6 +19,7 @@ from torch import Tensor
 from grokscope.analysis import basis
 from grokscope.analysis.attention import operand_positions
 from grokscope.analysis.common import jsonable, model_device, require_grid
+from grokscope.analysis.spec import AnalysisSpec
 from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split
 
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "ablation"
-# The runner turns this option on for the latest analysed checkpoint only and keys its cache on LATEST_ONLY_KEY.
-LATEST_ONLY_OPTION, LATEST_ONLY_KEY = "single_frequencies", "single_frequency_sweep"
 
 Component = Literal["head", "neurons", "embed_frequencies", "neuron_frequencies", "position"]
 Method = Literal["zero", "mean", "resample"]
@@ -424,3 +423,13 @@ def compute(
         for spec in specs
     ]
     return AblationResult(_scores(clean_logits, data.answers, split), outcomes, key, control, swept)
+
+
+SPEC = AnalysisSpec(
+    name=NAME,
+    compute=compute,
+    result=AblationResult,
+    inputs=frozenset({"split", "key_frequencies"}),
+    # Ablating every frequency in turn is costly: for the latest analysed checkpoint only.
+    latest_only=("single_frequencies", "single_frequency_sweep"),
+)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis
 from grokscope.analysis.common import grid_inputs, jsonable, model_device, require_grid
+from grokscope.analysis.spec import AnalysisSpec
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "attention"
-NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
-# The runner turns this option on for the latest analysed checkpoint only and keys its cache on LATEST_ONLY_KEY.
-LATEST_ONLY_OPTION, LATEST_ONLY_KEY = "include_heatmaps", "heatmaps"
 
 
 def position_names(task: ModularTask) -> tuple[str, ...]:
@@ -195,3 +193,14 @@ def attention_html(model: HookedTransformer, task: ModularTask, pairs: list[tupl
     )
     # str() of the rendered object imports the JavaScript from a CDN; local_src inlines it.
     return rendered.local_src
+
+
+SPEC = AnalysisSpec(
+    name=NAME,
+    compute=compute,
+    result=AttentionResult,
+    inputs=frozenset({"split"}),
+    needs_grid=True,
+    # The heatmaps are large: drawn for the latest analysed checkpoint only.
+    latest_only=("include_heatmaps", "heatmaps"),
+)

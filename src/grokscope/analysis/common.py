@@ -1,9 +1,10 @@
-"""What every analysis shares: the full (a, b) input grid, answer-position logits, and JSON-ready results.
+"""What every analysis shares: the (a, b) input grid, the answer-position forward, scoring, JSON-ready values.
 
-Analyses take a ``HookedTransformer`` and a :class:`~grokscope.tasks.ModularTask` and return a dataclass with
-``to_dict()``; :func:`jsonable` turns tensors, arrays and nested dataclasses into plain JSON values.
-:func:`answer_activations` runs the grid once, computing the last layer only at the answer position, so that
-several analyses of one checkpoint can share a single forward pass.
+Analyses take a ``HookedTransformer`` and a :class:`~grokscope.tasks.ModularTask` and return a result dataclass;
+:func:`jsonable` turns tensors, arrays and nested dataclasses into plain JSON values. :func:`answer_activations`
+runs the grid once, computing the last layer only at the answer position, so that several analyses of one
+checkpoint share a single forward pass. :func:`answer_loss` and :func:`score_splits` score logits the same way
+everywhere: mean cross-entropy at the answers per split, and an input right only when its answer wins strictly.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from grokscope.errors import UserError
-from grokscope.tasks import Dataset, ModularTask
+from grokscope.tasks import Dataset, ModularTask, Split
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -93,6 +94,54 @@ def answer_activations(model: HookedTransformer, task: ModularTask, chunk: int =
         resid_mid=torch.cat(captured["resid_mid"]),
         post=torch.cat(captured["post"]) if captured["post"] else None,
         logits=torch.cat(logits),
+    )
+
+
+def answer_grid(p: int, operation: str, device: torch.device | str = "cpu") -> Int[Tensor, "p p"]:
+    """``t[a, b]``: the answer of ``a + b`` (add) or ``a - b`` (sub) mod p."""
+    x = torch.arange(p, device=device)
+    sign = {"add": 1, "sub": -1}[operation]
+    return (x[:, None] + sign * x[None, :]) % p
+
+
+def answer_loss(
+    logits: Float[Tensor, "*batch n c"], answers: Int[Tensor, " n"]
+) -> tuple[Float[Tensor, "*batch n"], Bool[Tensor, "*batch n"]]:
+    """Cross-entropy at the answers, and whether the answer's logit beats every other logit strictly (ties are
+    wrong, so uniform logits score 0). Precise for tiny losses, where ``log_softmax`` rounds to 0."""
+    index = answers.expand(logits.shape[:-1]).unsqueeze(-1)
+    right = logits.gather(-1, index).squeeze(-1)
+    others = logits.scatter(-1, index, -math.inf)
+    best_other = others.amax(-1)
+    top = torch.maximum(right, best_other)
+    rest = (others - top.unsqueeze(-1)).exp().sum(-1)  # sum of exp(logit - top) over the wrong outputs
+    # With the answer on top the loss is log1p(rest), which stays precise for tiny losses.
+    loss = torch.where(right >= best_other, torch.log1p(rest), top - right + torch.log(torch.exp(right - top) + rest))
+    return loss, right > best_other
+
+
+@dataclass
+class Score:
+    """Mean loss and accuracy per split: ``train`` and ``test`` (when the run has a split) and ``all``."""
+
+    loss: dict[str, float]
+    acc: dict[str, float]
+
+
+def split_indices(n: int, split: Split | None, device: torch.device | str = "cpu") -> dict[str, Int[Tensor, " m"]]:
+    """Row indices of ``train`` and ``test`` (when a split is given) and ``all`` of ``n`` inputs."""
+    splits = {"all": torch.arange(n, device=device)}
+    if split is not None:
+        splits = {"train": split.train.to(device), "test": split.test.to(device)} | splits
+    return splits
+
+
+def score_splits(loss: Float[Tensor, " n"], correct: Bool[Tensor, " n"], splits: dict[str, Tensor]) -> Score:
+    """Mean loss and accuracy over each split's rows."""
+    correct = correct.double()
+    return Score(
+        loss={s: float(loss[i].mean()) for s, i in splits.items()},
+        acc={s: float(correct[i].mean()) for s, i in splits.items()},
     )
 
 

@@ -17,8 +17,6 @@ from grokscope.analysis.dmd import dmd_rrr, windowed_dmd
 from grokscope.analysis.fingerprint import load_recording
 from grokscope.errors import UserError
 from grokscope.store import ANALYSIS_DIR, Run, atomic_write, write_json
-from grokscope.viz.dmd import figures
-from grokscope.viz.write import write_figures
 
 
 @dataclass
@@ -71,5 +69,4 @@ def analyze_dynamics(
     eigenvalues = np.asarray(result.eigenvalues, dtype=np.complex128)
     atomic_write(out_dir / "eigenvalues.npy", lambda tmp: _save_array(tmp, eigenvalues))
     files = [out_dir / "dmd.json", out_dir / "eigenvalues.npy"]
-    files += write_figures(figures(result_dict, windowed, run.metrics()), out_dir / "figures")
     return DynamicsReport(result_dict, windowed, files)

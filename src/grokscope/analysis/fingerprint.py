@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from grokscope.analysis.common import jsonable, model_device
+from grokscope.analysis.spec import AnalysisSpec
 from grokscope.callbacks import Callback
 from grokscope.errors import UserError
 from grokscope.store import RECORDINGS_DIR, atomic_write
@@ -209,3 +210,6 @@ class FingerprintRecorder(Callback):
 
     def on_train_end(self, run: Run, model: HookedTransformer, step: int) -> None:
         self._flush()
+
+
+SPEC = AnalysisSpec(name=NAME, compute=compute, result=FingerprintResult, inputs=frozenset({"split"}))

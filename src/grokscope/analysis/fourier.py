@@ -18,6 +18,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis, neurons
 from grokscope.analysis.common import AnswerActivations, jsonable, require_grid
+from grokscope.analysis.spec import AnalysisSpec
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "fourier"
-NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 
 # Defaults, checked on the quickstart model (p = 59, grokked on frequencies 20, 21, 24, 27) and its random init.
 # Relative to the largest frequency norm, the grokked W_L spectrum has its key frequencies at 0.70-1.00 and every
@@ -239,3 +239,14 @@ def compute(
 def key_frequencies(model: HookedTransformer, task: ModularTask, **params: Any) -> list[int]:
     """The model's key frequencies (ascending ints in 1..p//2): those at least two rules of :func:`compute` choose."""
     return compute(model, task, **params).key_frequencies
+
+
+SPEC = AnalysisSpec(
+    name=NAME,
+    compute=compute,
+    result=FourierResult,
+    inputs=frozenset({"split", "activations"}),
+    uses=("neurons",),
+    needs_grid=True,
+    key_frequencies=key_frequencies,
+)

@@ -6,7 +6,8 @@ parameters at a non-degenerate minimum has LLC ``d / 2``; flatter, more degenera
 
     LLC = n_beta * (E_w[L(w)] - L(w*))
 
-with ``L`` the training objective (``task.loss``, the mean cross-entropy over the loss positions).
+with ``L`` the training objective (``task.loss``, the mean cross-entropy over the loss positions, over softmax or
+StableMax as the run's ``train.loss_fn`` says: pass it as :func:`compute`'s ``loss_fn``).
 
 devinterp 2.0.1 (``devinterp.slt.sampling.sample``, which ``devinterp.slt.llc.llc`` wraps) is a language-model
 sampler, and several of its conventions would bias the estimate here; :func:`estimate_llc` handles each:
@@ -66,7 +67,10 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from grokscope.analysis.common import jsonable, model_device
+from grokscope.analysis.spec import AnalysisSpec
 from grokscope.errors import UserError
+from grokscope.losses import loss_dtype as resolve_loss_dtype
+from grokscope.losses import loss_function
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
@@ -359,10 +363,12 @@ def _training_data(task: ModularTask, split: Split | None) -> tuple[Tensor, Tens
     return data.tokens, data.labels
 
 
-def _objective(task: ModularTask) -> Callable[..., Tensor]:
+def _objective(task: ModularTask, loss_fn: str = "softmax", loss_dtype: str = "float64") -> Callable[..., Tensor]:
+    loss_function(loss_fn)  # an unknown name fails here, before any sampling
+    dtype = resolve_loss_dtype(loss_dtype)
+
     def loss(model: nn.Module, tokens: Tensor, labels: Tensor) -> Tensor:
-        # float64 keeps the tiny losses of a grokked model resolvable next to L(w*).
-        return task.loss(model(tokens), labels, torch.float64)
+        return task.loss(model(tokens), labels, dtype, loss_fn=loss_fn)
 
     return loss
 
@@ -381,16 +387,23 @@ def compute(
     batch_size: int | None = DEFAULTS["batch_size"],
     seed: int = 0,
     progress: bool = False,
+    loss_fn: str = "softmax",
+    loss_dtype: str = "float64",
 ) -> LLCResult:
     """The LLC of the training objective at this checkpoint, over the training split (every example without one).
 
     ``n_beta=None`` uses ``n / ln n`` for the ``n`` training examples. A loss above ``log(d_vocab_out)`` over the
-    checkpoint's loss (worse than a uniform guess) counts as divergence.
+    checkpoint's loss (worse than a uniform guess, under softmax and StableMax alike) counts as divergence.
+    ``loss_fn`` is the run's ``train.loss_fn`` (``"softmax"`` or ``"stablemax"``); the LLC is a property of the
+    objective's landscape, so a StableMax run must be sampled under StableMax. ``loss_dtype`` (``"float32"`` or
+    ``"float64"``, never below the model's dtype) defaults to float64, which keeps the tiny losses of a grokked
+    model resolvable next to ``L(w*)``. Both are recorded in ``settings``.
     """
-    return estimate_llc(
+    objective = _objective(task, loss_fn, loss_dtype)
+    result = estimate_llc(
         model,
         _training_data(task, split),
-        _objective(task),
+        objective,
         lr=lr,
         n_beta=n_beta,
         localization=localization,
@@ -402,6 +415,8 @@ def compute(
         escape_loss=math.log(task.d_vocab_out),
         progress=progress,
     )
+    result.settings.update(loss_fn=loss_fn, loss_dtype=loss_dtype)
+    return result
 
 
 # Calibration ------------------------------------------------------------------------------------------------------
@@ -458,3 +473,9 @@ def calibrate(
             recommended = {"lr": best.settings["lr"], "n_beta": best.n_beta}
             break
     return CalibrationResult(results, recommended)
+
+
+# Slow (SGLD chains per checkpoint) and needs the optional devinterp extra: only when asked for by name.
+SPEC = AnalysisSpec(
+    name=NAME, compute=compute, result=LLCResult, inputs=frozenset({"split", "objective"}), in_all=False
+)

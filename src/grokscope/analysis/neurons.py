@@ -4,6 +4,10 @@ A neuron's activation at the answer position, over every input, is a p x p table
 transform ``F = B A B^T`` splits the table's variance into Fourier cells; the fraction of variance explained (FVE)
 by frequency k is the energy in k's cells (:func:`~grokscope.analysis.basis.frequency_cells`) over all non-constant
 energy. Grokked modular-addition models have neurons that specialize on one key frequency each.
+
+The result also carries a weights-only measure of the residual stream (the Fourier-space specialization of the
+transfer study, :func:`residual_specialization`): how much of what residual dimension d reads from the number
+embeddings and writes to the number logits sits on one frequency.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis
 from grokscope.analysis.common import AnswerActivations, grid_inputs, jsonable, model_device, require_grid
+from grokscope.analysis.spec import AnalysisSpec
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -25,19 +30,35 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "neurons"
-NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 CLUSTER_THRESHOLD = 0.85
+# A residual dimension is specialized when its dominant frequency holds more than this share of its product spectrum.
+RESIDUAL_SPECIALIZED_SHARE = 0.5
 
 # A neuron whose non-constant energy is below this fraction of its total energy is constant over the grid (dead).
 _DEAD_TOLERANCE = 1e-12
+# A residual dimension whose embed x unembed product over all frequencies is below this fraction of
+# ||W_E[:p, d]|| * ||W_U[d, :p]|| (its bound, by Cauchy-Schwarz) carries no frequency: rounding noise has no argmax.
+_EMPTY_TOLERANCE = 1e-12
 
 
 @dataclass
 class NeuronsResult:
-    """Per-neuron frequency specialization of one MLP layer.
+    """Per-neuron frequency specialization of one MLP layer, and the residual stream's (from the weights).
 
     ``fve[k-1, n]`` is the fraction of neuron n's variance explained by frequency k; dead (constant) neurons
     have FVE 0 everywhere and ``dominant_frequency`` 0. Means and fractions are over live neurons.
+
+    Residual stream (:func:`residual_specialization`), for each residual dimension d of the product spectrum
+    ``|W_E[:p, d]|_k * |W_U[d, :p]|_k`` over k = 1..p//2:
+
+    * ``residual_dominant_frequency[d]``: its largest frequency (0 for a dimension with no frequency content);
+    * ``residual_dominant_share[d]``: that frequency's share of the sum over k (0 for an empty dimension);
+    * ``residual_mean_dominant_share``: the mean share over all ``d_model`` dimensions;
+    * ``residual_dims_specialized``: dimensions whose share exceeds ``RESIDUAL_SPECIALIZED_SHARE`` (0.5);
+    * ``residual_distinct_dominant_frequencies``: distinct dominant frequencies over ALL dimensions with frequency
+      content (specialized or not), so it counts how many frequencies the residual stream is organised around.
+
+    ``embed_unembed_product`` is the same product summed over d.
     """
 
     layer: int
@@ -47,6 +68,21 @@ class NeuronsResult:
     max_fve: Float[Tensor, " d_mlp"]
     dead: Bool[Tensor, " d_mlp"]
     embed_unembed_product: Float[Tensor, " n_freq"]
+    residual_dominant_frequency: Int[Tensor, " d_model"]
+    residual_dominant_share: Float[Tensor, " d_model"]
+
+    @property
+    def residual_mean_dominant_share(self) -> float:
+        return float(self.residual_dominant_share.double().mean())
+
+    @property
+    def residual_dims_specialized(self) -> int:
+        return int((self.residual_dominant_share > RESIDUAL_SPECIALIZED_SHARE).sum())
+
+    @property
+    def residual_distinct_dominant_frequencies(self) -> int:
+        frequencies = self.residual_dominant_frequency
+        return int(frequencies[frequencies > 0].unique().numel())
 
     @property
     def clustered(self) -> Bool[Tensor, " d_mlp"]:
@@ -89,6 +125,9 @@ class NeuronsResult:
             "n_clustered": int(clustered.sum()),
             "fraction_clustered": float(clustered.sum()) / n_live if n_live else 0.0,
             "n_cluster_frequencies": int(self.dominant_frequency[clustered].unique().numel()),
+            "residual_mean_dominant_share": self.residual_mean_dominant_share,
+            "residual_dims_specialized": self.residual_dims_specialized,
+            "residual_distinct_dominant_frequencies": self.residual_distinct_dominant_frequencies,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +139,8 @@ class NeuronsResult:
                 "cluster_sizes": self.cluster_sizes,
                 "dominant_counts": self.dominant_counts,
                 "embed_unembed_product": self.embed_unembed_product,
+                "residual_dominant_frequency": self.residual_dominant_frequency,
+                "residual_dominant_share": self.residual_dominant_share,
             }
         )
 
@@ -202,17 +243,53 @@ def _fve_and_live_chunk(acts: Float[Tensor, "p p n"]) -> tuple[Float[Tensor, "n_
 
 
 @torch.no_grad()
-def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
-    """``sum_d |W_E[:p, d]|_k * |W_U[d, :p]|_k``: how much each residual dimension both reads and writes frequency k.
+def embed_unembed_products(model: HookedTransformer, task: ModularTask) -> Float[Tensor, "n_freq d_model"]:
+    """``|W_E[:p, d]|_k * |W_U[d, :p]|_k`` (float64): how much residual dimension d both reads and writes frequency k.
 
-    ``|.|_k`` is the norm of the frequency-k coefficients in the orthonormal real basis (the DFT magnitude up to a
-    constant). Some studies report this per-dimension product as a frequency spectrum; it looks at weights only
-    and is NOT the neuron FVE, which measures what the MLP neurons actually compute.
+    Over the p number tokens (rows of ``W_E``) and the p number outputs (columns of ``W_U``). ``|.|_k`` is the norm
+    of the frequency-k coefficients in the orthonormal real basis (:func:`~grokscope.analysis.basis.spectrum`):
+    ``sqrt(|X_k|^2 + |X_{p-k}|^2) / sqrt(p)`` for the DFT ``X``, i.e. the conjugate pair's magnitude folded into
+    one, with the same constant ``1 / sqrt(p)`` for every k. For odd p that is ``|X_k| * sqrt(2 / p)``, so shares
+    across frequencies equal those of the plain ``|FFT|`` over k = 1..(p-1)/2; for even p the Nyquist frequency
+    p/2 has no partner and is not doubled. The constant (k = 0) is left out.
     """
     p = task.modulus
     embed = basis.spectrum(model.W_E[:p].to(torch.float64))
     unembed = basis.spectrum(model.W_U[:, :p].T.to(torch.float64))
-    return (embed * unembed).sum(1)
+    return embed * unembed
+
+
+@torch.no_grad()
+def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
+    """``sum_d |W_E[:p, d]|_k * |W_U[d, :p]|_k``: :func:`embed_unembed_products` summed over residual dimensions.
+
+    Some studies report this as a frequency spectrum; it looks at weights only and is NOT the neuron FVE, which
+    measures what the MLP neurons actually compute.
+    """
+    return embed_unembed_products(model, task).sum(1)
+
+
+@torch.no_grad()
+def residual_specialization(
+    model: HookedTransformer, task: ModularTask, products: Float[Tensor, "n_freq d_model"] | None = None
+) -> tuple[Int[Tensor, " d_model"], Float[Tensor, " d_model"]]:
+    """Each residual dimension's dominant frequency and its share of the dimension's embed x unembed product.
+
+    For dimension d, with ``P[k, d]`` from :func:`embed_unembed_products` (k = 1..p//2, constant left out):
+    dominant frequency ``argmax_k P[k, d]`` (1-based) and share ``max_k P[k, d] / sum_k P[k, d]``, between
+    ``1 / (p // 2)`` (no preference) and 1 (one frequency only). A residual direction that reads a frequency from
+    the embedding and writes the same one to the logits has share near 1, as in grokked modular-addition models.
+    A dimension with no frequency content (e.g. constant over the numbers) gets frequency 0 and share 0.
+    ``products`` (from :func:`embed_unembed_products`) saves recomputing them.
+    """
+    p = task.modulus
+    if products is None:
+        products = embed_unembed_products(model, task)
+    total = products.sum(0)
+    bound = model.W_E[:p].to(torch.float64).norm(dim=0) * model.W_U[:, :p].to(torch.float64).norm(dim=1)
+    live = total > _EMPTY_TOLERANCE * bound
+    top, argmax = products.max(0)
+    return torch.where(live, argmax + 1, 0), torch.where(live, top / total.where(live, 1.0), 0.0)
 
 
 @torch.no_grad()
@@ -242,6 +319,8 @@ def compute(
     fve, live = _fve_and_live(acts)
     max_fve, argmax = fve.max(0)
     dead = ~live
+    products = embed_unembed_products(model, task)
+    residual_frequency, residual_share = residual_specialization(model, task, products)
     return NeuronsResult(
         layer=index,
         cluster_threshold=cluster_threshold,
@@ -249,5 +328,12 @@ def compute(
         dominant_frequency=torch.where(dead, 0, argmax + 1).cpu(),
         max_fve=max_fve.cpu(),
         dead=dead.cpu(),
-        embed_unembed_product=embed_unembed_spectrum(model, task).cpu(),
+        embed_unembed_product=products.sum(1).cpu(),
+        residual_dominant_frequency=residual_frequency.cpu(),
+        residual_dominant_share=residual_share.cpu(),
     )
+
+
+SPEC = AnalysisSpec(
+    name=NAME, compute=compute, result=NeuronsResult, inputs=frozenset({"split", "activations"}), needs_grid=True
+)

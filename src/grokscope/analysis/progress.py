@@ -1,60 +1,62 @@
-"""Progress measures of grokking (Nanda et al. 2023): how much of the model's loss its key Fourier frequencies carry.
+"""Progress measures of grokking as Nanda et al. (2023) define them: restricted and excluded loss, Gini, weight norm.
 
-Logits ``L[a, b, c]`` are the answer-position logits over the first p outputs for every input (a, b); the answer
-is ``t = (a + b) mod p`` for add and ``t = (a - b) mod p`` for sub. A loss is the mean cross-entropy at the answers
-over a split (``train``, ``test``, ``all``); an input counts as right when the answer's logit is strictly larger
-than every other logit (ties are wrong, so uniform logits score 0). For a key set K of frequencies:
+Following "Progress measures for grokking via mechanistic interpretability" (ICLR 2023), section 5.1 and appendix
+(the definitions written out in ``shared/reference/progress-measures.md``); everything in float64.
 
-* key cells of K: the cells of the 2-D Fourier transform over (a, b) (rows: basis over a, columns: basis over b,
-  :func:`basis.fourier_basis`) whose row and column both are the constant or a frequency in K, less the constant
-  cell itself. For K = {k} these are exactly ``basis.frequency_cells(p)[k - 1]``; for larger K they add the cross
-  cells of two key frequencies (``cos k1 a * sin k2 b``), so that keeping every frequency keeps everything.
-* restricted (logit level): for each output c, keep only the constant cell and the key cells of the transform of
-  ``L[:, :, c]``, transform back. Keeping every frequency gives back L.
-* excluded (logit level): remove from L, for each k in K, its components along ``cos(w_k s)`` and ``sin(w_k s)``
-  with ``s = t - c`` (a + b - c or a - b - c), each with coefficient ``<L, u> / <u, u>`` over the whole p^3 grid.
-* neuron level (one-layer models only, else None): the same cell selection applied to every neuron's activation
-  at ``blocks.0.mlp.hook_post`` at the answer position over (a, b): restricted keeps the constant and the key
-  cells, excluded zeroes the key cells. The modified activations replace the originals through a hook, so everything
-  after the MLP is the model's own computation.
-* single frequency: each measure with K = {k} for every frequency k; the best restricted k has the lowest loss on
-  ``all``, the worst excluded k the highest. At the neuron level the sweep reads the modified activations out
-  through ``W_out @ W_U`` instead of a hooked forward per frequency, which is the same computation only when
-  nothing normalises after the MLP; with a final LayerNorm the neuron-level sweep is None.
+* ``L``: answer-position logits over the first p outputs for every input, rows ``a * p + b``; the answer
+  ``t = (a + b) mod p`` (add) or ``(a - b) mod p`` (sub).
+* The **directions** of frequency k: ``cos(w_k s)`` and ``sin(w_k s)`` over the (a, b) grid, ``s = a + b`` (add) or
+  ``a - b`` (sub), ``w_k = 2 pi k / p``, each scaled to unit norm in R^{p^2} (:func:`trig_directions`). For an even p
+  the sin of p/2 vanishes and is left out.
+* The **trig part** of L for a key set K: ``T = sum_u u u^T L`` over the directions u of every k in K: for each
+  output, the projection of its column onto those directions. Nothing else is kept (no one-input terms, no
+  ``cos(w (a - b))`` for add, no products of two frequencies).
+* **Restricted loss**: cross-entropy of ``T + m``, ``m[c]`` the mean over all inputs of ``(L - T)[:, c]`` (each
+  output's mean restored). Headline on ``all`` inputs.
+* **Excluded loss**: cross-entropy of ``L - T``. Headline on ``train``.
+* **Neuron level** (one-layer models): ``N``, the MLP activations at the answer position, and their trig part
+  ``A = sum_u u u^T N``. Restricted: logits ``(mean_rows(N) + A) W_out W_U`` with each output's mean set back to
+  that of L (the TransformerLens grokking demo's construction). Excluded: the model's own logits with ``N - A`` in
+  place of N (everything else in the residual stream untouched).
+* **Single frequency** (the paper's 2-D excluded loss, Figure 7): each measure with K = {k}, for every k.
+* ``logit_cos_coefficients[k - 1]``: the inner product of L with the unit-norm ``cos(w_k (s - c))`` over the p^3
+  grid (the paper's "coefficients of cos(w_k(a+b-c))" in the logits, section 5.2).
 * ``gini_embed`` / ``gini_unembed``: :func:`gini` of the per-frequency norms of W_E (number tokens) and of
-  ``W_L = W_out @ W_U`` (last layer, first p outputs), the Fourier transform taken over the token / output
-  dimension and the norm over the other one; the constant component is left out.
-* ``weight_norm_sq``: sum of squared entries of every parameter; ``param_norms``: L2 norm of each parameter.
+  ``W_L = W_out @ W_U`` (first p outputs); ``weight_norm_sq``: the total sum of squared weights.
 
-Without given key frequencies a simple private fallback picks those whose W_L norm is at least
-``FALLBACK_FRACTION`` of the largest (``fourier.py`` owns the official rule).
+Losses are means over a split (``train``, ``test``, ``all``); an input counts as right only when the answer's logit
+beats every other strictly. The key set is given: the runner passes one reference set for a whole run (by default
+the final checkpoint's key frequencies, the paper's protocol); without one, this checkpoint's own key frequencies
+(:func:`grokscope.analysis.fourier.key_frequencies`) are used and ``key_reference`` says so.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
-from grokscope.analysis.basis import (
-    basis_frequencies,
-    fourier_basis,
-    frequency_membership,
-    matrix_spectrum,
-)
+from grokscope.analysis import fourier
+from grokscope.analysis.basis import matrix_spectrum
 from grokscope.analysis.common import (
     AnswerActivations,
+    Score,
     answer_activations,
+    answer_grid,
+    answer_loss,
     grid_inputs,
-    jsonable,
     model_device,
     require_grid,
+    score_splits,
+    split_indices,
 )
+from grokscope.analysis.phases import detect_phases
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -62,25 +64,13 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 NAME = "progress"
-NEEDS_GRID = True  # every (a, b) in Z_p x Z_p: the runner skips tasks without it when asked to
 OPERATIONS = ("add", "sub")
-FALLBACK_FRACTION = 0.3
 HOOK_POST = "blocks.0.mlp.hook_post"
 FORWARD_CHUNK = 16_384  # inputs per forward pass
-# Elements of one [frequencies, p^2, p] block of sweep logits: 16 MB in float64, so a block is still in the
-# cache when its loss is taken (a frequency at a time at p = 113; larger blocks ran twice as slowly).
-SWEEP_CHUNK = 2**21
+SWEEP_CHUNK = 2**22  # elements of one [frequencies, p^2, p] block of single-frequency logits
 
 
 # Results ----------------------------------------------------------------------------------------------------------
-@dataclass
-class Score:
-    """Mean loss and accuracy per split: ``train`` and ``test`` (when a split was given) and ``all``."""
-
-    loss: dict[str, float]
-    acc: dict[str, float]
-
-
 @dataclass
 class Sweep:
     """Scores with each single frequency as the key set: ``loss[split][k - 1]``, ``acc[split][k - 1]``."""
@@ -88,179 +78,97 @@ class Sweep:
     loss: dict[str, list[float]]
     acc: dict[str, list[float]]
 
-    def pick(self, best: Callable[[list[float]], float]) -> dict[str, Any]:
-        """The frequency whose ``all`` loss is ``best`` (min or max) of all, with its scores."""
-        losses = self.loss["all"]
-        i = losses.index(best(losses))
-        return {
-            "frequency": i + 1,
-            "loss": {s: v[i] for s, v in self.loss.items()},
-            "acc": {s: v[i] for s, v in self.acc.items()},
-        }
-
 
 @dataclass
-class ProgressResult:
-    """The measures of one checkpoint. ``to_dict()`` gives ``<measure>_loss`` / ``<measure>_acc`` ({split: value};
-    None at the neuron level of deeper models) for full, restricted, excluded, neuron_restricted and
-    neuron_excluded; ``single_frequency`` ({"frequency": [1..], "<measure>_loss": {split: [per k]}});
-    ``[neuron_]best_single_restricted`` and ``[neuron_]worst_single_excluded`` ({frequency, loss, acc}); and the
-    key frequencies, Gini coefficients and weight norms as named here. ``tables()`` adds the per-frequency accuracies.
-    """
+class ProgressResult(RowResult):
+    """The measures of one checkpoint (module docstring). Neuron-level scores are None for deeper models; the
+    single-frequency sweeps are None when not asked for. ``key_reference`` says where the key set came from:
+    ``final:<step>`` / ``step:<step>`` (a reference checkpoint's), ``given``, or ``own`` (this checkpoint's)."""
 
+    modulus: int
     key_frequencies: list[int]
-    key_frequencies_source: str  # "given" or "fallback"
+    key_reference: str
     full: Score
     restricted: Score
     excluded: Score
     neuron_restricted: Score | None
     neuron_excluded: Score | None
-    single: dict[str, Sweep]  # measure name -> sweep; empty when not asked for
+    single_restricted: Sweep | None
+    single_excluded: Sweep | None
+    logit_cos_coefficients: list[float]
     gini_embed: float
     gini_unembed: float
     weight_norm_sq: float
     param_norms: dict[str, float]
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "key_frequencies": self.key_frequencies,
-            "key_frequencies_source": self.key_frequencies_source,
-        }
-        for name in ("full", "restricted", "excluded", "neuron_restricted", "neuron_excluded"):
-            score = getattr(self, name)
-            out[f"{name}_loss"] = score.loss if score else None
-            out[f"{name}_acc"] = score.acc if score else None
-        if self.single:
-            n_freq = len(next(iter(self.single.values())).loss["all"])
-            out["single_frequency"] = {"frequency": list(range(1, n_freq + 1))}
-            out["single_frequency"].update({f"{name}_loss": sweep.loss for name, sweep in self.single.items()})
-        else:
-            out["single_frequency"] = None
-        for prefix in ("", "neuron_"):
-            restricted, excluded = self.single.get(f"{prefix}restricted"), self.single.get(f"{prefix}excluded")
-            out[f"{prefix}best_single_restricted"] = restricted.pick(min) if restricted else None
-            out[f"{prefix}worst_single_excluded"] = excluded.pick(max) if excluded else None
-        out |= {
-            "gini_embed": self.gini_embed,
-            "gini_unembed": self.gini_unembed,
-            "weight_norm_sq": self.weight_norm_sq,
-            "param_norms": self.param_norms,
-        }
-        return jsonable(out)
-
     def tables(self) -> dict[str, list[dict[str, Any]]]:
         """``single_frequency``: one row per frequency, a ``<measure>_<loss|acc>_<split>`` column per score."""
-        if not self.single:
+        if self.single_restricted is None or self.single_excluded is None:
             return {}
-        n_freq = len(next(iter(self.single.values())).loss["all"])
-        rows: list[dict[str, Any]] = [{"frequency": k} for k in range(1, n_freq + 1)]
-        for name, sweep in self.single.items():
+        n_freq = len(self.logit_cos_coefficients)
+        rows: list[dict[str, Any]] = [
+            {"frequency": k, "logit_cos_coefficient": c}
+            for k, c in zip(range(1, n_freq + 1), self.logit_cos_coefficients, strict=True)
+        ]
+        for name, sweep in (("restricted", self.single_restricted), ("excluded", self.single_excluded)):
             for kind, scores in (("loss", sweep.loss), ("acc", sweep.acc)):
                 for split, values in scores.items():
                     for row, value in zip(rows, values, strict=True):
                         row[f"{name}_{kind}_{split}"] = value
-        return {"single_frequency": jsonable(rows)}
+        return {"single_frequency": rows}
 
 
-# Logit-level measures on plain tensors ----------------------------------------------------------------------------
-def answer_grid(p: int, operation: str, device: torch.device | str = "cpu") -> Int[Tensor, "p p"]:
-    """``t[a, b]``: the answer of ``a + b`` or ``a - b`` mod p."""
-    x = torch.arange(p, device=device)
-    sign = {"add": 1, "sub": -1}[operation]
-    return (x[:, None] + sign * x[None, :]) % p
+# The paper's measures on plain tensors ----------------------------------------------------------------------------
+def trig_directions(
+    p: int, operation: str, frequencies: Sequence[int], dtype: torch.dtype = torch.float64
+) -> Float[Tensor, "n_dir p_sq"]:
+    """Unit vectors ``cos(w_k s)``, ``sin(w_k s)`` over the grid (rows ``a * p + b``), ``s = a + b`` or ``a - b``,
+    for each k in order (cos k, sin k, ...); an identically zero sin (k = p/2) is left out. Orthonormal."""
+    x = torch.arange(p, dtype=torch.float64)
+    s = (x[:, None] + {"add": 1, "sub": -1}[operation] * x[None, :]).flatten()
+    ks = torch.tensor(list(frequencies), dtype=torch.float64)
+    angles = 2 * math.pi * ks[:, None] * s[None, :] / p
+    waves = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).reshape(-1, p * p)
+    norms = waves.norm(dim=1, keepdim=True)
+    keep = norms.squeeze(1) > 1e-6 * p
+    return (waves[keep] / norms[keep]).to(dtype)
 
 
-def answer_loss(
-    logits: Float[Tensor, "*batch n p"], answers: Int[Tensor, " n"]
-) -> tuple[Float[Tensor, "*batch n"], Bool[Tensor, "*batch n"]]:
-    """Cross-entropy at the answers, and whether the answer's logit beats every other logit strictly."""
-    return _answer_loss_(logits.clone(), answers)
+def trig_part(x: Float[Tensor, "p_sq n"], directions: Float[Tensor, "n_dir p_sq"]) -> Float[Tensor, "p_sq n"]:
+    """The projection of each column of ``x`` onto the span of the (orthonormal) ``directions``."""
+    directions = directions.to(x)
+    return directions.T @ (directions @ x)
 
 
-def _answer_loss_(
-    logits: Float[Tensor, "*batch n p"], answers: Int[Tensor, " n"]
-) -> tuple[Float[Tensor, "*batch n"], Bool[Tensor, "*batch n"]]:
-    """:func:`answer_loss`, overwriting ``logits`` to save the memory passes of the sweeps."""
-    index = answers.expand(logits.shape[:-1]).unsqueeze(-1)
-    right = logits.gather(-1, index).squeeze(-1)
-    others = logits.scatter_(-1, index, -math.inf)
-    best_other = others.amax(-1)
-    top = torch.maximum(right, best_other)
-    rest = others.sub_(top.unsqueeze(-1)).exp_().sum(-1)  # sum of exp(logit - top) over the wrong outputs
-    # With the answer on top the loss is log1p(rest), which stays precise for tiny losses.
-    loss = torch.where(right >= best_other, torch.log1p(rest), top - right + torch.log(torch.exp(right - top) + rest))
-    return loss, right > best_other
-
-
-def _transform_ab(
-    x: Float[Tensor, "p p *rest"], basis_a: Float[Tensor, "i p"], basis_b: Float[Tensor, "j p"]
-) -> Float[Tensor, "i j *rest"]:
-    """2-D Fourier coefficients of ``x`` over (a, b) on the given basis rows (two thin products, not one big one)."""
-    over_a = torch.einsum("ia,ab...->ib...", basis_a, x)
-    return torch.einsum("jb,ib...->ij...", basis_b, over_a)
-
-
-def _inverse_ab(
-    coeffs: Float[Tensor, "i j *rest"], basis_a: Float[Tensor, "i p"], basis_b: Float[Tensor, "j p"]
-) -> Float[Tensor, "p p *rest"]:
-    """Inverse of :func:`_transform_ab` on the same basis rows."""
-    over_i = torch.einsum("ia,ij...->aj...", basis_a, coeffs)
-    return torch.einsum("jb,aj...->ab...", basis_b, over_i)
-
-
-def keep_cells(x: Float[Tensor, "p p *rest"], keep: Bool[Tensor, "p p"]) -> Float[Tensor, "p p *rest"]:
-    """``x`` with only the 2-D Fourier cells in ``keep`` (rows: basis over a, columns: basis over b).
-
-    Only the basis rows that ``keep`` touches take part, so a few kept frequencies cost a few thin products.
-    """
-    basis = fourier_basis(x.shape[0], x.dtype).to(x.device)
-    keep = keep.to(x.device)
-    rows, cols = keep.any(1), keep.any(0)
-    mask = keep[rows][:, cols].to(x.dtype)
-    coeffs = _transform_ab(x, basis[rows], basis[cols]) * mask.reshape(*mask.shape, *[1] * (x.dim() - 2))
-    return _inverse_ab(coeffs, basis[rows], basis[cols])
-
-
-def key_cells(p: int, frequencies: Sequence[int], constant: bool = False) -> Bool[Tensor, "p p"]:
-    """The key cells of a set of frequencies (module docstring), and the constant cell when ``constant``."""
-    kept = torch.isin(basis_frequencies(p), torch.tensor([0, *frequencies], dtype=torch.long))
-    cells = kept[:, None] & kept[None, :]
-    cells[0, 0] = constant
-    return cells
-
-
-def restricted_logits(logits: Float[Tensor, "p p p"], frequencies: Sequence[int]) -> Float[Tensor, "p p p"]:
-    """Logits ``[a, b, c]`` with only the constant and the frequencies' cells of the (a, b) transform kept."""
-    return keep_cells(logits, key_cells(logits.shape[0], frequencies, constant=True))
-
-
-def frequency_profiles(logits: Float[Tensor, "p p p"], operation: str) -> Float[Tensor, "n_freq p"]:
-    """``R[k - 1, s]``: the projection of the logits onto ``cos(w_k s)``, ``sin(w_k s)``, ``s = t - c``, as a
-    function of s.
-
-    Those functions depend on (a, b, c) only through s, and each value of s occurs p^2 times, so the projection
-    over the p^3 grid is the projection over Z_p of ``g[s]``, the mean of the logits over the inputs with that s.
-    """
-    p = logits.shape[0]
-    shift = shift_index(p, operation, logits.device)
-    g = logits.new_zeros(p).index_add_(0, shift.flatten(), logits.flatten()) / p**2
-    basis = fourier_basis(p, logits.dtype).to(logits.device)
-    membership = frequency_membership(p, logits.dtype).to(logits.device)
-    return (membership * (basis @ g)) @ basis
-
-
-def shift_index(p: int, operation: str, device: torch.device | str = "cpu") -> Int[Tensor, "p p p"]:
-    """``s[a, b, c] = (t[a, b] - c) mod p``."""
-    return (answer_grid(p, operation, device)[:, :, None] - torch.arange(p, device=device)) % p
+def restricted_logits(
+    logits: Float[Tensor, "p_sq p"], frequencies: Sequence[int], operation: str = "add"
+) -> Float[Tensor, "p_sq p"]:
+    """``T + m``: the logits' trig part over the key set, each output's mean over the inputs restored."""
+    p = logits.shape[1]
+    trig = trig_part(logits, trig_directions(p, operation, frequencies))
+    return trig + (logits - trig).mean(0)
 
 
 def excluded_logits(
-    logits: Float[Tensor, "p p p"], frequencies: Sequence[int], operation: str = "add"
-) -> Float[Tensor, "p p p"]:
-    """Logits ``[a, b, c]`` less their components along ``cos/sin(w_k (t - c))`` for each frequency k."""
-    p = logits.shape[0]
-    removed = frequency_profiles(logits, operation)[[k - 1 for k in frequencies]].sum(0)
-    return logits - removed[shift_index(p, operation, logits.device)]
+    logits: Float[Tensor, "p_sq p"], frequencies: Sequence[int], operation: str = "add"
+) -> Float[Tensor, "p_sq p"]:
+    """``L - T``: the logits less their trig part over the key set."""
+    p = logits.shape[1]
+    return logits - trig_part(logits, trig_directions(p, operation, frequencies))
+
+
+def logit_cos_coefficients(logits: Float[Tensor, "p_sq p"], operation: str = "add") -> Float[Tensor, " n_freq"]:
+    """``<L, cos(w_k (s - c)) / |cos(w_k (s - c))|>`` over the p^3 grid for every k = 1..p//2.
+
+    The wave depends on (a, b, c) only through ``r = (t - c) mod p``, so the sum over p^3 cells is a sum over the p
+    values of r of the logits summed over the cells with that r (each r holds p^2 cells).
+    """
+    p = logits.shape[1]
+    r = (answer_grid(p, operation, logits.device).flatten()[:, None] - torch.arange(p, device=logits.device)) % p
+    sums = logits.new_zeros(p).index_add_(0, r.flatten(), logits.flatten())
+    ks = torch.arange(1, p // 2 + 1, device=logits.device, dtype=logits.dtype)
+    cos = torch.cos(2 * math.pi * ks[:, None] * torch.arange(p, device=logits.device, dtype=logits.dtype) / p)
+    return (cos @ sums) / (p**2 * cos.pow(2).sum(1)).sqrt()
 
 
 def gini(x: Float[Tensor, " n"]) -> float:
@@ -274,140 +182,65 @@ def gini(x: Float[Tensor, " n"]) -> float:
     return float(2 * (ranks * x).sum() / (n * total) - (n + 1) / n)
 
 
-# Single-frequency sweeps ------------------------------------------------------------------------------------------
-def _padded_transform(x: Float[Tensor, "p p p"]) -> Float[Tensor, "p+1 p+1 p"]:
-    """2-D Fourier coefficients over (a, b), padded with a zero row and column (the missing sin of p/2)."""
-    basis = fourier_basis(x.shape[0], x.dtype).to(x.device)
-    return torch.nn.functional.pad(_transform_ab(x, basis, basis), (0, 0, 0, 1, 0, 1))
-
-
-def _with_frequency_parts(
-    base: Float[Tensor, "n p"] | None,
-    coeffs: Float[Tensor, "p+1 p+1 p"],
-    frequencies: Int[Tensor, " k"],
-    *,
-    constant: bool,
-    sign: float = 1.0,
-) -> Float[Tensor, "k n p"]:
-    """``base + sign * part``, where part is, for each frequency k, the part of the padded transform ``coeffs`` in
-    k's cells (and the constant cell when ``constant``), over the inputs ``n = p^2`` a-major."""
-    p = coeffs.shape[-1]
-    basis = torch.nn.functional.pad(fourier_basis(p, coeffs.dtype).to(coeffs.device), (0, 0, 0, 1))
-    # basis.py order: const, cos 1, sin 1, cos 2, ...; the missing sin p/2 of an even p lands on the zero row p.
-    ks = frequencies.to(coeffs.device)
-    rows = torch.stack([torch.zeros_like(ks), 2 * ks - 1, 2 * ks], dim=1)
-    blocks = coeffs[rows[:, :, None], rows[:, None, :]]  # [k, 3, 3, p]: every cell of {const, cos k, sin k}^2
-    if not constant:
-        blocks[:, 0, 0] = 0
-    b = basis[rows]  # [k, 3, p]
-    # Contract b first, then a: the second product has inner size 3, so writing the output is most of its cost.
-    over_b = torch.einsum("kjb,kijc->kibc", b, sign * blocks).reshape(len(ks), 3, p * p)
-    parts = torch.bmm(b.transpose(1, 2), over_b).reshape(len(ks), p * p, p)
-    return parts if base is None else parts.add_(base)  # baddbmm with a broadcast base ran 20x slower
-
-
-def _sweep(
-    logits_for: Callable[[Int[Tensor, " k"]], Float[Tensor, "k n p"]],
-    n_freq: int,
-    answers: Int[Tensor, " n"],
-    splits: dict[str, Tensor],
-) -> Sweep:
-    """Scores of ``logits_for(ks)`` for every frequency, computed a block of frequencies ``ks`` at a time."""
-    n = answers.numel()
-    per_block = max(1, SWEEP_CHUNK // (n * math.isqrt(n)))  # n = p^2 inputs, p outputs each
-    parts = [_answer_loss_(logits_for(ks), answers) for ks in torch.arange(1, n_freq + 1).split(per_block)]
-    loss = torch.cat([loss for loss, _ in parts])
-    correct = torch.cat([correct for _, correct in parts]).double()
-    return Sweep(
-        loss={s: loss[:, i].mean(1).tolist() for s, i in splits.items()},
-        acc={s: correct[:, i].mean(1).tolist() for s, i in splits.items()},
-    )
-
-
-def _sweeps(
-    logits: Float[Tensor, "n p"],
-    post: Float[Tensor, "n d_mlp"] | None,
-    unembed: Float[Tensor, "d_mlp p"] | None,
-    operation: str,
-    splits: dict[str, Tensor],
-) -> dict[str, Sweep]:
-    """Every measure with each single frequency as the key set; the neuron level needs ``post`` and ``unembed``."""
+def single_frequency_sweeps(
+    logits: Float[Tensor, "p_sq p"], operation: str, splits: dict[str, Tensor]
+) -> tuple[Sweep, Sweep]:
+    """Restricted and excluded scores with K = {k} for every k, a block of frequencies at a time."""
     n, p = logits.shape
-    n_freq = p // 2
     answers = answer_grid(p, operation, logits.device).flatten()
-    grid = logits.reshape(p, p, p)
-    coeffs = _padded_transform(grid)
-    profiles = frequency_profiles(grid, operation)
-    # In the frame of s = t - c the removed profile is the same for every input and the answer sits at s = 0;
-    # c = t - s is the same index map as s = t - c.
-    aligned = logits.gather(1, shift_index(p, operation, logits.device).reshape(n, p))
-    sweeps = {
-        "restricted": _sweep(
-            lambda ks: _with_frequency_parts(None, coeffs, ks, constant=True), n_freq, answers, splits
-        ),
-        "excluded": _sweep(lambda ks: aligned - profiles[ks - 1, None, :], n_freq, torch.zeros_like(answers), splits),
-    }
-    if post is not None and unembed is not None:
-        # The logits are linear in hook_post when nothing normalises after the MLP: changing the activations adds
-        # (change) @ W_L, and the (a, b) cell selection commutes with that product over the neurons.
-        neurons = post @ unembed
-        neuron_coeffs = _padded_transform(neurons.reshape(p, p, p))
-        rest = logits - neurons
-        sweeps["neuron_restricted"] = _sweep(
-            lambda ks: _with_frequency_parts(rest, neuron_coeffs, ks, constant=True), n_freq, answers, splits
+    ks = list(range(1, p // 2 + 1))
+    # Each frequency's own one or two directions, and the logits' coefficients along them.
+    directions = [trig_directions(p, operation, [k]).to(logits) for k in ks]
+    coefficients = [d @ logits for d in directions]
+    column_means = logits.mean(0)
+    per_block = max(1, SWEEP_CHUNK // (n * p))
+    losses: dict[str, list[Tensor]] = {"restricted": [], "excluded": []}
+    rights: dict[str, list[Tensor]] = {"restricted": [], "excluded": []}
+    for block in torch.tensor(ks).split(per_block):
+        trig = torch.stack([directions[k - 1].T @ coefficients[k - 1] for k in block.tolist()])  # [block, n, p]
+        restricted = trig + (column_means - trig.mean(1)).unsqueeze(1)
+        for name, variant in (("restricted", restricted), ("excluded", logits - trig)):
+            loss, right = answer_loss(variant, answers)
+            losses[name].append(loss)
+            rights[name].append(right)
+    sweeps = []
+    for name in ("restricted", "excluded"):
+        loss, right = torch.cat(losses[name]), torch.cat(rights[name]).double()
+        sweeps.append(
+            Sweep(
+                loss={s: loss[:, i].mean(1).tolist() for s, i in splits.items()},
+                acc={s: right[:, i].mean(1).tolist() for s, i in splits.items()},
+            )
         )
-        sweeps["neuron_excluded"] = _sweep(
-            lambda ks: _with_frequency_parts(logits, neuron_coeffs, ks, constant=False, sign=-1.0),
-            n_freq,
-            answers,
-            splits,
-        )
-    return sweeps
+    return sweeps[0], sweeps[1]
 
 
 # The model ----------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def _forward(
-    model: HookedTransformer, task: ModularTask, tokens: Int[Tensor, "n n_ctx"], post: Tensor | None = None
-) -> tuple[Float[Tensor, "n p"], Float[Tensor, "n d_mlp"] | None]:
-    """Answer logits (first p outputs, float64) and, for one-layer models, the answer-position ``hook_post``.
-
-    With ``post`` given, it replaces the answer-position activations before the rest of the model runs.
-    """
-    pos, p, one_layer = task.answer_position, task.modulus, model.cfg.n_layers == 1
-    logits_parts, post_parts = [], []
+def _logits_with_post(
+    model: HookedTransformer, task: ModularTask, post: Float[Tensor, "p_sq d_mlp"]
+) -> Float[Tensor, "p_sq p"]:
+    """Answer logits (first p outputs, float64) with the answer-position ``hook_post`` replaced by ``post``."""
+    pos, p = task.answer_position, task.modulus
+    tokens = grid_inputs(task, model_device(model)).tokens
+    parts = []
     for start in range(0, len(tokens), FORWARD_CHUNK):
         rows = slice(start, start + FORWARD_CHUNK)
 
         def hook(act: Tensor, hook: Any, rows: slice = rows) -> Tensor:
-            if post is None:
-                post_parts.append(act[:, pos].double())
-            else:
-                act[:, pos] = post[rows].to(act.dtype)  # this forward's own activations, free to overwrite
+            act[:, pos] = post[rows].to(act.dtype)  # this forward's own activations, free to overwrite
             return act
 
-        hooks = [(HOOK_POST, hook)] if one_layer else []
-        logits = model.run_with_hooks(tokens[rows], fwd_hooks=hooks)
-        logits_parts.append(logits[:, pos, :p].double())
-    return torch.cat(logits_parts), torch.cat(post_parts) if post_parts else None
+        logits = model.run_with_hooks(tokens[rows], fwd_hooks=[(HOOK_POST, hook)])
+        parts.append(logits[:, pos, :p].double())
+    return torch.cat(parts)
 
 
-def _key_frequencies(given: Sequence[int] | None, unembed_norms: Tensor, n_freq: int) -> tuple[list[int], str]:
-    if given is None:
-        chosen = (unembed_norms >= FALLBACK_FRACTION * unembed_norms.max()).nonzero().flatten() + 1
-        return chosen.tolist(), "fallback"
-    bad = [k for k in given if not (isinstance(k, int) and 1 <= k <= n_freq)]
+def _check_keys(given: Sequence[int], n_freq: int) -> list[int]:
+    bad = [k for k in given if isinstance(k, bool) or not (isinstance(k, int) and 1 <= k <= n_freq)]
     if bad:
         raise UserError(f"{NAME}.key_frequencies: {bad} not integers in 1..{n_freq}")
-    return sorted(set(given)), "given"
-
-
-def _score(loss: Tensor, correct: Tensor, splits: dict[str, Tensor]) -> Score:
-    correct = correct.double()
-    return Score(
-        loss={s: float(loss[i].mean()) for s, i in splits.items()},
-        acc={s: float(correct[i].mean()) for s, i in splits.items()},
-    )
+    return sorted(set(given))
 
 
 @torch.no_grad()
@@ -416,78 +249,85 @@ def compute(
     task: ModularTask,
     *,
     split: Split | None = None,
-    key_frequencies: list[int] | None = None,
+    key_frequencies: Sequence[int] | None = None,
+    key_reference: str | None = None,
     single_frequencies: bool = True,
     activations: AnswerActivations | None = None,
 ) -> ProgressResult:
     """Progress measures of ``model`` on ``task`` (definitions in the module docstring).
 
-    ``key_frequencies``: ints in 1..p//2, or None for the fallback rule; ``single_frequencies``: also sweep every
-    single frequency (the costly part); ``activations``: a forward pass already run on this checkpoint
-    (:func:`common.answer_activations`).
+    ``key_frequencies``: ints in 1..p//2, held fixed across a run (``key_reference`` names where they came from,
+    default ``given``); None uses this checkpoint's own key frequencies. ``single_frequencies``: also every single
+    frequency as the key set. ``activations``: a forward pass already run on this checkpoint.
     """
     if task.operation.name not in OPERATIONS:
         raise UserError(
             f"{NAME}: needs an answer that is a function of a+b or a-b (add, sub), not {task.operation.name}"
         )
     p = require_grid(task, NAME)
-    n_freq = p // 2
-    device = model_device(model)
     op = task.operation.name
+    device = model_device(model)
+    acts = activations if activations is not None else answer_activations(model, task)
+    if key_frequencies is None:
+        keys, reference = fourier.key_frequencies(model, task, activations=acts), "own"
+    else:
+        keys, reference = _check_keys(key_frequencies, p // 2), key_reference or "given"
 
-    unembed = model.W_out[-1].double() @ model.W_U[:, :p].double()  # W_L: [d_mlp, p]
-    unembed_norms = matrix_spectrum(unembed.T)
-    keys, source = _key_frequencies(key_frequencies, unembed_norms, n_freq)
-
-    splits = {"all": torch.arange(p * p, device=device)}
-    if split is not None:
-        splits = {"train": split.train.to(device), "test": split.test.to(device)} | splits
+    splits = split_indices(p * p, split, device)
     answers = answer_grid(p, op, device).flatten()
 
-    def score(logits: Float[Tensor, "p p p"]) -> Score:
-        return _score(*answer_loss(logits.reshape(p * p, p), answers), splits)
+    def score(logits: Float[Tensor, "p_sq p"]) -> Score:
+        return score_splits(*answer_loss(logits, answers), splits)
 
-    acts = activations if activations is not None else answer_activations(model, task)
     logits = acts.logits[:, :p].double()
-    one_layer = model.cfg.n_layers == 1 and acts.post is not None
-    post = acts.post.double() if one_layer else None
-    # With nothing normalising after the MLP the logits are linear in hook_post: a change of the activations adds
-    # (change) @ W_L. That read-out is exact and far cheaper than a hooked forward per variant.
-    linear_readout = one_layer and model.cfg.normalization_type is None
-    grid = logits.reshape(p, p, p)
-    full = score(grid)
-    restricted = score(restricted_logits(grid, keys))
-    excluded = score(excluded_logits(grid, keys, op))
+    directions = trig_directions(p, op, keys).to(logits)
+    trig = trig_part(logits, directions)
+    unembed = model.W_out[-1].double() @ model.W_U[:, :p].double()  # W_L: [d_mlp, p]
 
     neuron_restricted = neuron_excluded = None
-    if post is not None:
-        grid_post = post.reshape(p, p, -1)
-        kept = keep_cells(grid_post, key_cells(p, keys, constant=True)).reshape(p * p, -1)
-        without_keys = (grid_post - keep_cells(grid_post, key_cells(p, keys))).reshape(p * p, -1)
-        if linear_readout:
-            neuron_restricted = score(logits + (kept - post) @ unembed)
-            neuron_excluded = score(logits + (without_keys - post) @ unembed)
+    if model.cfg.n_layers == 1 and acts.post is not None:
+        post = acts.post.double()
+        post_trig = trig_part(post, directions)
+        if model.cfg.normalization_type is None:
+            # Nothing normalises after the MLP, so the logits are linear in hook_post: a change adds change @ W_L.
+            restricted_neurons = (post.mean(0) + post_trig) @ unembed
+            without_trig = logits - post_trig @ unembed
         else:
-            tokens = grid_inputs(task, device).tokens
-            neuron_restricted = score(_forward(model, task, tokens, kept)[0])
-            neuron_excluded = score(_forward(model, task, tokens, without_keys)[0])
+            restricted_neurons = _logits_with_post(model, task, post.mean(0) + post_trig)
+            without_trig = _logits_with_post(model, task, post - post_trig)
+        neuron_restricted = score(restricted_neurons + (logits.mean(0) - restricted_neurons.mean(0)))
+        neuron_excluded = score(without_trig)
 
-    single: dict[str, Sweep] = {}
+    single_restricted = single_excluded = None
     if single_frequencies:
-        single = _sweeps(logits, post, unembed if linear_readout else None, op, splits)
+        single_restricted, single_excluded = single_frequency_sweeps(logits, op, splits)
 
     params = {name: param.detach().double() for name, param in model.named_parameters()}
     return ProgressResult(
+        modulus=p,
         key_frequencies=keys,
-        key_frequencies_source=source,
-        full=full,
-        restricted=restricted,
-        excluded=excluded,
+        key_reference=reference,
+        full=score(logits),
+        restricted=score(trig + (logits - trig).mean(0)),
+        excluded=score(logits - trig),
         neuron_restricted=neuron_restricted,
         neuron_excluded=neuron_excluded,
-        single=single,
+        single_restricted=single_restricted,
+        single_excluded=single_excluded,
+        logit_cos_coefficients=logit_cos_coefficients(logits, op).tolist(),
         gini_embed=gini(matrix_spectrum(model.W_E[:p].double())),
-        gini_unembed=gini(unembed_norms),
+        gini_unembed=gini(matrix_spectrum(unembed.T)),
         weight_norm_sq=float(sum(w.pow(2).sum() for w in params.values())),
         param_norms={name: float(w.norm()) for name, w in params.items()},
     )
+
+
+SPEC = AnalysisSpec(
+    name=NAME,
+    compute=compute,
+    result=ProgressResult,
+    inputs=frozenset({"split", "activations", "key_frequencies"}),
+    needs_grid=True,
+    operations=OPERATIONS,
+    summarize=detect_phases,
+)

@@ -4,7 +4,8 @@
   sequence (Lee et al. 2024, "Grokfast: Accelerated Grokking by Amplifying Slow Gradients").
 * :class:`OrthoGrad` (⊥Grad) and :func:`stablemax_cross_entropy`: remove the gradient component that merely scales
   the weights up, and a softmax replacement that avoids softmax collapse (Prieto et al. 2025, "Grokking at the Edge
-  of Numerical Stability").
+  of Numerical Stability"). The loss lives in :mod:`grokscope.losses` with the other training objectives (analyses
+  evaluate it too) and is re-exported here.
 
 Filters keep per-parameter state keyed by position in the ``params`` sequence (pass the same ordered list every
 step), on the parameters' device and dtype. Parameters may be stacked along a leading model axis; only
@@ -18,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
+
+from grokscope.losses import stablemax_cross_entropy
 
 __all__ = ["GradientFilter", "GrokfastEMA", "GrokfastMA", "OrthoGrad", "chain", "stablemax_cross_entropy"]
 
@@ -205,30 +207,3 @@ class _Chain(GradientFilter):
 def chain(*filters: GradientFilter) -> GradientFilter:
     """Apply ``filters`` in order (e.g. ``chain(OrthoGrad(), GrokfastEMA())``); the state nests as a list."""
     return _Chain(filters)
-
-
-def stablemax_cross_entropy(
-    logits: Float[Tensor, "n c"], labels: Int[Tensor, " n"], ignore_index: int = -100, reduction: str = "mean"
-) -> Tensor:
-    """Cross-entropy with StableMax ``s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0)`` in place of ``exp``.
-
-    Computed in float64 and returned in the logits' dtype; ``ignore_index`` and ``reduction`` follow
-    :func:`torch.nn.functional.cross_entropy` (``"mean"`` averages over kept rows, ``"none"`` gives 0 on ignored ones).
-    """
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits (n, c) and labels (n,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    x = logits.double()
-    # Clamp each branch to its own half-line so the branch torch.where discards has no inf/nan gradient.
-    pos, neg = x.clamp_min(0.0), x.clamp_max(0.0)
-    log_s = torch.where(x >= 0, torch.log1p(pos), -torch.log1p(-neg))
-    log_total = torch.log((pos + 1.0).where(x >= 0, 1.0 / (1.0 - neg)).sum(dim=1))
-    kept = labels != ignore_index
-    safe = torch.where(kept, labels, torch.zeros_like(labels))
-    loss = (log_total - log_s.gather(1, safe[:, None]).squeeze(1)) * kept
-    if reduction == "sum":
-        loss = loss.sum()
-    elif reduction == "mean":
-        loss = loss.sum() / kept.sum()
-    return loss.to(logits.dtype)

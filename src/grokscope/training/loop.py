@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from grokscope.callbacks import Callback
 from grokscope.config import EarlyStopConfig, OptimConfig, RunConfig, config_differences
 from grokscope.errors import UserError
+from grokscope.losses import loss_function
 from grokscope.models import build_model, component_parameters, load_model, transplant
 from grokscope.store import CONFIG_FILE, TRAINER_STATE_FILE, Run, load_checkpoint, read_checkpoint_header
 from grokscope.tasks import Dataset, ModularTask, Split, make_split
@@ -37,7 +37,6 @@ from grokscope.training.accelerators import (
     GrokfastMA,
     OrthoGrad,
     chain,
-    stablemax_cross_entropy,
 )
 from grokscope.training.progress import TrainingProgress
 from grokscope.training.summary import summarize
@@ -104,7 +103,8 @@ def resolve_device(device: str) -> torch.device:
 
 @dataclass(frozen=True)
 class Objective:
-    """The training loss: cross-entropy (over softmax or StableMax) at the task's loss positions, in ``dtype``."""
+    """The training loss: cross-entropy (over softmax or StableMax, :mod:`grokscope.losses`) at the task's loss
+    positions, in ``dtype``."""
 
     task: ModularTask
     dtype: torch.dtype = torch.float32
@@ -128,10 +128,7 @@ class Objective:
         # Never below the logits' own precision: a float64 model keeps a float64 loss.
         dtype = torch.promote_types(logits.dtype, self.dtype)
         flat_logits, flat_labels = logits.to(dtype).flatten(0, 2), labels[..., self.window].flatten()
-        if self.loss_fn == "stablemax":
-            flat = stablemax_cross_entropy(flat_logits, flat_labels, reduction="none")
-        else:
-            flat = F.cross_entropy(flat_logits, flat_labels, reduction="none")
+        flat = loss_function(self.loss_fn)(flat_logits, flat_labels, reduction="none")
         return flat.view(n, batch, q).mean(-1)
 
     def loss(self, logits: Float[Tensor, "n batch q vocab"], labels: Int[Tensor, "n batch pos"]) -> Float[Tensor, " n"]:

@@ -19,9 +19,12 @@ def figures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[s
         yaxis_type="log",
     )
     movement = go.Figure()
-    later = [r for r in rows if r.get("update_ratio_total") is not None]
+    # Per training step, so that a change of checkpoint spacing does not show as a jump.
+    later = [r for r in rows if r.get("update_ratio_total_per_step") is not None]
     movement.add_scatter(
-        x=[r["step"] for r in later], y=[r["update_ratio_total"] for r in later], name="||W_t - W_prev|| / ||W_prev||"
+        x=[r["step"] for r in later],
+        y=[r["update_ratio_total_per_step"] for r in later],
+        name="||W_t - W_prev|| / ||W_prev|| per step",
     )
     movement.add_scatter(
         x=[r["step"] for r in later],
@@ -32,7 +35,7 @@ def figures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[s
     movement.update_layout(
         title="Movement and gradient alignment between analysed checkpoints",
         xaxis_title="step",
-        yaxis={"title": "update / weight", "type": "log"},
+        yaxis={"title": "update / weight per step", "type": "log"},
         yaxis2={"title": "cosine", "overlaying": "y", "side": "right", "range": [-1, 1]},
     )
     return {"gradient_norms": norms, "gradient_movement": movement}

@@ -147,7 +147,7 @@ def training_curves(metrics: list[dict[str, Any]]) -> go.Figure:
 
 
 def _run_page(run: Run) -> tuple[str, list[str]]:
-    from grokscope.analysis.runner import describe_row
+    from grokscope.viz.describe import describe_row
 
     summary, metrics = run.summary(), run.metrics()
     title = f"grokscope run {run.config.name}"
