@@ -38,6 +38,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split, make_split
 
 if TYPE_CHECKING:
+    import pandas as pd
     from transformer_lens import HookedTransformer
 
 CONFIG_FILE = "config.yaml"
@@ -287,3 +288,16 @@ class Run:
     def summary(self) -> dict[str, Any] | None:
         path = self.root / SUMMARY_FILE
         return read_json(path) if path.is_file() else None
+
+    def analysis(self, name: str) -> pd.DataFrame:
+        """What ``grokscope analyze`` cached for analysis ``name``: a row per checkpoint (indexed by step), a column
+        per scalar field (nested fields joined with ``_``, e.g. ``excluded_loss_train``)."""
+        from grokscope.analysis.runner import analysis_frame
+
+        return analysis_frame(self, name)
+
+    def analysis_summary(self, name: str) -> dict[str, Any] | None:
+        """What analysis ``name``'s rows add up to (``analysis/progress.summary.json``: the phases), or None."""
+        from grokscope.analysis.runner import analysis_summary
+
+        return analysis_summary(self, name)

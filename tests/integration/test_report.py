@@ -12,6 +12,7 @@ from grokscope.analysis.runner import analyze
 from grokscope.cli import app
 from grokscope.viz.report import _ERROR_PROBE as ERROR_PROBE
 from grokscope.viz.report import build_report, write_report
+from grokscope.viz.write import write_analysis_figures
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
@@ -44,7 +45,8 @@ def render(page, tmp_path) -> str:
 @pytest.fixture(scope="module")
 def analysed_run(grokked_run, tmp_path_factory):
     run = grokked_run.run
-    analyze(run, ["fourier", "progress"], steps=[0, run.steps()[-1]], progress=False)
+    report = analyze(run, ["fourier", "progress"], steps=[0, run.steps()[-1]], progress=False)
+    write_analysis_figures(report.rows, run.metrics(), run.root / "analysis" / "figures", report.summaries["progress"])
     return run
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from grokscope.analysis import basis
 from grokscope.analysis.attention import operand_positions
 from grokscope.analysis.common import jsonable, model_device, require_grid
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split
 
@@ -322,7 +322,7 @@ class AblationOutcome:
 
 
 @dataclass
-class AblationResult:
+class AblationResult(RowResult):
     clean: Scores
     outcomes: list[AblationOutcome]
     key_frequencies: tuple[int, ...] = ()

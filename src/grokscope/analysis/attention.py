@@ -16,7 +16,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis
 from grokscope.analysis.common import grid_inputs, jsonable, model_device, require_grid
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -65,7 +65,7 @@ def score_fve(scores: Float[Tensor, "*heads p p"]) -> Float[Tensor, "*heads n_fr
 
 
 @dataclass
-class AttentionResult:
+class AttentionResult(RowResult):
     """Attention of every head from the answer position, over the full grid of inputs.
 
     ``pattern[l, h, a, b, k]`` is the attention of head ``h`` in layer ``l`` from the answer position to key

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from grokscope.analysis.common import jsonable, model_device
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.callbacks import Callback
 from grokscope.errors import UserError
 from grokscope.store import RECORDINGS_DIR, atomic_write
@@ -95,14 +95,24 @@ def fingerprint(
 
 
 @dataclass
-class FingerprintResult:
+class FingerprintResult(RowResult):
     """One checkpoint's fingerprint: quantiles per observable."""
 
     quantiles: tuple[float, ...]
     values: dict[str, list[float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return jsonable({"quantiles": self.quantiles, **self.values})
+        # Each observable's quantiles at the top level (what figures read), its median as a scalar for tables.
+        medians = {name: _middle(self.quantiles, row) for name, row in self.values.items()}
+        return jsonable({"quantiles": self.quantiles, "values": self.values, **self.values, "median": medians})
+
+
+def _middle(quantiles: tuple[float, ...], values: list[float]) -> float | None:
+    """The value at the quantile closest to 0.5."""
+    if not values:
+        return None
+    i = min(range(len(quantiles)), key=lambda j: abs(quantiles[j] - 0.5))
+    return values[i]
 
 
 def compute(

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis, neurons
 from grokscope.analysis.common import AnswerActivations, jsonable, require_grid
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -61,7 +61,7 @@ def spectral_rule(norms: Float[Tensor, " n_freq"], threshold: float, min_gap: fl
 
 
 @dataclass
-class FourierResult:
+class FourierResult(RowResult):
     """Per-frequency norms (index k-1 is frequency k) of the weights, and the key-frequency rules' verdicts.
 
     ``logit_norms`` (of ``W_L = W_out @ W_U``) exists for one-layer models only; the per-head and MLP-input

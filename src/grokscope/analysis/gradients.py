@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from grokscope.analysis.common import jsonable, model_device
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.callbacks import Callback
 from grokscope.errors import UserError
 from grokscope.losses import loss_dtype as resolve_loss_dtype
@@ -95,7 +95,7 @@ def training_gradients(
 
 
 @dataclass
-class GradientsResult:
+class GradientsResult(RowResult):
     """Gradient norms at one checkpoint, and (when a previous checkpoint was given) movement and alignment.
 
     * ``loss``, ``grad_norm`` (all parameters), ``grad_norms`` (per tensor), ``grad_norm_by_component``,

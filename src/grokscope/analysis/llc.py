@@ -67,7 +67,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from grokscope.analysis.common import jsonable, model_device
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.losses import loss_dtype as resolve_loss_dtype
 from grokscope.losses import loss_function
@@ -166,7 +166,7 @@ def _blocks(traces: Float[np.ndarray, "chain draw"], points: int) -> tuple[Float
 
 
 @dataclass
-class LLCResult:
+class LLCResult(RowResult):
     """The LLC at one checkpoint, with the sampler settings and convergence diagnostics.
 
     ``llc_per_chain[c] = n_beta * (mean of chain c's post-burn-in loss trace - init_loss)``; ``llc_mean`` and

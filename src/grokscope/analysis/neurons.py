@@ -22,7 +22,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis
 from grokscope.analysis.common import AnswerActivations, grid_inputs, jsonable, model_device, require_grid
-from grokscope.analysis.spec import AnalysisSpec
+from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -42,7 +42,7 @@ _EMPTY_TOLERANCE = 1e-12
 
 
 @dataclass
-class NeuronsResult:
+class NeuronsResult(RowResult):
     """Per-neuron frequency specialization of one MLP layer, and the residual stream's (from the weights).
 
     ``fve[k-1, n]`` is the fraction of neuron n's variance explained by frequency k; dead (constant) neurons

@@ -274,7 +274,7 @@ def analyze(
             if reference.frequencies is not None:
                 out["key_frequencies"] = reference.frequencies
         if "previous" in spec.inputs:
-            out["previous_step"] = previous_of[step]
+            out["previous_step"] = previous_of.get(step)
         if options[name]:
             out["options"] = options[name]
         return out
@@ -332,9 +332,12 @@ def analyze(
     summaries: dict[str, dict[str, Any]] = {}
     metrics = run.metrics()
     for name, spec in specs.items():
-        if spec.summarize is not None and rows[name]:
-            in_selection = [r for r in rows[name] if r["step"] in set(selected)]
-            summaries[name] = spec.summarize(in_selection, metrics).to_dict()
+        # Over every cached checkpoint fed as this call feeds the selected ones (the same reference key set).
+        alike = [
+            r for r in rows[name] if all(r.get(k) == v for k, v in fed(name, r["step"]).items() if k != "previous_step")
+        ]
+        if spec.summarize is not None and alike:
+            summaries[name] = spec.summarize(alike, metrics).to_dict()
             path = out_dir / f"{name}{SUMMARY_SUFFIX}"
             write_json(path, summaries[name])
             files.append(path)

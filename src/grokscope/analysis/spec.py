@@ -63,13 +63,18 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     if isinstance(value, dict):
         for key, inner in value.items():
             _flatten(f"{prefix}_{key}" if prefix else str(key), inner, out)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        # A list of records (attention heads, ablations): one group of columns per record, named by its label.
+        for i, inner in enumerate(value):
+            _flatten(f"{prefix}_{inner.get('label', i)}", inner, out)
     elif value is None or isinstance(value, bool | int | float | str):
         out[prefix] = value
 
 
 def scalar_columns(row: dict[str, Any]) -> dict[str, Any]:
     """The scalar fields of a JSON row, nested dicts joined with ``_`` (``restricted.loss.all`` ->
-    ``restricted_loss_all``); lists are left out (they live in the row and in the tables)."""
+    ``restricted_loss_all``; a list of records by each one's label); lists of numbers are left out (they live in
+    the row and in the tables)."""
     out: dict[str, Any] = {}
     _flatten("", row, out)
     return out

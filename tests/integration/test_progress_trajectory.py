@@ -1,0 +1,99 @@
+"""Progress measures over a grokking run: the paper's definitions at several checkpoints (brute force in the
+test), one reference key set, the phases, and the command line's view of them."""
+
+import json
+import math
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from grokscope.analysis import over_checkpoints, progress
+from grokscope.analysis.runner import analyze, default_analyses
+from grokscope.cli import app
+from unit.test_progress import brute_model_measures
+
+
+@pytest.fixture
+def run_copy(tmp_path, grokked_run):
+    target = tmp_path / "run"
+    shutil.copytree(grokked_run.run.root, target)
+    return target
+
+
+@pytest.mark.slow
+def test_library_defaults_match_brute_force_at_several_checkpoints(grokked_run):
+    run = grokked_run.run
+    model = run.load_model()
+    keys = progress.fourier.key_frequencies(model, run.task)
+    assert keys  # the quickstart groks on a few key frequencies
+    split = run.split()
+    for step in (0, 50, 100, run.steps()[-1]):
+        model = run.load_model(step)
+        result = progress.compute(model, run.task, split=split, key_frequencies=keys, single_frequencies=False)
+        expected = brute_model_measures(model, run.task, split, keys)
+        for name, losses in expected.items():
+            for split_name, loss in losses.items():
+                assert getattr(result, name).loss[split_name] == pytest.approx(loss, rel=1e-6), (step, name)
+
+
+@pytest.mark.slow
+def test_cli_shows_the_circuit_forming_before_the_test_loss_falls(run_copy):
+    result = CliRunner().invoke(app, ["analyze", str(run_copy), "--progress", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "phases:" in result.output
+    rows = json.loads((run_copy / "analysis" / "progress.json").read_text())
+    final_keys = rows[-1]["key_frequencies"]
+    assert final_keys and all(r["key_frequencies"] == final_keys for r in rows)
+    assert {r["key_reference"] for r in rows} == {f"final:{rows[-1]['step']}"}
+    lines = (run_copy / "metrics.jsonl").read_text().splitlines()
+    metrics = {m["step"]: m for m in map(json.loads, lines)}
+    phases = json.loads((run_copy / "analysis" / "progress.summary.json").read_text())
+    chance = math.log(59)
+    assert phases["chance_loss"] == pytest.approx(chance)
+    memorized = phases["memorization_end"]
+    # After memorization, before test accuracy reaches 50%: the circuit is visible in the measures.
+    forming = [r for r in rows if r["step"] >= memorized and metrics[r["step"]]["test_acc"] < 0.5 and r["step"] > 0]
+    assert forming
+    for row in forming:
+        assert row["restricted"]["loss"]["all"] < chance
+        assert row["excluded"]["loss"]["train"] > row["full"]["loss"]["train"]
+    assert memorized < phases["circuit_formation_end"] <= phases["cleanup_end"]
+    figure = json.loads((run_copy / "analysis" / "figures" / "progress_measures.json").read_text())
+    labels = {a.get("text") for a in figure["layout"].get("annotations", [])}
+    assert {"memorization", "circuit formation", "cleanup", "chance ln p"} <= labels
+
+
+@pytest.mark.slow
+def test_results_against_different_key_sets_never_mix(run_copy):
+    steps = [50, 100]
+    given = over_checkpoints(run_copy, "progress", steps, key_frequencies=[1, 2], single_frequencies=False)
+    assert [r.key_reference for r in given] == ["given", "given"] and given[0].key_frequencies == [1, 2]
+    final = over_checkpoints(run_copy, "progress", steps, single_frequencies=False)
+    assert final[0].key_frequencies != [1, 2] and final[0].key_reference.startswith("final:")
+    assert final[0].excluded.loss["train"] != given[0].excluded.loss["train"]
+    own = over_checkpoints(run_copy, "progress", steps, key_from="each", single_frequencies=False)
+    assert [r.key_reference for r in own] == ["each", "each"]
+    at_step = over_checkpoints(run_copy, "progress", steps, key_from=100, single_frequencies=False)
+    assert at_step[0].key_reference == "step:100" and at_step[0].key_frequencies == own[1].key_frequencies
+
+
+@pytest.mark.slow
+def test_every_analysis_is_a_dataframe_and_typed_results(run_copy, grokked_run):
+    from grokscope.store import Run
+
+    run = Run.open(run_copy)
+    names = default_analyses()
+    report = analyze(run, names, steps=[90, 100], progress=False, skip_inapplicable=True)
+    assert not report.skipped
+    for name in names:
+        frame = run.analysis(name)
+        assert list(frame.index) == [90, 100], name
+        assert frame.shape[1] > 0, name
+    typed = over_checkpoints(run, "gradients", [90, 100])
+    assert typed[1].steps_between == 10 and typed[1].update_ratio_total_per_step is not None
+    assert type(typed[0]).__name__ == "GradientsResult"
+    assert list(run.analysis("progress")["excluded_loss_train"]) == [
+        r["excluded"]["loss"]["train"] for r in report.rows["progress"]
+    ]
+    assert (run_copy / "analysis" / "progress.single_frequency.parquet").is_file()
