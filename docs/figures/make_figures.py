@@ -3,11 +3,14 @@
     OMP_NUM_THREADS=1 .venv/bin/python docs/figures/make_figures.py
 
 Trains ``configs/quickstart.yaml`` (with a checkpoint every 20 steps) into ``runs/docs-figures/`` (ignored by git)
-with the fingerprint recorder,
-analyses its checkpoints with grokscope's own analyses, and writes each figure as plotly JSON beside this file
-(``docs/figures/<name>.json``), where ``docs/hooks.py`` picks them up when the site is built. Most figures come from
-grokscope's figure builders (``grokscope.viz``), exactly as ``grokscope analyze`` draws them; ``facts.json`` holds
-the numbers the concept pages quote. Rerun it when an analysis or a figure builder changes.
+with the fingerprint recorder, analyses its checkpoints with grokscope's analysis runner (the progress measures with
+one reference key set, the final checkpoint's key frequencies, as ``grokscope analyze`` does by default), and writes
+each figure as plotly JSON beside this file (``docs/figures/<name>.json``), where ``docs/hooks.py`` picks them up
+when the site is built. Most figures come from grokscope's figure builders (``grokscope.viz``), as ``grokscope
+analyze`` draws them; the progress figures carry the run's phases (``grokscope.viz.phases.mark_phases``), which the
+command also marks on its other figures over training but the concept pages explain only beside the progress
+measures. ``facts.json`` holds the numbers the concept pages quote. Rerun it when an analysis or a figure builder
+changes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grokscope.analysis import fourier, neurons, progress
+from grokscope.analysis import fourier, neurons
 from grokscope.analysis.basis import basis_labels
 from grokscope.analysis.dynamics import analyze_dynamics
 from grokscope.analysis.fingerprint import FingerprintRecorder, FingerprintSpec, load_recording
@@ -33,6 +36,7 @@ from grokscope.viz import fourier as viz_fourier
 from grokscope.viz import llc as viz_llc
 from grokscope.viz import neurons as viz_neurons
 from grokscope.viz import progress as viz_progress
+from grokscope.viz.phases import mark_phases
 from grokscope.viz.report import training_curves
 
 HERE = Path(__file__).resolve().parent
@@ -99,22 +103,20 @@ def main() -> None:
     )
     save("grokking_curves", curves)
 
-    report = analyze(run, ["fourier", "neurons"], out_dir=RUN / "analysis", figures=False, progress=False)
+    # Every checkpoint; the progress measures with one reference key set for the whole run, the final checkpoint's
+    # key frequencies (key_from="final", the default of `grokscope analyze`), as Nanda et al. track them.
+    report = analyze(
+        run, ["fourier", "neurons", "progress"], out_dir=RUN / "analysis", progress=False, key_from="final"
+    )
     fourier_rows, neuron_rows = report.rows["fourier"], report.rows["neurons"]
+    progress_rows, phases = report.rows["progress"], report.summaries["progress"]
     for name, figure in viz_fourier.figures(fourier_rows, metrics).items():
         save(name, figure)
     for name, figure in viz_neurons.figures(neuron_rows, metrics).items():
         save(name, figure)
-    # Progress measures with the final key frequencies at every checkpoint, as Nanda et al. track them (`grokscope
-    # analyze --progress` uses each checkpoint's own key frequencies instead).
-    keys = fourier_rows[-1]["key_frequencies"]
-    split = run.split()
-    progress_rows = [
-        {"step": s, **progress.compute(run.load_model(s), run.task, split=split, key_frequencies=keys).to_dict()}
-        for s in run.steps()
-    ]
+    # progress_measures, logit_cos_coefficients, gini_and_weight_norm, single_frequency_excluded: phases shaded.
     for name, figure in viz_progress.figures(progress_rows, metrics).items():
-        save(name, figure)
+        save(name, mark_phases(figure, phases))
 
     # The embedding in the Fourier basis, at initialisation and at the end.
     task = run.task
@@ -186,7 +188,7 @@ def main() -> None:
 
     # The local learning coefficient at a few checkpoints (default sampler settings).
     steps = sorted({*LLC_STEPS, last} & set(run.steps()))
-    llc = analyze(run, ["llc"], steps=steps, out_dir=RUN / "analysis", figures=False, progress=False).rows["llc"]
+    llc = analyze(run, ["llc"], steps=steps, out_dir=RUN / "analysis", progress=False).rows["llc"]
     for name, figure in viz_llc.figures(llc, metrics).items():
         save(name, figure)
 
@@ -198,10 +200,16 @@ def main() -> None:
         "key_frequencies": fourier_rows[-1]["key_frequencies"],
         "rules": fourier_rows[-1]["rules"],
         "neurons": {k: neuron_rows[-1][k] for k in ("fraction_clustered", "mean_max_fve", "n_dead")},
+        # Losses per split; the paper's headlines are restricted loss on "all" and excluded loss on "train".
         "progress": [
-            {k: r[k] for k in ("step", "full_loss", "restricted_loss", "excluded_loss", "gini_embed", "gini_unembed")}
+            {
+                "step": r["step"],
+                **{f"{k}_loss": r[k]["loss"] for k in ("full", "restricted", "excluded")},
+                **{k: r[k] for k in ("gini_embed", "gini_unembed", "weight_norm_sq")},
+            }
             for r in progress_rows
         ],
+        "phases": phases,
         "gini": {k: [r["step"], r[k]] for r in progress_rows[-1:] for k in ("gini_embed", "gini_unembed")},
         "neuron": {"index": neuron, "frequency": frequency, "fve": fve},
         "dmd": {

@@ -174,7 +174,7 @@ def analyze(
     gradients: Annotated[bool, typer.Option("--gradients", help="Gradient norms, movement and alignment.")] = False,
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Quantile fingerprint per checkpoint.")] = False,
     dmd: Annotated[bool, typer.Option("--dmd", help="DMD-RRR of the recorded fingerprints.")] = False,
-    llc: Annotated[bool, typer.Option("--llc", help="Local learning coefficient (extra grokscope[llc]).")] = False,
+    llc: Annotated[bool, typer.Option("--llc", help="Local learning coefficient (extra grokscope\\[llc]).")] = False,
     all_: Annotated[
         bool, typer.Option("--all", help="Every checkpoint analysis (default when none is named).")
     ] = False,
@@ -201,7 +201,7 @@ def analyze(
     """
 
     def work() -> None:
-        from grokscope.analysis.runner import analysis_summary, default_analyses, registry
+        from grokscope.analysis.runner import analysis_summary, default_analyses
         from grokscope.analysis.runner import analyze as analyze_run
         from grokscope.store import Run
         from grokscope.training.loop import resolve_device
@@ -226,8 +226,7 @@ def analyze(
         everything = all_ or not (names or want_dmd)
         if everything:
             names = default_analyses()
-        known = list(registry())
-        names = [n for n in known if n in names] + [n for n in names if n not in known]
+        names = list(dict.fromkeys(names))  # in the order asked for (flags first), once each
         if steps and every:
             raise UserError("--steps and --every contradict each other; pick one")
         keys = parse_key_frequencies(key_frequencies) if key_frequencies else None
@@ -249,7 +248,7 @@ def analyze(
             )
             for name, reason in report.skipped.items():
                 typer.echo(f"{name}: skipped ({reason})")
-            for name in report.computed:
+            for name in [n for n in names if n in report.computed]:
                 new = report.computed[name]
                 typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {report.from_cache(name)} from cache")
                 latest = report.latest(name)

@@ -80,11 +80,13 @@ class FourierResult(RowResult):
     neuron_cluster_sizes: Int[Tensor, " n_freq"]
     rules: dict[str, list[int]]
     parameters: dict[str, Any] = field(default_factory=dict)
+    # Norm of each basis vector's coefficient across d_model, labelled by ``basis.basis_labels(p)``; kept in the
+    # cached row, where the full coefficients (too large for it) are not.
+    embedding_basis_norms: Float[Tensor, " p"] | None = None
 
-    @property
-    def embedding_basis_norms(self) -> Float[Tensor, " p"]:
-        """Norm of each basis vector's coefficient across d_model, labelled by ``basis.basis_labels(p)``."""
-        return self.embedding_coefficients.norm(dim=1)
+    def __post_init__(self) -> None:
+        if self.embedding_basis_norms is None and self.embedding_coefficients is not None:
+            self.embedding_basis_norms = self.embedding_coefficients.norm(dim=1)
 
     @property
     def votes(self) -> dict[int, int]:

@@ -328,16 +328,21 @@ def analyze(
                 bar.advance(task_id)
     finally:
         files = _save(cache, tables, computed, out_dir)
-    rows = {name: [cache[name][s] for s in sorted(cache[name])] for name in specs}
+    # Every cached checkpoint fed as this call feeds the selected ones (the same reference key set): the rows of
+    # one trajectory, which figures and summaries may draw together.
+    rows = {
+        name: [
+            row
+            for _, row in sorted(cache[name].items())
+            if all(row.get(k) == v for k, v in fed(name, row["step"]).items() if k != "previous_step")
+        ]
+        for name in specs
+    }
     summaries: dict[str, dict[str, Any]] = {}
     metrics = run.metrics()
     for name, spec in specs.items():
-        # Over every cached checkpoint fed as this call feeds the selected ones (the same reference key set).
-        alike = [
-            r for r in rows[name] if all(r.get(k) == v for k, v in fed(name, r["step"]).items() if k != "previous_step")
-        ]
-        if spec.summarize is not None and alike:
-            summaries[name] = spec.summarize(alike, metrics).to_dict()
+        if spec.summarize is not None and rows[name]:
+            summaries[name] = spec.summarize(rows[name], metrics).to_dict()
             path = out_dir / f"{name}{SUMMARY_SUFFIX}"
             write_json(path, summaries[name])
             files.append(path)
