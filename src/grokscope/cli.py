@@ -7,6 +7,8 @@ A :class:`~grokscope.errors.UserError` becomes one line on stderr and exit code 
 from __future__ import annotations
 
 import re
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -25,28 +27,74 @@ app = typer.Typer(
 T = TypeVar("T")
 
 
-def _guard(work: Callable[[], T]) -> T:
-    """Run a command body, turning user errors into one line and exit code 2 (interrupts into 130)."""
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+MAX_SEEDS = 10_000  # in one command: each seed is a run directory, and the list itself is built up front
+MAX_SEED = 2**32 - 1  # what every generator seeding accepts (config.seed's bound)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (which handles it itself): stop like Ctrl-C, with the shell's exit code."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _guard(work: Callable[[], T], interrupted: str = "interrupted") -> T:
+    """Run a command body: user errors become one line and exit code 2; an interrupt (Ctrl-C, SIGTERM) says how
+    to continue (``interrupted``) and exits 130 or 143."""
+    previous = (
+        signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         return work()
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted: continue with --resume", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except OSError as err:  # a path the user gave: missing, read-only, full, a file where a folder should be
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"error: {where}{err.strerror or err}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    except KeyboardInterrupt as err:
+        from grokscope.training.stopping import TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):
+            dirs = ", ".join(str(d) for d in err.run_dirs)
+            typer.echo(
+                f"interrupted by {err.signal_name} at step {err.step}: saved a checkpoint and the resume state of "
+                f"{dirs}; continue with the same command and --resume",
+                err=True,
+            )
+            raise typer.Exit(err.exit_code) from None
+        typer.echo(f"{interrupted} ({'SIGTERM' if isinstance(err, Terminated) else 'SIGINT'})", err=True)
+        raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-4"``, ``"1,3,7"`` or ``"0-3,8"`` -> a sorted list of distinct seeds."""
-    seeds: set[int] = set()
+    """``"0-4"``, ``"1,3,7"`` or ``"0-3,8"`` -> a sorted list of distinct seeds (at most :data:`MAX_SEEDS`)."""
+    ranges = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
             raise UserError(f"--seeds {text!r}: expected seeds like 0-4 or 1,3,7")
-        lo = int(m.group(1))
-        seeds.update(range(lo, int(m.group(2) or lo) + 1))
-    return sorted(seeds)
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi > MAX_SEED:
+            raise UserError(f"--seeds {text!r}: seed {hi} is out of range (seeds are 0..{MAX_SEED})")
+        ranges.append((lo, hi))
+    merged: list[list[int]] = []  # counted before any list is built: "0-1000000" is refused at once
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    count = sum(hi - lo + 1 for lo, hi in merged)
+    if count > MAX_SEEDS:
+        raise UserError(f"--seeds {text!r}: {count:,} seeds; at most {MAX_SEEDS:,} in one command")
+    return [s for lo, hi in merged for s in range(lo, hi + 1)]
 
 
 RECORDERS = ("gradients", "fingerprint")
@@ -118,6 +166,8 @@ def train(
 
         if resume and overwrite:
             raise UserError("--resume and --overwrite contradict each other; pick one")
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: is a file, not a folder")
         base = load_config(config, set_ or [])
         jobs = (
             [(base, out / base.name)]
@@ -135,16 +185,33 @@ def train(
             from grokscope.training.many import train_many
 
             results = train_many([cfg for cfg, _ in jobs], [run_dir for _, run_dir in jobs], pack=pack, **options)
+        diverged = 0
         for (_, run_dir), result in zip(jobs, results, strict=True):
             s = result.summary
+            if result.resumed_from is not None:
+                typer.echo(f"{run_dir}: resumed from step {result.resumed_from}")
+            if result.diverged is not None:
+                diverged += 1
+                typer.echo(f"{run_dir}: {describe_divergence(result.diverged)}", err=True)
+                continue
             final = s["final"]
             typer.echo(f"{run_dir}: {describe(s)}")
             typer.echo(
                 f"  final step {final['step']}: train acc {final['train_acc']:.2%}, test acc {final['test_acc']:.2%}, "
                 f"test loss {final['test_loss']:.3g} ({s['wall_time_s']:.1f} s on {s['device']})"
             )
+        if diverged:
+            raise typer.Exit(EXIT_DIVERGED)
 
-    _guard(work)
+    _guard(work, "interrupted before a checkpoint could be saved; continue with the same command and --resume")
+
+
+def describe_divergence(diverged: dict) -> str:
+    """One line for ``summary["diverged"]``."""
+    what = "the weights" if diverged["metric"] == "weights" else diverged["metric"]
+    kept = diverged.get("last_checkpoint")
+    tail = f"kept the checkpoints up to step {kept}" if kept is not None else "no finite checkpoint was saved"
+    return f"diverged: {what} became non-finite (NaN or inf) by step {diverged['step']}; stopped and {tail}"
 
 
 def parse_steps(text: str) -> list[int]:
@@ -276,7 +343,7 @@ def analyze(
             files += len(dynamics.files)
         typer.echo(f"wrote {files} file(s) under {folder}")
 
-    _guard(work)
+    _guard(work, "interrupted: the checkpoints analysed so far are cached; run the same command again to continue")
 
 
 def _complex_pairs(values: dict) -> list[tuple[float, float]]:
@@ -296,7 +363,7 @@ def report(
 
         typer.echo(f"wrote {write_report(path, out)}")
 
-    _guard(work)
+    _guard(work, "interrupted: no page was written")
 
 
 @app.command()
@@ -321,4 +388,4 @@ def experiment(
         for line in lines:
             typer.echo(line)
 
-    _guard(work)
+    _guard(work, "interrupted: run the same command again; finished runs are reused and interrupted ones resumed")

@@ -8,6 +8,7 @@ becomes a one-line :class:`~grokscope.errors.UserError` naming the field.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,8 @@ MetricName = Literal["train_acc", "test_acc", "val_acc", "train_loss", "test_los
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: every float field (bounds or not) rejects inf, -inf and nan, however they are spelled.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TaskConfig(_Section):
@@ -56,6 +58,7 @@ class TaskConfig(_Section):
 
 
 Normalization = Literal["none", "LN", "LNPre", "RMS", "RMSPre"]
+Component = Literal["embed", "pos_embed", "attn", "mlp", "unembed", "norm"]
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # Nanda et al. (2023): one layer, no LayerNorm, ReLU MLP.
@@ -94,8 +97,11 @@ class ModelConfig(_Section):
                 setattr(self, name, value)
         return self
 
-
-Component = Literal["embed", "pos_embed", "attn", "mlp", "unembed", "norm"]
+    def components(self) -> list[Component]:
+        """The ``optim.freeze`` components this model has parameters in (``norm``: only LN and RMS have weights;
+        the ``*Pre`` normalizations and ``none`` have none). Mirrors ``grokscope.models.COMPONENTS``."""
+        always: list[Component] = ["embed", "pos_embed", "attn", "mlp", "unembed"]
+        return [*always, "norm"] if self.normalization in ("LN", "RMS") else always
 
 
 class GrokfastConfig(_Section):
@@ -211,6 +217,15 @@ class RunConfig(_Section):
             raise ValueError("train.early_stop.metric: a val_* metric needs task.val_fraction > 0")
         return self
 
+    @model_validator(mode="after")
+    def _check_something_trains(self) -> RunConfig:
+        components = self.model.components()
+        if set(components) <= set(self.optim.freeze):
+            raise ValueError(
+                f"optim.freeze: freezes every component of this model ({', '.join(components)}); nothing would train"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -218,8 +233,10 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def with_seed(self, seed: int) -> RunConfig:
-        """The same run with another seed; the split follows it unless ``task.split_seed`` pins it."""
-        return RunConfig.model_validate({**self.to_dict(), "seed": seed})
+        """The same run with another seed; the split follows it unless ``task.split_seed`` pins it.
+
+        A seed out of range is a :class:`UserError` naming ``seed`` (seeds often come from the command line)."""
+        return parse_config({**self.to_dict(), "seed": seed}, source=self.name)
 
 
 def first_error(err: ValidationError) -> str:
@@ -244,14 +261,55 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
         raise UserError(f"{source}: {first_error(err)}") from None
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names one key twice (PyYAML keeps the last silently)."""
+
+    def __init__(self, key: Any, line: int) -> None:
+        super().__init__(problem=f"duplicate key {key!r}")
+        self.key, self.line = key, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no tags) that rejects a key given twice in one mapping, at any depth.
+
+    Keys pulled in by a merge (``<<: *base``) may still be overridden: only the mapping's own keys must differ.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable: the base constructor reports it
+                    continue
+                if duplicate:
+                    raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely (no tags), rejecting duplicate keys with :class:`DuplicateKeyError`."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no tags
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw config dict, in place."""
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a raw config dict, in place.
+
+    The same key given twice is fine: the last one wins.
+    """
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-3")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
+        except DuplicateKeyError as err:
+            raise UserError(f"--set {key}: {err.problem}") from None
         except yaml.YAMLError:
             raise UserError(f"--set {key}: cannot parse value {text!r}") from None
         set_field(data, key.strip(), value, where="--set ")
@@ -284,10 +342,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, OSError) as err:
         raise UserError(f"{path}: cannot read as a text config ({type(err).__name__})") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise UserError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {first_line}") from None
+        data = tomllib.loads(text) if path.suffix == ".toml" else load_yaml(text)
+    except DuplicateKeyError as err:
+        raise UserError(f"{path} line {err.line}: {err.problem}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        raise UserError(f"{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {_one_line(str(err))}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(_toml_error(path, text, err)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -295,13 +361,48 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else "syntax error"
+
+
+def _toml_error(path: Path, text: str, err: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message as ``file line N: ...``; a key given twice is named (tomllib only says where)."""
+    message = _one_line(str(err))
+    at = re.search(r" \(at line (\d+), column \d+\)$", message)
+    if at is None:
+        return f"{path}: not valid TOML: {message}"
+    line, message = int(at.group(1)), message[: at.start()]
+    source = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+    if message == "Cannot overwrite a value" and "=" in source:
+        key = source.partition("=")[0].strip().strip("\"'")
+        return f"{path} line {line}: duplicate key {key!r}"
+    inline = re.fullmatch(r"Duplicate inline table key (.*)", message)
+    if inline is not None:
+        return f"{path} line {line}: duplicate key {inline.group(1)}"
+    table = re.fullmatch(r"Cannot declare \((.*?),?\) twice", message)
+    if table is not None:
+        name = ".".join(part.strip().strip("'\"") for part in table.group(1).split(","))
+        return f"{path} line {line}: duplicate table [{name}]"
+    return f"{path} line {line}: not valid TOML: {message}"
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Load a config file, apply ``--set`` overrides and resolve defaults. The name defaults to the file's stem."""
+    """Load a config file, apply ``--set`` overrides and resolve defaults. The name defaults to the file's stem.
+
+    This is the user-facing load, so it also checks that ``model.init_from`` names an existing file (configs
+    re-read from run directories go through :func:`parse_config` alone: a finished run's source may be gone).
+    """
     path = Path(path)
     data = read_config_file(path)
     data.setdefault("name", path.stem)
     apply_overrides(data, list(overrides))
-    return parse_config(data, source=str(path))
+    config = parse_config(data, source=str(path))
+    init_from = config.model.init_from
+    if init_from is not None and not Path(init_from).is_file():
+        what = "is not a file" if Path(init_from).exists() else "no such file"
+        raise UserError(f"{path}: model.init_from: {what}: {init_from}")
+    return config
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[str]:

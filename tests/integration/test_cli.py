@@ -71,8 +71,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path, config_file, args, message):
 def test_missing_config_and_resume_without_run(tmp_path, config_file):
     result = invoke("train", tmp_path / "nope.yaml")
     assert result.exit_code == 2 and "no such config file" in result.output
-    result = invoke("train", config_file, "--out", tmp_path / "runs", "--resume")
-    assert result.exit_code == 2 and "no run to resume" in result.output
+    # --resume continues what was started and starts what was not: rerunning a command always continues it.
+    result = invoke("train", config_file, "--out", tmp_path / "runs", "--resume", "--quiet")
+    assert result.exit_code == 0 and "resumed" not in result.output, result.output
+    assert (tmp_path / "runs" / "tiny" / "summary.json").is_file()
 
 
 def test_corrupt_checkpoint_on_resume_is_one_line_and_nothing_is_lost(tmp_path, config_file):

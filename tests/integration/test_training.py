@@ -198,7 +198,7 @@ def test_overwrite_deletes_only_run_directories(tmp_path, tiny):
     precious = tmp_path / "tiny"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
-    with pytest.raises(UserError, match="not a run directory"):
+    with pytest.raises(UserError, match="grokscope did not create"):
         train(tiny, precious, device="cpu", progress=False, overwrite=True)
     assert (precious / "thesis.tex").read_text() == "years of work"
     (tmp_path / "file").write_text("x")

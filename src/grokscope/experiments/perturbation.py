@@ -65,9 +65,8 @@ def _train_or_reuse(
 ) -> Run:
     if (run_dir / SUMMARY_FILE).is_file():
         return Run.open(run_dir)
-    resume = run_dir.exists() and any(run_dir.iterdir())
     recorder = FingerprintRecorder(every=recorder_every, spec=spec)
-    return train(config, run_dir, device=device, resume=resume, progress=progress, callbacks=[recorder]).run
+    return train(config, run_dir, device=device, resume=True, progress=progress, callbacks=[recorder]).run
 
 
 @torch.no_grad()

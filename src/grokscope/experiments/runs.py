@@ -7,34 +7,24 @@ rerunning an experiment therefore trains only what is missing, and an interrupte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 
 from grokscope.config import RunConfig
-from grokscope.store import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE, Run
+from grokscope.store import SUMMARY_FILE, Run
 from grokscope.training.many import train_many
 
 
 def train_missing(
     configs: Sequence[RunConfig], run_dirs: Sequence[Path], *, device: str = "auto", progress: bool = True
 ) -> list[Run]:
-    """The finished run in each directory, training (or resuming) those that are not finished yet."""
-    started = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
-    for resume in (True, False):
-        group = [(c, d) for c, d in started if (d / CONFIG_FILE).is_file() == resume]
-        for _, run_dir in group if not resume else ():
-            _clear_stub(run_dir)
-        if group:
-            train_many([c for c, _ in group], [d for _, d in group], device=device, resume=resume, progress=progress)
+    """The finished run in each directory, training (or resuming) those that are not finished yet.
+
+    ``resume=True`` continues the started runs and starts the others (also those killed while being created).
+    """
+    todo = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
+    if todo:
+        train_many([c for c, _ in todo], [d for _, d in todo], device=device, resume=True, progress=progress)
     return [Run.open(d) for d in run_dirs]
-
-
-def _clear_stub(run_dir: Path) -> None:
-    """A run that crashed before writing its config leaves at most an empty ``checkpoints/``: remove empty folders
-    only (never a file), so that the run can start afresh."""
-    for folder in (run_dir / CHECKPOINT_DIR, run_dir):
-        with suppress(OSError):
-            folder.rmdir()
 
 
 def train_chain(

@@ -10,7 +10,6 @@ reproducible for a seed, in any process (see :func:`reproducible`).
 from __future__ import annotations
 
 import platform
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +23,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from grokscope.callbacks import Callback
-from grokscope.config import EarlyStopConfig, OptimConfig, RunConfig, config_differences
+from grokscope.config import EarlyStopConfig, OptimConfig, RunConfig
 from grokscope.errors import UserError
 from grokscope.losses import loss_function
+from grokscope.memory import EVAL_ELEMENTS, check_training_fits
 from grokscope.models import build_model, component_parameters, load_model, transplant
-from grokscope.store import CONFIG_FILE, TRAINER_STATE_FILE, Run, load_checkpoint, read_checkpoint_header
-from grokscope.tasks import Dataset, ModularTask, Split, make_split
+from grokscope.rundir import claim, will_resume
+from grokscope.store import TRAINER_STATE_FILE, Run, load_checkpoint, read_checkpoint_header
+from grokscope.tasks import Dataset, ModularTask, Split
 from grokscope.training import forward
 from grokscope.training.accelerators import (
     GradientFilter,
@@ -39,20 +40,26 @@ from grokscope.training.accelerators import (
     chain,
 )
 from grokscope.training.progress import TrainingProgress
+from grokscope.training.stopping import StopSignals, non_finite_loss
 from grokscope.training.summary import summarize
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-EVAL_ELEMENTS = 1 << 24  # logits per evaluation chunk (models x rows x positions x vocab); bounds memory
 METRICS_FLUSH_SECONDS = 10.0  # metrics.jsonl is rewritten at checkpoints and at least this often
 
 
 @dataclass
 class TrainResult:
     run: Run
-    model: HookedTransformer
+    model: HookedTransformer  # the final weights; for a diverged run, those of its last (finite) checkpoint
     summary: dict[str, Any]
+    resumed_from: int | None = None  # the step a resumed run continued from; None when it started afresh
+
+    @property
+    def diverged(self) -> dict[str, Any] | None:
+        """``{"step", "metric", "last_checkpoint"}`` when training stopped on a non-finite loss or weights."""
+        return self.summary.get("diverged")
 
 
 @contextmanager
@@ -205,6 +212,8 @@ def initial_model(config: RunConfig, task: ModularTask, device: torch.device | s
     if config.model.init_from is None:
         return model
     path = Path(config.model.init_from)
+    if not path.is_file():
+        raise UserError(f"model.init_from: {path}: no such checkpoint file")
     _, source = read_checkpoint_header(path)
     state = transplant(load_checkpoint(path), ModularTask.from_config(source.task), model.state_dict(), task)
     model.load_state_dict(state)
@@ -214,9 +223,15 @@ def initial_model(config: RunConfig, task: ModularTask, device: torch.device | s
 def trainable(params: dict[str, Tensor], optim: OptimConfig) -> list[Tensor]:
     """The parameters AdamW updates, in ``named_parameters`` order; those of ``optim.freeze`` stop needing grads."""
     frozen = component_parameters(list(params), optim.freeze)
+    if len(frozen) == len(params):
+        raise UserError(f"optim.freeze: {', '.join(optim.freeze)} freezes every parameter; nothing would train")
     for name, p in params.items():
         p.requires_grad_(name not in frozen)
     return [p for name, p in params.items() if name not in frozen]
+
+
+def all_finite(tensors: Iterable[Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
 
 
 def apply_update(
@@ -295,6 +310,8 @@ class RunLog:
             self.start >= tc.steps or early_stop_due(self.rows, last_logged, tc.early_stop)
         )
         self.stopped = self.finished_before
+        self.saved_step: int | None = self.start if state is not None else None  # the latest complete checkpoint
+        self.diverged: dict[str, Any] | None = None
 
     def wall_time(self) -> float:
         return self._wall_before + time.perf_counter() - self._t0
@@ -307,7 +324,16 @@ class RunLog:
         row: dict[str, Any] = {"step": step, "epoch": step / self.batches_per_epoch, **metrics, "lr": lr}
         self.rows.append(row)
         self.stopped = self.stopped or early_stop_due(self.rows, step, self.config.train.early_stop)
+        bad = non_finite_loss(row)
+        if bad is not None:
+            self.diverge(step, bad)
         return row
+
+    def diverge(self, step: int, what: str) -> None:
+        """Stop: ``what`` (a loss, or the weights) is no longer finite at ``step``. Nothing more is saved, so the
+        run keeps its last finite checkpoint and the resume state that goes with it."""
+        self.diverged = {"step": step, "metric": what, "last_checkpoint": self.saved_step}
+        self.stopped = True
 
     def checkpoint_due(self, step: int) -> bool:
         return self.config.train.checkpoints.due(step) or self.stopped
@@ -321,6 +347,7 @@ class RunLog:
         self.run.write_metrics(self.rows)
         written()
         self.run.save_trainer_state({"step": step, **state, "wall_time_s": self.wall_time()})
+        self.saved_step = step
         self._last_flush = time.perf_counter()
 
     def flush_if_stale(self) -> None:
@@ -331,8 +358,11 @@ class RunLog:
     def finish(self, device: torch.device, **extra: Any) -> dict[str, Any]:
         """Write and return the grokking summary."""
         rows, tc = self.rows, self.config.train
+        if self.diverged is not None:
+            self.run.write_metrics(rows)  # the row that shows the divergence (NaN written as null)
         summary = summarize(rows)
         summary.update(
+            diverged=self.diverged,
             steps_trained=rows[-1]["step"] if rows else 0,
             stopped_early=bool(rows) and rows[-1]["step"] < tc.steps,
             wall_time_s=self._wall_before if self.finished_before else self.wall_time(),
@@ -345,32 +375,6 @@ class RunLog:
         return summary
 
 
-def _start_run(config: RunConfig, run_dir: Path, resume: bool, overwrite: bool) -> tuple[Run, dict | None]:
-    """Create the run directory, or reopen it for ``--resume``. Returns the run and its trainer state, if any."""
-    if resume:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise UserError(f"--resume: {run_dir} holds no run to resume (no {CONFIG_FILE})")
-        run = Run.open(run_dir)
-        diffs = config_differences(run.config, config)
-        if diffs:
-            more = f" and {len(diffs) - 1} more" if len(diffs) > 1 else ""
-            raise UserError(f"--resume: {run_dir} was made with another config ({diffs[0]}{more})")
-        return run, run.load_trainer_state()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir}: exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UserError(f"{run_dir}: already exists; pass --resume to continue it or --overwrite to start over")
-        if not (run_dir / CONFIG_FILE).is_file():
-            # --overwrite only ever deletes a run directory, never an arbitrary folder that happens to be there.
-            raise UserError(f"--overwrite: {run_dir} is not a run directory (no {CONFIG_FILE}); refusing to delete it")
-        shutil.rmtree(run_dir)
-    task = ModularTask.from_config(config.task)
-    t = config.task
-    split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, config.split_seed)
-    return Run.create(run_dir, config, split), None
-
-
 def train(
     config: RunConfig,
     run_dir: Path | str,
@@ -381,27 +385,75 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Train one seed into ``run_dir`` and return the run, the final model and its grokking summary."""
-    dev = resolve_device(device)
-    run, state = _start_run(config, Path(run_dir), resume, overwrite)
+    """Train one seed into ``run_dir`` and return the run, the final model and its grokking summary.
+
+    ``resume`` continues a started run and starts one where there is none (see :func:`grokscope.rundir.claim`).
+    The run directory is locked while training. A non-finite loss or weights stop training (``result.diverged``);
+    SIGINT or SIGTERM saves a checkpoint and the resume state, then raises
+    :class:`~grokscope.training.stopping.TrainingInterrupted`.
+    """
+    dev, run_dir = resolve_device(device), Path(run_dir)
+    check_training_fits(config, dev)
+    task = ModularTask.from_config(config.task)
+    # Everything that can be refused is refused before the run directory is touched.
+    fresh = None if will_resume(run_dir, resume) else initial_model(config, task, dev)
+    if fresh is not None:
+        trainable(dict(fresh.named_parameters()), config.optim)
+    held = claim(config, run_dir, resume=resume, overwrite=overwrite)
+    try:
+        return _train_claimed(held.run, held.state, fresh, dev, callbacks, progress)
+    finally:
+        held.release()
+
+
+def load_resume_state(run: Run, state: dict[str, Any], optimizer: torch.optim.Optimizer, grad_filter: Any) -> None:
+    """Load a trainer state's optimizer (and filter) state; one that does not fit the model is a user error."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if grad_filter is not None:
+            grad_filter.load_state_dict(state["grad_filter"])
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{run.root / TRAINER_STATE_FILE}: resume state does not fit the model ({first})") from None
+
+
+def _train_claimed(
+    run: Run,
+    state: dict[str, Any] | None,
+    fresh: HookedTransformer | None,
+    dev: torch.device,
+    callbacks: Sequence[Callback],
+    progress: bool,
+) -> TrainResult:
     log = RunLog(run, state)
+    config = run.config
     task, tc, oc = run.task, config.train, config.optim
     if state is None:
-        model = initial_model(config, task, dev)
+        model = fresh if fresh is not None else initial_model(config, task, dev)
     else:
         model = load_model(config.model, task, run.load_state_dict(log.start), device=dev)
     params = trainable(dict(model.named_parameters()), oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if grad_filter is not None:
-            grad_filter.load_state_dict(state["grad_filter"])
+        load_resume_state(run, state, optimizer, grad_filter)
 
     objective = Objective.of(config, task)
     model_logits = model_forward(model, objective)
     clip = None if oc.grad_clip is None else lambda: torch.nn.utils.clip_grad_norm_(params, oc.grad_clip)
     data, split = task.dataset().to(dev), run.split()
     train_set = data.subset(split.train.to(dev))
+
+    def save(step: int) -> None:
+        if not all_finite(model.parameters()):  # parameters only: TL's attention mask buffer is -inf by design
+            log.diverge(step, "weights")
+            return
+        filter_state = {} if grad_filter is None else {"grad_filter": grad_filter.state_dict()}
+        log.save(
+            step,
+            model.state_dict(),
+            {"optimizer": optimizer.state_dict(), **filter_state},
+            written=lambda: [cb.on_checkpoint(step, model) for cb in callbacks],
+        )
 
     def record(step: int, final: bool) -> bool:
         """Log metrics and save checkpoints due at ``step``; return True when training should stop."""
@@ -411,15 +463,11 @@ def train(
             bar.update(step, row)
             for cb in callbacks:
                 cb.on_eval(step, model, row)
+        if log.diverged is not None:
+            return True
         log.stopped = log.stopped or final
         if log.checkpoint_due(step):
-            filter_state = {} if grad_filter is None else {"grad_filter": grad_filter.state_dict()}
-            log.save(
-                step,
-                model.state_dict(),
-                {"optimizer": optimizer.state_dict(), **filter_state},
-                written=lambda: [cb.on_checkpoint(step, model) for cb in callbacks],
-            )
+            save(step)
         else:
             log.flush_if_stale()
         return log.stopped
@@ -428,6 +476,7 @@ def train(
         TrainingProgress(config.name, log.start, tc.steps, enabled=progress) as bar,
         reproducible(dev),
         tf32_matmuls(tc.tf32),
+        StopSignals() as stop,
     ):
         for cb in callbacks:
             cb.on_train_begin(run, model, log.start)
@@ -445,8 +494,16 @@ def train(
             for cb in callbacks:
                 cb.on_step_end(step, model)
             stopped = record(step, final=step >= tc.steps)
+            if stop.requested and not stopped:
+                if log.saved_step != step:
+                    save(step)
+                if log.diverged is None:
+                    raise stop.interrupted(step, [run.root])
+                stopped = True
 
     summary = log.finish(dev)
+    if log.diverged is not None and log.saved_step is not None:
+        model = load_model(config.model, task, run.load_state_dict(log.saved_step), device=dev)
     for cb in callbacks:
         cb.on_train_end(run, model, step)
-    return TrainResult(run=run, model=model, summary=summary)
+    return TrainResult(run=run, model=model, summary=summary, resumed_from=log.start if state is not None else None)

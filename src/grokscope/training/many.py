@@ -21,20 +21,23 @@ from torch import Tensor
 
 from grokscope.config import RunConfig, config_differences
 from grokscope.errors import UserError
+from grokscope.memory import bytes_per_model, check_training_fits
 from grokscope.models import build_model, load_model
+from grokscope.rundir import Claim, claim, will_resume
 from grokscope.tasks import ModularTask
 from grokscope.training import forward
 from grokscope.training.loop import (
     Objective,
     RunLog,
     TrainResult,
-    _start_run,
     adamw,
+    all_finite,
     apply_update,
     batch_indices,
     evaluate,
     gradient_filter,
     initial_model,
+    load_resume_state,
     reproducible,
     resolve_device,
     set_learning_rate,
@@ -43,6 +46,7 @@ from grokscope.training.loop import (
     trainable,
 )
 from grokscope.training.progress import TrainingProgress
+from grokscope.training.stopping import StopSignals
 
 GPU_MEMORY_FRACTION = 0.6  # of the free device memory a stack may plan to use
 
@@ -70,6 +74,7 @@ def train_many(
     size = pack or default_pack(configs[0], dev, len(configs))
     if size < 1:
         raise UserError(f"--pack {size}: must be at least 1")
+    check_training_fits(configs[0], dev, n_models=min(size, len(configs)))
     # Stacking needs the fast forward; an architecture it lacks trains seed by seed through TransformerLens.
     stackable = (
         size > 1
@@ -87,28 +92,33 @@ def train_many(
     return results
 
 
+def _claim_all(
+    configs: Sequence[RunConfig], run_dirs: Sequence[Path], dev: torch.device, resume: bool, overwrite: bool
+) -> tuple[list[Claim], list[Any]]:
+    """Claim every run directory of a stack (all or none), after building the fresh seeds' initial models so that
+    a bad ``init_from`` or ``freeze`` is refused before any folder is touched."""
+    task = ModularTask.from_config(configs[0].task)
+    fresh = [None if will_resume(d, resume) else initial_model(c, task) for c, d in zip(configs, run_dirs, strict=True)]
+    for model in fresh:
+        if model is not None:
+            trainable(dict(model.named_parameters()), configs[0].optim)
+    claims: list[Claim] = []
+    try:
+        for c, d in zip(configs, run_dirs, strict=True):
+            claims.append(claim(c, d, resume=resume, overwrite=overwrite))
+    except BaseException:
+        for held in claims:
+            held.release()
+        raise
+    return claims, fresh
+
+
 def default_pack(config: RunConfig, device: torch.device, n_seeds: int) -> int:
     """How many seeds to stack: 1 on the CPU; on a GPU as many as an estimate of the memory per model allows."""
     if device.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(n_seeds, int(GPU_MEMORY_FRACTION * free // bytes_per_model(config))))
-
-
-def bytes_per_model(config: RunConfig) -> int:
-    """A generous estimate of one model's training memory: weights, gradient, two Adam moments, filter state,
-    and the activations of a full forward and backward on a batch."""
-    task = ModularTask.from_config(config.task)
-    m = config.model
-    n_params = (task.d_vocab + task.d_vocab_out) * m.d_model + m.n_layers * (
-        4 * m.d_model * m.n_heads * m.d_head + 2 * m.d_model * m.d_mlp
-    )
-    grokfast = config.optim.grokfast
-    copies = 4 + (0 if grokfast is None else (1 if grokfast.filter == "ema" else grokfast.window + 1))
-    batch = config.train.batch_size or round(task.n_pairs * config.task.train_fraction)
-    per_row = task.n_ctx * m.n_layers * (8 * m.d_model + 3 * m.d_mlp + 2 * m.n_heads * task.n_ctx) + task.d_vocab_out
-    itemsize = 8 if m.dtype == "float64" else 4
-    return itemsize * (copies * n_params + 2 * batch * per_row)
 
 
 def _clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -165,23 +175,34 @@ def clip_per_model(params: Sequence[Tensor], max_norm: float) -> None:
 def _train_stack(
     configs: Sequence[RunConfig], run_dirs: Sequence[Path], dev: torch.device, resume: bool, overwrite: bool, bar: bool
 ) -> list[TrainResult]:
-    started = [_start_run(c, d, resume, overwrite) for c, d in zip(configs, run_dirs, strict=True)]
-    logs = [RunLog(run, state) for run, state in started]
-    starts = sorted({log.start for log in logs})
-    if len(starts) > 1:
-        # Interrupted between two seeds' checkpoint writes: resume each group of equal steps on its own.
+    """Claim the stack's run directories and train them (in groups of equal resume steps)."""
+    claims, fresh = _claim_all(configs, run_dirs, dev, resume, overwrite)
+    try:
+        logs = [RunLog(held.run, held.state) for held in claims]
+        # Interrupted between two seeds' writes: fresh seeds, and each group of equal resume steps, go on their own.
+        starts = [None if held.state is None else log.start for held, log in zip(claims, logs, strict=True)]
         results: dict[int, TrainResult] = {}
-        for s in starts:
-            idx = [i for i, log in enumerate(logs) if log.start == s]
-            group = _train_stack([configs[i] for i in idx], [run_dirs[i] for i in idx], dev, True, False, bar)
+        for s in dict.fromkeys(starts):
+            idx = [i for i, start in enumerate(starts) if start == s]
+            group = _train_claimed([claims[i] for i in idx], [logs[i] for i in idx], [fresh[i] for i in idx], dev, bar)
             results.update(zip(idx, group, strict=True))
         return [results[i] for i in range(len(configs))]
+    finally:
+        for held in claims:
+            held.release()
 
-    config, start, n = configs[0], starts[0], len(configs)
+
+def _train_claimed(
+    claims: Sequence[Claim], logs: Sequence[RunLog], fresh: Sequence[Any], dev: torch.device, bar: bool
+) -> list[TrainResult]:
+    """Train a stack of claimed runs that all start at the same step."""
+    configs = [held.run.config for held in claims]
+    config, start, n = configs[0], logs[0].start, len(configs)
     task, tc, oc = logs[0].run.task, config.train, config.optim
-    states = [state for _, state in started]
-    if start == 0:
-        models = [initial_model(c, task) for c in configs]
+    states = [held.state for held in claims]
+    resumed = states[0] is not None  # a group shares its start; a resume state may be that of step 0
+    if not resumed:
+        models = [m if m is not None else initial_model(c, task) for c, m in zip(configs, fresh, strict=True)]
     else:
         models = [
             load_model(c.model, task, log.run.load_state_dict(start)) for c, log in zip(configs, logs, strict=True)
@@ -191,10 +212,11 @@ def _train_stack(
     stacked = {k: v.to(dev).detach() for k, v in forward.stack_parameters(models).items()}
     params = trainable(stacked, oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc, model_axis=True)
-    if start > 0:
-        optimizer.load_state_dict(stack_states([s["optimizer"] for s in states]))
-        if grad_filter is not None:
-            grad_filter.load_state_dict(stack_states([s["grad_filter"] for s in states]))
+    if resumed:
+        stacked_state = {
+            k: stack_states([s[k] for s in states]) for k in ("optimizer", "grad_filter") if k in states[0]
+        }
+        load_resume_state(logs[0].run, stacked_state, optimizer, grad_filter)
 
     objective = Objective.of(config, task)
     window = objective.window
@@ -218,6 +240,12 @@ def _train_stack(
             state["grad_filter"] = grad_filter.state_dict()
         return state
 
+    def save(i: int, step: int) -> None:
+        if all_finite(v[i] for v in stacked.values()):  # parameters only: buffers hold TL's -inf attention mask
+            logs[i].save(step, weights(i), model_slice(resume_state(), i))
+        else:
+            logs[i].diverge(step, "weights")
+
     def record(step: int, final: bool) -> bool:
         active = [i for i, log in enumerate(logs) if not log.stopped]
         if any(logs[i].eval_due(step, final) for i in active):
@@ -227,9 +255,11 @@ def _train_stack(
             progress.update(step, {k: sum(r[k] for r in rows) / len(rows) for k in metrics[0]})
         for i in active:
             log = logs[i]
+            if log.diverged is not None:
+                continue
             log.stopped = log.stopped or final
             if log.checkpoint_due(step):
-                log.save(step, weights(i), model_slice(resume_state(), i))
+                save(i, step)
             else:
                 log.flush_if_stale()
         return all(log.stopped for log in logs)
@@ -239,9 +269,10 @@ def _train_stack(
         TrainingProgress(f"{config.name} x{n} seeds", start, tc.steps, enabled=bar) as progress,
         reproducible(dev),
         tf32_matmuls(tc.tf32),
+        StopSignals() as stop,
     ):
         step = start
-        stopped = record(0, final=False) if start == 0 else all(log.stopped for log in logs)
+        stopped = all(log.stopped for log in logs) if resumed else record(0, final=False)
         while not stopped:
             index = [batch_indices(step, n_train, tc.batch_size, c.seed) for c in configs]
             if index[0] is None:
@@ -256,11 +287,24 @@ def _train_stack(
             was_active = [i for i, log in enumerate(logs) if not log.stopped]
             stopped = record(step, final=step >= tc.steps)
             # Copies: the stack's tensors go on changing while other seeds train.
-            final_weights.update({i: _clone(weights(i)) for i in was_active if logs[i].stopped})
+            final_weights.update(
+                {i: _clone(weights(i)) for i in was_active if logs[i].stopped and not logs[i].diverged}
+            )
+            if stop.requested and not stopped:
+                for i in [i for i, log in enumerate(logs) if not log.stopped and log.saved_step != step]:
+                    save(i, step)
+                raise stop.interrupted(step, [log.run.root for log in logs if not log.stopped])
 
     results = []
     for i, (c, log) in enumerate(zip(configs, logs, strict=True)):
-        state = final_weights[i] if i in final_weights else log.run.load_state_dict(log.run.steps()[-1])
+        if i in final_weights:
+            state = final_weights[i]
+        elif log.run.steps():
+            state = log.run.load_state_dict(log.saved_step if log.saved_step is not None else log.run.steps()[-1])
+        else:  # diverged at step 0: nothing finite was ever saved
+            state = weights(i)
         model = load_model(c.model, task, state, device=dev)
-        results.append(TrainResult(run=log.run, model=model, summary=log.finish(dev, seeds_trained_together=n)))
+        resumed_from = log.start if resumed else None
+        summary = log.finish(dev, seeds_trained_together=n)
+        results.append(TrainResult(run=log.run, model=model, summary=summary, resumed_from=resumed_from))
     return results
