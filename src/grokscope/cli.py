@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -313,6 +314,8 @@ def analyze(
                 key_frequencies=keys,
                 key_from=key_from,
             )
+            for line in report.notes:
+                typer.echo(line)
             for name, reason in report.skipped.items():
                 typer.echo(f"{name}: skipped ({reason})")
             for name in [n for n in names if n in report.computed]:
@@ -320,7 +323,8 @@ def analyze(
                 typer.echo(f"{name}: {len(new)} checkpoint(s) analysed, {report.from_cache(name)} from cache")
                 latest = report.latest(name)
                 if latest is not None:
-                    typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
+                    with suppress(KeyError, TypeError, ValueError, AttributeError, IndexError):  # a damaged cached row
+                        typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
             phases = report.summaries.get("progress") or analysis_summary(run, "progress")
             if "progress" in report.summaries:
                 typer.echo(f"  {describe_phases(phases)}")

@@ -104,10 +104,17 @@ def check_training_fits(config: RunConfig, device: torch.device, n_models: int =
     have = available_bytes(device)
     if have is None or need <= USABLE_FRACTION * have:
         return
-    biggest = max(parts, key=lambda p: p.bytes)
+    # Blame the part that first overflows, in the order the job allocates them: a dataset that cannot fit is the
+    # modulus's fault even when its full-batch activations would be bigger still.
+    total, culprit = 0, parts[-1]
+    for part in parts:
+        total += part.bytes
+        if total > USABLE_FRACTION * have:
+            culprit = part
+            break
     where = "this machine" if device.type == "cpu" else str(device)
     raise UserError(
-        f"{biggest.field}: training would need about {_gib(need)} ({biggest.what}: {_gib(biggest.bytes)}), "
+        f"{culprit.field}: training would need about {_gib(need)} ({culprit.what}: {_gib(culprit.bytes)}), "
         f"but {where} has {_gib(have)} available"
     )
 

@@ -36,6 +36,7 @@ from grokscope.store import (
     SUMMARY_FILE,
     TRAINER_STATE_FILE,
     Run,
+    load_split,
 )
 from grokscope.tasks import ModularTask, make_split
 
@@ -66,7 +67,8 @@ def _is_legacy_run(path: Path) -> bool:
         return False
     try:
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
-        parse_config(data, source=str(config))
+        task = ModularTask.from_config(parse_config(data, source=str(config)).task)
+        load_split(split, task.n_pairs)
     except (UserError, yaml.YAMLError, UnicodeDecodeError, OSError, TypeError, ValueError):
         return False
     return True
@@ -169,9 +171,12 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         if self._fd is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        # No O_TRUNC: a process that fails to get the lock must not wipe the holder's note.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # No O_TRUNC: a process that fails to get the lock must not wipe the holder's note.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UserError(f"{self.folder}: cannot create or lock this folder ({err.strerror})") from None
         try:
             _lock(fd)
         except OSError:
@@ -201,12 +206,15 @@ class FolderLock:
         self.release()
 
 
-def _read_note(fd: int) -> str:
-    try:
-        note = json.loads(os.pread(fd, 4096, 0).decode())
-        return f"pid {note['pid']} on {note['host']} ({note['command']}, since {note['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+def _read_note(fd: int, attempts: int = 40) -> str:
+    # The holder writes its note just after it got the lock: give it a moment before settling for no name.
+    for _ in range(attempts):
+        try:
+            note = json.loads(os.pread(fd, 4096, 0).decode())
+            return f"pid {note['pid']} on {note['host']} ({note['command']}, since {note['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.025)
+    return "another process"
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised only on Windows
@@ -262,10 +270,11 @@ def claim(config: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: 
     """
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
-    _refuse(kind_of(run_dir), run_dir, resume, overwrite)
+    if kind_of(run_dir) is Kind.FOREIGN:  # refused before a lock file is put in someone else's folder
+        _refuse(Kind.FOREIGN, run_dir, resume, overwrite)
     lock = FolderLock(run_dir, "grokscope train").acquire()
     try:
-        kind = kind_of(run_dir)  # again: it may have changed while we waited for nothing but the lock
+        kind = kind_of(run_dir)  # under the lock: another process may have changed it until now
         _refuse(kind, run_dir, resume, overwrite)
         remove_stale_temps(run_dir)
         if kind is Kind.STARTED and resume:

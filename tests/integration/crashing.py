@@ -87,3 +87,17 @@ def run_killed(argv: list[str], where: str, n: int, scratch: Path) -> tuple[bool
     writes, updates, code = (int(x) for x in text.split("\n", 1)[0].split())
     assert code == 0, text
     return False, writes, updates
+
+
+def spawn(argv: list, report: Path) -> multiprocessing.process.BaseProcess:
+    """Start ``grokscope *argv`` in a child (no kill point); when it ends, ``report`` holds
+    ``"<writes> <updates> <exit code>"`` and then the command's output."""
+    process = _context().Process(target=_child, args=([str(a) for a in argv], "none", 0, report))
+    process.start()
+    return process
+
+
+def outcome(report: Path) -> tuple[int, str]:
+    """The exit code and output of a command run by :func:`spawn` (after it ended)."""
+    head, _, output = report.read_text().partition("\n")
+    return int(head.split()[2]), output

@@ -77,13 +77,13 @@ def test_single_seed_resumes_bitwise_from_every_kill_point(tmp_path, config_file
         kill_and_resume([*argv, out], where, n, tmp_path)
         assert snapshot(out / "tiny") == whole, (where, n)
         assert not leftovers(out), (where, n)
-    print(f"single seed: {len(points)} kill points resumed bitwise")  # noqa: T201 (recorded in the closing note)
+    print(f"single seed: {len(points)} kill points resumed bitwise")
 
 
 @pytest.mark.parametrize("pack", [1, 3])
 def test_seed_list_resumes_bitwise_started_seeds_continue_others_start(tmp_path, config_file, pack):
     argv = ["train", config_file, "--quiet", "--device", "cpu", "--seeds", "0-2", "--pack", pack, "--out"]
-    killed, writes, updates = run_killed([*argv, tmp_path / "whole"], "none", 0, tmp_path)
+    killed, writes, _ = run_killed([*argv, tmp_path / "whole"], "none", 0, tmp_path)
     assert not killed
     whole = {s: snapshot(tmp_path / "whole" / f"tiny_seed{s}") for s in range(3)}
     per_seed = writes // 3
@@ -98,4 +98,4 @@ def test_seed_list_resumes_bitwise_started_seeds_continue_others_start(tmp_path,
         for s in range(3):
             assert snapshot(out / f"tiny_seed{s}") == whole[s], (pack, where, n, s)
         assert not leftovers(out), (where, n)
-    print(f"seed list (pack {pack}): {len(points)} kill points resumed bitwise")  # noqa: T201
+    print(f"seed list (pack {pack}): {len(points)} kill points resumed bitwise")

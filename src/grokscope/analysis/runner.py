@@ -10,24 +10,44 @@ The runner knows analyses only through their :class:`~grokscope.analysis.spec.An
 ``grokscope.analysis`` with a ``SPEC`` is an analysis. Measures that take key frequencies get one **reference key
 set** for the whole run: by default the final analysed checkpoint's (Nanda et al. 2023's protocol), or those of a
 given step, or given ones, or each checkpoint's own (``key_from="each"``).
+
+The cache is checked before it is reused: a file that is not a list of rows, or a row whose fields do not have the
+types of the analysis's result, is set aside and recomputed (:attr:`AnalysisReport.notes` says so), and a damaged
+parquet table is replaced. Checkpoints with NaN or infinite weights are skipped (:attr:`AnalysisReport.skipped_steps`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import pkgutil
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from grokscope.analysis.common import answer_activations, jsonable, require_grid
-from grokscope.analysis.spec import AnalysisSpec, rows_frame
+from grokscope.analysis.spec import AnalysisSpec, RowResult, rows_frame
 from grokscope.errors import UserError
-from grokscope.store import ANALYSIS_DIR, Run, atomic_write, read_json, write_json
+from grokscope.store import (
+    ANALYSIS_DIR,
+    Run,
+    atomic_write,
+    is_count,
+    is_number,
+    non_finite,
+    read_json,
+    show,
+    write_json,
+)
 from grokscope.tasks import ModularTask
 
 TABLE_SUFFIX = ".parquet"
@@ -120,32 +140,181 @@ def parse_key_from(text: str | int) -> str | int:
     return str(text)
 
 
-def _read_rows(path: Path) -> dict[int, dict[str, Any]]:
+# Reading the cache -----------------------------------------------------------------------------------------------
+# Cached files are grokscope's own, but a file on disk may hold anything. What the runner reuses must have the types
+# its consumers (summaries, figures, descriptions) index and format, so rows are checked against the result type's
+# annotations; a file or row that fails is treated as absent (``analyze`` recomputes it) rather than half-trusted.
+
+
+def _misfit(annotation: Any, value: Any, where: str = "") -> str | None:
+    """Why the JSON ``value`` cannot be what ``annotation`` names (None: it can), prefixed by ``where`` it is.
+
+    Null passes anywhere: ``jsonable`` writes non-finite numbers (and so whole NaN fields) as null. Types the
+    check does not know pass too.
+    """
+    if value is None or annotation is Any:
+        return None
+    at = f"{where}: " if where else ""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_misfit(a, value, where) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
+    if origin is typing.Literal:
+        return None if value in args else f"{at}expected one of {', '.join(map(repr, args))}, got {show(value)}"
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, list):
+            return f"{at}expected a list, got {show(value)}"
+        fixed = origin is tuple and Ellipsis not in args
+        if fixed and len(value) != len(args):
+            return f"{at}expected {len(args)} values, got {len(value)}"
+        for i, item in enumerate(value):
+            inner = args[i] if fixed else (args[0] if args else Any)
+            problem = _misfit(inner, item, f"{where}[{i}]")
+            if problem is not None:
+                return problem
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return f"{at}expected an object, got {show(value)}"
+        inner = args[1] if args else Any
+        for key, item in value.items():
+            problem = _misfit(inner, item, f"{where}.{key}" if where else str(key))
+            if problem is not None:
+                return problem
+        return None
+    if not isinstance(annotation, type):
+        return None
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            return f"{at}expected an object, got {show(value)}"
+        hints = _type_hints(annotation)
+        for f in dataclasses.fields(annotation):
+            if f.name in value:
+                problem = _misfit(hints[f.name], value[f.name], f"{where}.{f.name}" if where else f.name)
+                if problem is not None:
+                    return problem
+        return None
+    array = getattr(annotation, "array_type", annotation)  # jaxtyping's Float[Tensor, "..."] names its array type
+    if isinstance(array, type) and issubclass(array, torch.Tensor | np.ndarray):
+        return None if _is_array(value) else f"{at}expected (nested lists of) numbers, got {show(value)}"
+    if annotation is bool:
+        return None if isinstance(value, bool) else f"{at}expected true or false, got {show(value)}"
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"{at}expected an integer, got {show(value)}"
+    if annotation is float:
+        return None if is_number(value) else f"{at}expected a number, got {show(value)}"
+    if annotation is str:
+        return None if isinstance(value, str) else f"{at}expected a string, got {show(value)}"
+    return None
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_array(value: Any) -> bool:
+    """A tensor as ``jsonable`` writes it: a number (or bool, or null) or nested lists of them."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif item is not None and not isinstance(item, int | float):
+            return False
+    return True
+
+
+def _plain_layout(result: Any) -> bool:
+    """Whether a result's JSON is exactly its fields (``RowResult.to_dict``), so that every field must be there."""
+    return dataclasses.is_dataclass(result) and getattr(result, "to_dict", None) is RowResult.to_dict
+
+
+def _result_problem(result: Any, data: dict[str, Any]) -> str | None:
+    """Why ``data`` cannot be the JSON of a ``result`` (None: it can): its fields' types, and for a result whose
+    JSON is exactly its fields, every field there."""
+    if _plain_layout(result):
+        missing = [f.name for f in dataclasses.fields(result) if f.name not in data]
+        if missing:
+            return f'no "{missing[0]}"'
+    return _misfit(result, data)
+
+
+def row_problem(spec: AnalysisSpec, row: Any) -> str | None:
+    """Why one cached row cannot be reused for ``spec`` (None: it can): an object with a non-negative integer
+    ``step`` that fits the spec's result type."""
+    if not isinstance(row, dict):
+        return f"expected an object, got {show(row)}"
+    if not is_count(row.get("step")):
+        return f'"step" must be a non-negative integer, got {show(row.get("step"))}'
+    return _result_problem(spec.result, row)
+
+
+def read_rows(path: Path, spec: AnalysisSpec) -> tuple[dict[int, dict[str, Any]], str | None]:
+    """The usable rows of the cache file ``path`` of analysis ``spec``, by step, and a one-line message naming the
+    file when it, or some of its rows, could not be used (None when all could; an absent file has no rows)."""
     if not path.is_file():
-        return {}
-    rows = read_json(path)
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in rows):
-        raise UserError(f"{path}: not an analysis file (expected a list of objects with an integer step)")
-    return {r["step"]: r for r in rows}
+        return {}, None
+    try:
+        data = read_json(path)
+    except UserError as err:
+        return {}, str(err)
+    if not isinstance(data, list):
+        return {}, f"{path}: expected a list of rows (one per checkpoint), got {show(data)}"
+    rows: dict[int, dict[str, Any]] = {}
+    bad: list[str] = []
+    for i, row in enumerate(data):
+        problem = row_problem(spec, row)
+        if problem is None:
+            rows[row["step"]] = row
+        else:
+            step = f" (step {row['step']})" if isinstance(row, dict) and is_count(row.get("step")) else ""
+            bad.append(f"row {i}{step}: {problem}")
+    if not bad:
+        return rows, None
+    return rows, f"{path}: {bad[0]}" + (f" ({len(bad)} of {len(data)} rows unusable)" if len(bad) > 1 else "")
 
 
-def _write_table(path: Path, new_rows: dict[int, list[dict[str, Any]]]) -> None:
-    """Merge one table's rows for the newly analysed steps into its parquet file (rows of other steps are kept)."""
+def _read_table(path: Path) -> pd.DataFrame:
+    """A cached parquet table with its ``step`` column; a damaged one is a one-line :class:`UserError`."""
+    try:
+        table = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path}: not a readable parquet table ({first})") from None
+    if "step" not in table.columns or not pd.api.types.is_integer_dtype(table["step"]):
+        raise UserError(f"{path}: not an analysis table (no integer step column)")
+    return table
+
+
+def _write_table(path: Path, new_rows: dict[int, list[dict[str, Any]]]) -> str | None:
+    """Merge one table's rows for the newly analysed steps into its parquet file (rows of other steps are kept).
+    A damaged table on disk is replaced by the new rows alone; the message saying so is returned."""
     fresh = pd.DataFrame([{"step": step, **row} for step, rows in new_rows.items() for row in rows])
+    problem = None
     if path.is_file():
         try:
-            kept = pd.read_parquet(path)
-        except Exception as err:  # pyarrow raises several types for a damaged file
-            raise UserError(f"{path}: not a readable parquet table ({err})") from None
-        fresh = pd.concat([kept[~kept["step"].isin(list(new_rows))], fresh], ignore_index=True)
+            kept = _read_table(path)
+        except UserError as err:
+            problem = str(err)
+        else:
+            fresh = pd.concat([kept[~kept["step"].isin(list(new_rows))], fresh], ignore_index=True)
     fresh = fresh.sort_values("step", kind="stable").reset_index(drop=True)
     atomic_write(path, lambda tmp: fresh.to_parquet(tmp, index=False))
+    return problem
 
 
 @dataclass
 class AnalysisReport:
-    """What :func:`analyze` did: rows per analysis (all cached + new), the selected steps, the newly analysed ones,
-    analyses skipped as not applicable to the task (with the reason), summaries and the files written."""
+    """What :func:`analyze` did: rows per analysis (all cached + new), the selected steps (those with non-finite
+    weights left out), the newly analysed ones, analyses skipped as not applicable to the task (with the reason),
+    summaries and the files written.
+
+    ``skipped_steps``: selected checkpoints left out, with why (``non-finite weights (NaN in blocks.0.mlp.W_in)``).
+    ``notes``: one line each for the user about what was left out or set aside: those checkpoints
+    (``step 40: non-finite weights (...); skipped``) and cache files or rows that could not be reused.
+    """
 
     rows: dict[str, list[dict[str, Any]]]
     selected: list[int]
@@ -154,6 +323,8 @@ class AnalysisReport:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     key_reference: KeyReference | None = None
+    skipped_steps: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def latest(self, name: str) -> dict[str, Any] | None:
         """The row of the latest selected step."""
@@ -174,7 +345,13 @@ class _Checkpoint:
     @property
     def model(self) -> Any:
         if self._model is None:
-            self._model = self.run.load_model(self.step, device=self.device)
+            model = self.run.load_model(self.step, device=self.device)
+            # analyze() leaves out non-finite checkpoints it has no rows for; one reached anyway (rewritten since it
+            # was analysed) is an error rather than NaN results.
+            problem = non_finite(dict(model.named_parameters()))
+            if problem is not None:
+                raise UserError(f"{self.run.checkpoint_path(self.step)}: non-finite weights ({problem})")
+            self._model = model
         return self._model
 
     @property
@@ -248,7 +425,25 @@ def analyze(
     # The run's own loss function; losses are evaluated in float64 whatever the run trained in, so that the tiny
     # losses of a grokked model are resolved.
     objective = {"loss_fn": run.config.train.loss_fn}
-    cache = {name: _read_rows(out_dir / f"{name}.json") for name in specs}
+    notes: list[str] = []
+    cache: dict[str, dict[int, dict[str, Any]]] = {}
+    unusable: set[str] = set()  # analyses whose cache file held something unusable: rewritten without it
+    for name, spec in specs.items():
+        cache[name], problem = read_rows(out_dir / f"{name}.json", spec)
+        if problem is not None:
+            unusable.add(name)
+            notes.append(f"{problem}; set aside, recomputed where selected")
+    # Analyses of NaN weights are NaN at best: checkpoints with non-finite weights are left out as if not selected.
+    bad = _non_finite_steps(run, selected, [cache[name] for name in specs])
+    skipped_steps = {step: f"non-finite weights ({where})" for step, where in bad.items()}
+    notes += [f"step {step}: {why}; skipped" for step, why in skipped_steps.items()]
+    selected = [step for step in selected if step not in bad]
+    if not selected:
+        step, where = next(iter(bad.items()))
+        raise UserError(
+            f"{run.checkpoint_dir}: all {len(bad)} selected checkpoint(s) have non-finite weights "
+            f"(step {step}: {where}); nothing to analyse"
+        )
     tables: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {name: {} for name in specs}
     computed: dict[str, list[int]] = {name: [] for name in specs}
     last = selected[-1]
@@ -327,7 +522,7 @@ def analyze(
                 results_by_step = {step: results}
                 bar.advance(task_id)
     finally:
-        files = _save(cache, tables, computed, out_dir)
+        files = _save(cache, tables, computed, out_dir, unusable, notes)
     # Every cached checkpoint fed as this call feeds the selected ones (the same reference key set): the rows of
     # one trajectory, which figures and summaries may draw together.
     rows = {
@@ -354,19 +549,41 @@ def analyze(
         summaries=summaries,
         files=files,
         key_reference=reference,
+        skipped_steps=skipped_steps,
+        notes=notes,
     )
 
 
-def _save(cache, tables, computed, out_dir: Path) -> list[Path]:
-    """Write every analysis that gained rows: its JSON list and its tables."""
+def _non_finite_steps(run: Run, selected: list[int], caches: list[dict[int, dict[str, Any]]]) -> dict[int, str]:
+    """The selected checkpoints with NaN or infinite weights, with where (``NaN in blocks.0.mlp.W_in``). Only those
+    that some analysis has no cached row for are read: a checkpoint with rows everywhere was finite when analysed."""
+    todo = [step for step in selected if any(step not in rows for rows in caches)]
+    if not todo:
+        return {}
+    # The weights are the model's parameters (its buffers may be infinite by design); one model tells their names.
+    weights = {name for name, _ in run.load_model(todo[-1]).named_parameters()}
+    out = {}
+    for step in todo:
+        problem = non_finite({k: v for k, v in run.load_state_dict(step).items() if k in weights})
+        if problem is not None:
+            out[step] = problem
+    return out
+
+
+def _save(cache, tables, computed, out_dir: Path, unusable: set[str], notes: list[str]) -> list[Path]:
+    """Write every analysis that gained rows, or whose cache file held unusable rows: its JSON list and its tables."""
     files = []
     for name, steps in computed.items():
-        if not steps:
+        if not steps and name not in unusable:
             continue
         # Tables first: the JSON marks a step as analysed, so it must not name steps whose tables are missing.
         for table, by_step in tables[name].items():
             table_path = out_dir / f"{name}.{table}{TABLE_SUFFIX}"
-            _write_table(table_path, by_step)
+            problem = _write_table(table_path, by_step)
+            if problem is not None:
+                # The damaged table's other steps are gone: their rows go too, to be analysed again when selected.
+                notes.append(f"{problem}; replaced by the rows of the steps analysed now")
+                cache[name] = {s: row for s, row in cache[name].items() if s in steps}
             files.append(table_path)
         path = out_dir / f"{name}.json"
         write_json(path, [cache[name][s] for s in sorted(cache[name])])
@@ -385,7 +602,8 @@ def over_checkpoints(
     **options: Any,
 ) -> list[Any]:
     """One typed result per selected checkpoint of ``run`` (all by default), read from or written to the same
-    cache as ``grokscope analyze``; ``options`` are ``compute`` keywords of the analysis."""
+    cache as ``grokscope analyze``; ``options`` are ``compute`` keywords of the analysis. Checkpoints with
+    non-finite weights have no result (as ``grokscope analyze`` skips them)."""
     run = run if isinstance(run, Run) else Run.open(run)
     spec = analysis_spec(name)
     report = analyze(
@@ -403,15 +621,33 @@ def over_checkpoints(
 
 
 def analysis_frame(run: Run, name: str) -> pd.DataFrame:
-    """The cached rows of one analysis as a table: a row per checkpoint (indexed by step), a column per scalar."""
-    analysis_spec(name)
+    """The cached rows of one analysis as a table: a row per checkpoint (indexed by step), a column per scalar.
+    A cache file with unusable rows is a one-line :class:`UserError` (``grokscope analyze`` rewrites it)."""
+    spec = analysis_spec(name)
     path = run.root / ANALYSIS_DIR / f"{name}.json"
     if not path.is_file():
         raise UserError(f"{path}: not analysed yet (run grokscope analyze {run.root} --only {name})")
-    return rows_frame([cache_row for _, cache_row in sorted(_read_rows(path).items())])
+    rows, problem = read_rows(path, spec)
+    if problem is not None:
+        raise UserError(f"{problem} (run grokscope analyze {run.root} --only {name} to redo it)")
+    return rows_frame([cache_row for _, cache_row in sorted(rows.items())])
 
 
 def analysis_summary(run: Run, name: str) -> dict[str, Any] | None:
-    """What ``analysis/<name>.summary.json`` holds (e.g. the progress phases), or None."""
+    """What ``analysis/<name>.summary.json`` holds (e.g. the progress phases), or None when there is none. A
+    damaged one counts as none: it is derived from the rows, and ``grokscope analyze`` writes it again."""
+    spec = analysis_spec(name)
     path = run.root / ANALYSIS_DIR / f"{name}{SUMMARY_SUFFIX}"
-    return read_json(path) if path.is_file() else None
+    if not path.is_file() or spec.summarize is None:
+        return None
+    try:
+        summary = read_json(path)
+    except UserError:
+        return None
+    try:
+        result = typing.get_type_hints(spec.summarize).get("return", Any)
+    except NameError:  # an annotation that does not resolve: check the summary's shape only
+        result = Any
+    if not isinstance(summary, dict) or _result_problem(result, summary) is not None:
+        return None
+    return summary

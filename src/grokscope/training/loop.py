@@ -406,15 +406,46 @@ def train(
         held.release()
 
 
-def load_resume_state(run: Run, state: dict[str, Any], optimizer: torch.optim.Optimizer, grad_filter: Any) -> None:
-    """Load a trainer state's optimizer (and filter) state; one that does not fit the model is a user error."""
+def load_resume_state(
+    run: Run, state: dict[str, Any], params: Sequence[Tensor], optimizer: torch.optim.Optimizer, grad_filter: Any
+) -> None:
+    """Load a trainer state's optimizer (and filter) state into a model's ``params``; a state that does not fit them
+    (another model, a hand-edited file) is a one-line user error now rather than a traceback at the first step."""
+    path = run.root / TRAINER_STATE_FILE
+    if not all_finite(params):
+        raise UserError(f"{run.checkpoint_dir}: the checkpoint to resume from has non-finite weights")
     try:
         optimizer.load_state_dict(state["optimizer"])
         if grad_filter is not None:
             grad_filter.load_state_dict(state["grad_filter"])
-    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{run.root / TRAINER_STATE_FILE}: resume state does not fit the model ({first})") from None
+        raise UserError(f"{path}: resume state does not fit the model ({first})") from None
+    for i, p in enumerate(params):
+        for key, t in optimizer.state.get(p, {}).items():
+            if isinstance(t, Tensor) and t.dim() and t.shape != p.shape:
+                raise UserError(
+                    f"{path}: optimizer {key} of parameter {i} has shape {tuple(t.shape)}, not {tuple(p.shape)}"
+                )
+    if grad_filter is not None:
+        _check_filter_shapes(grad_filter.state_dict(), params, path)
+
+
+def _check_filter_shapes(state: Any, params: Sequence[Tensor], path: Path) -> None:
+    """Every per-parameter tensor of a filter state (a dict keyed by parameter index) starts with that parameter's
+    shape (a moving-average buffer adds a window axis after it)."""
+    if isinstance(state, list):
+        for s in state:
+            _check_filter_shapes(s, params, path)
+    if not isinstance(state, dict):
+        return
+    for key, value in state.items():
+        if isinstance(key, int) and isinstance(value, Tensor):
+            p = params[key] if 0 <= key < len(params) else None
+            if p is None or tuple(value.shape[: p.dim()]) != tuple(p.shape):
+                raise UserError(f"{path}: filter state of parameter {key} does not fit the model")
+        else:
+            _check_filter_shapes(value, params, path)
 
 
 def _train_claimed(
@@ -435,7 +466,7 @@ def _train_claimed(
     params = trainable(dict(model.named_parameters()), oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc)
     if state is not None:
-        load_resume_state(run, state, optimizer, grad_filter)
+        load_resume_state(run, state, params, optimizer, grad_filter)
 
     objective = Objective.of(config, task)
     model_logits = model_forward(model, objective)

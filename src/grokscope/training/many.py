@@ -213,10 +213,14 @@ def _train_claimed(
     params = trainable(stacked, oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc, model_axis=True)
     if resumed:
-        stacked_state = {
-            k: stack_states([s[k] for s in states]) for k in ("optimizer", "grad_filter") if k in states[0]
-        }
-        load_resume_state(logs[0].run, stacked_state, optimizer, grad_filter)
+        try:
+            stacked_state = {
+                k: stack_states([s[k] for s in states]) for k in ("optimizer", "grad_filter") if k in states[0]
+            }
+        except (KeyError, IndexError, RuntimeError, TypeError) as err:
+            dirs = ", ".join(str(log.run.root) for log in logs)
+            raise UserError(f"{dirs}: the seeds' resume states do not stack ({type(err).__name__}: {err})") from None
+        load_resume_state(logs[0].run, stacked_state, params, optimizer, grad_filter)
 
     objective = Objective.of(config, task)
     window = objective.window

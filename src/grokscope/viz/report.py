@@ -6,6 +6,9 @@ table, the statistics and every figure, plus the runs inside it. Figures are gat
 :func:`grokscope.viz.write.write_figures` writes beside each HTML figure, and plotly.js is inlined once, so the page
 works offline. A small script records any JavaScript error in ``<html data-errors>`` (and the console), which is how
 the test suite checks the page in a real browser.
+
+A damaged config, metrics or summary of a run is a one-line error (as for every command). Analysis results and
+figures are caches that ``grokscope analyze`` can redo: a damaged one is left out of the page with a visible note.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from grokscope.errors import UserError
-from grokscope.store import CONFIG_FILE, SUMMARY_FILE, Run, atomic_write_text, read_json
+from grokscope.store import CONFIG_FILE, SUMMARY_FILE, Run, atomic_write_text, read_json, read_summary, read_text
 from grokscope.training.summary import describe
 from grokscope.viz.common import loss_trace
 
@@ -36,6 +40,7 @@ h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom:
 .lead { font-size: 1.1rem; color: #444; } table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
 td, th { border: 1px solid #ddd; padding: .25rem .55rem; text-align: left; } th { background: #f5f5f5; }
 pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .85rem; } .figure { margin: 1rem 0; }
+.note { color: #a15c00; }
 """
 # Records every error (uncaught, rejected promise, console.error) so a headless browser can be asked about them.
 _ERROR_PROBE = """
@@ -63,11 +68,30 @@ def build_report(path: Path) -> str:
         raise UserError(f"{path}: not a directory (give a run or an experiment directory)")
     if (path / CONFIG_FILE).is_file():
         title, body = _run_page(Run.open(path))
-    elif any(path.glob("*.json")) or (path / "figures").is_dir():
+    elif _is_experiment(path):
         title, body = _experiment_page(path)
     else:
         raise UserError(f"{path}: neither a run directory (no {CONFIG_FILE}) nor an experiment directory (no results)")
     return _page(title, body)
+
+
+def _is_experiment(path: Path) -> bool:
+    """Whether ``path`` holds what an experiment writes: figures, results.csv or a JSON object of results."""
+    if (path / "figures").is_dir() or (path / "results.csv").is_file():
+        return True
+    return any(isinstance(_json_or_note(p)[0], dict) for p in sorted(path.glob("*.json")))
+
+
+def _json_or_note(path: Path) -> tuple[Any, str | None]:
+    """The JSON in ``path``, or None and the one-line reason it cannot be read."""
+    try:
+        return read_json(path), None
+    except UserError as err:
+        return None, str(err)
+
+
+def _note(text: str) -> str:
+    return f"<p class='note'>{html.escape(text)}</p>"
 
 
 def _page(title: str, body: list[str]) -> str:
@@ -113,13 +137,17 @@ def _cell(value: Any) -> str:
 
 
 def _figures_in(folder: Path) -> list[str]:
-    """Every figure written under ``folder`` (its ``.json`` figure files), in name order."""
+    """Every figure written under ``folder`` (its ``.json`` figure files), in name order; an unreadable one is a
+    note in its place."""
     out = []
     for path in sorted(folder.glob("*.json")):
         try:
-            out.append(_figure(pio.from_json(path.read_text())))
-        except (ValueError, json.JSONDecodeError) as err:
-            out.append(f"<p>{html.escape(path.name)}: unreadable figure ({html.escape(str(err))})</p>")
+            out.append(_figure(pio.from_json(read_text(path))))
+        except UserError as err:
+            out.append(_note(f"{err}; figure left out"))
+        except (ValueError, TypeError, KeyError, AttributeError) as err:  # what plotly raises for a non-figure
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            out.append(_note(f"{path}: not a plotly figure ({first}); left out"))
     return out
 
 
@@ -147,13 +175,18 @@ def training_curves(metrics: list[dict[str, Any]]) -> go.Figure:
 
 
 def _run_page(run: Run) -> tuple[str, list[str]]:
+    from grokscope.analysis.runner import read_rows, registry
     from grokscope.viz.describe import describe_row
 
     summary, metrics = run.summary(), run.metrics()
     title = f"grokscope run {run.config.name}"
     body = [f"<h1>{html.escape(title)}</h1>", f"<p class='lead'>{html.escape(run.task.describe())}</p>"]
     if summary is not None:
-        body.append(f"<p class='lead'><b>{html.escape(describe(summary))}</b></p>")
+        try:
+            body.append(f"<p class='lead'><b>{html.escape(describe(summary))}</b></p>")
+        except (KeyError, TypeError) as err:  # a partial summary: the facts it has are still shown
+            why = f"no {err} field" if isinstance(err, KeyError) else "its fields do not go together"
+            body.append(_note(f"{run.root / SUMMARY_FILE}: {why}, so no grokking sentence"))
         facts = {
             k: summary.get(k)
             for k in (
@@ -175,16 +208,22 @@ def _run_page(run: Run) -> tuple[str, list[str]]:
     analysis = run.root / "analysis"
     results = sorted(analysis.glob("*.json")) if analysis.is_dir() else []
     if results:
+        specs = registry()
         body.append("<h2>Analyses</h2><ul>")
         for path in results:
-            rows = read_json(path)
-            line = ""
-            if isinstance(rows, list) and rows and isinstance(rows[-1], dict) and "step" in rows[-1]:
-                line = f" ({len(rows)} checkpoints)"
-                # An older or foreign row layout gets no sentence; its figures still show it.
-                with contextlib.suppress(KeyError, TypeError, IndexError):
-                    line += f" — step {rows[-1]['step']}: {describe_row(path.stem, rows[-1])}"
-            body.append(f"<li><b>{html.escape(path.stem)}</b>{html.escape(line)}</li>")
+            line, note = "", None
+            if path.stem in specs:
+                rows, note = read_rows(path, specs[path.stem])
+                if rows:
+                    last = rows[max(rows)]
+                    line = f" ({len(rows)} checkpoints) — step {last['step']}"
+                    # A row layout the sentence does not know (another version's) gets none; its figures still show.
+                    with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError, IndexError):
+                        line += f": {describe_row(path.stem, last)}"
+            else:  # not a per-checkpoint analysis (dmd.json, <name>.summary.json): listed by name
+                note = _json_or_note(path)[1]
+            note_html = f" <span class='note'>{html.escape(note)}; not shown</span>" if note else ""
+            body.append(f"<li><b>{html.escape(path.stem)}</b>{html.escape(line)}{note_html}</li>")
         body.append("</ul>")
         body += _figures_in(analysis / "figures")
     body += ["<h2>Config</h2>", f"<pre>{html.escape(run.config.to_yaml())}</pre>"]
@@ -193,32 +232,25 @@ def _run_page(run: Run) -> tuple[str, list[str]]:
 
 def _experiment_page(root: Path) -> tuple[str, list[str]]:
     config: dict[str, Any] = {}
+    notes: list[str] = []
     for path in sorted(root.glob("*.json")):
-        data = read_json(path)
-        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data, note = _json_or_note(path)
+        if note is not None:
+            notes.append(f"{note}; left out")
+        elif isinstance(data, dict) and isinstance(data.get("config"), dict) and not config:
             config = data["config"]
-            break
     kind = config.get("kind", "experiment")
     title = f"grokscope {kind} experiment {config.get('name', root.name)}"
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    body = [f"<h1>{html.escape(title)}</h1>", *map(_note, notes)]
     if (root / "results.csv").is_file():
-        with (root / "results.csv").open(newline="") as f:
-            body += ["<h2>Results</h2>", _table(list(csv.DictReader(f)))]
+        try:
+            body += ["<h2>Results</h2>", _table(list(csv.DictReader(io.StringIO(read_text(root / "results.csv")))))]
+        except UserError as err:
+            body.append(_note(f"{err}; results left out"))
+        except csv.Error as err:
+            body.append(_note(f"{root / 'results.csv'}: not a CSV table ({err}); results left out"))
     if (root / "stats.json").is_file():
-        stats = read_json(root / "stats.json")
-        described = stats.get("describe", {})
-        for threshold, groups in described.items():
-            body += [
-                f"<h3>Epochs to {html.escape(threshold)}</h3>",
-                _table(
-                    [
-                        {"condition": c, **{k: v for k, v in d.items() if not isinstance(v, list)}}
-                        for c, d in groups.items()
-                    ]
-                ),
-            ]
-        for threshold, pairs in stats.get("compare", {}).items():
-            body += [f"<h3>Comparisons at {html.escape(threshold)}</h3>", _table(pairs)]
+        body += _stats(root / "stats.json")
     figures = _figures_in(root / "figures")
     if figures:
         body += ["<h2>Figures</h2>", *figures]
@@ -226,7 +258,11 @@ def _experiment_page(root: Path) -> tuple[str, list[str]]:
     if runs:
         rows = []
         for run_dir in runs:
-            s = read_json(run_dir / SUMMARY_FILE)
+            try:
+                s = read_summary(run_dir / SUMMARY_FILE)
+            except UserError as err:  # one damaged run does not hide the others
+                body.append(_note(f"{err}; run left out of the table"))
+                continue
             final = s.get("final") or {}
             rows.append(
                 {
@@ -240,3 +276,35 @@ def _experiment_page(root: Path) -> tuple[str, list[str]]:
     if config:
         body += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"]
     return title, body
+
+
+def _records(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+
+
+def _stats(path: Path) -> list[str]:
+    """The statistics tables of ``stats.json``: ``describe`` (threshold -> condition -> statistics) and ``compare``
+    (threshold -> rows); a layout other than that is a note."""
+    stats, note = _json_or_note(path)
+    if note is not None:
+        return [_note(f"{note}; statistics left out")]
+    described = stats.get("describe", {}) if isinstance(stats, dict) else None
+    compared = stats.get("compare", {}) if isinstance(stats, dict) else None
+    if (
+        not isinstance(described, dict)
+        or not all(isinstance(g, dict) and all(isinstance(d, dict) for d in g.values()) for g in described.values())
+        or not isinstance(compared, dict)
+        or not all(_records(pairs) for pairs in compared.values())
+    ):
+        return [_note(f"{path}: not the statistics an experiment writes (describe, compare); left out")]
+    out = []
+    for threshold, groups in described.items():
+        out += [
+            f"<h3>Epochs to {html.escape(threshold)}</h3>",
+            _table(
+                [{"condition": c, **{k: v for k, v in d.items() if not isinstance(v, list)}} for c, d in groups.items()]
+            ),
+        ]
+    for threshold, pairs in compared.items():
+        out += [f"<h3>Comparisons at {html.escape(threshold)}</h3>", _table(pairs)]
+    return out
