@@ -387,3 +387,20 @@ def test_a_signal_saves_the_run_says_how_to_resume_and_resumes_bitwise(tmp_path,
     for name in ("step_0001000.safetensors", "step_0003000.safetensors"):
         a, b = load_file(whole / "checkpoints" / name), load_file(run_dir / "checkpoints" / name)
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_analyze_holds_its_output_folder_and_cleans_what_a_killed_analyze_left(tmp_path, config_file):
+    assert train(config_file, tmp_path).exit_code == 0
+    analysis = tmp_path / "tiny" / "analysis"
+    with FolderLock(analysis, "grokscope analyze"):
+        line = one_line_error(invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet"))
+        assert f"in use by pid {os.getpid()}" in line
+    stale = [analysis / ".fourier.json.ab12.tmp", analysis / "figures" / ".fourier.html.cd34.tmp"]
+    stale[1].parent.mkdir(parents=True, exist_ok=True)
+    for path in stale:
+        path.write_text("half")
+    assert invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet").exit_code == 0
+    assert not any(p.exists() for p in stale)
+    # A run that is training does not block analysing it: the two hold different folders.
+    with FolderLock(tmp_path / "tiny", "grokscope train"):
+        assert invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet", "--no-figures").exit_code == 0

@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from grokscope.analysis.common import answer_activations, jsonable, require_grid
 from grokscope.analysis.spec import AnalysisSpec, RowResult, rows_frame
 from grokscope.errors import UserError
+from grokscope.rundir import FolderLock
 from grokscope.store import (
     ANALYSIS_DIR,
     Run,
@@ -408,7 +409,43 @@ def analyze(
     asked for; otherwise such an analysis is a :class:`UserError`. ``key_frequencies`` / ``key_from``: the
     reference key set (given, or ``final``, ``each`` or a step). ``options``: extra ``compute`` keywords per
     analysis (a cached row is reused only when computed with the same options).
+
+    The output folder is locked while this runs (a second ``analyze`` of it gets one line naming this process; a
+    run that is training meanwhile is not blocked), and temporary files a killed ``analyze`` left there go.
     """
+    folder = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
+    with FolderLock(folder, "grokscope analyze"):
+        for leftover in [*folder.glob(".*.tmp"), *folder.glob("figures/.*.tmp")]:
+            leftover.unlink(missing_ok=True)
+        return _analyze(
+            run,
+            names,
+            steps=steps,
+            every=every,
+            out_dir=folder,
+            device=device,
+            progress=progress,
+            skip_inapplicable=skip_inapplicable,
+            key_frequencies=key_frequencies,
+            key_from=key_from,
+            options=options,
+        )
+
+
+def _analyze(
+    run: Run,
+    names: Sequence[str],
+    *,
+    steps: Sequence[int] | None,
+    every: int | None,
+    out_dir: Path,
+    device: str,
+    progress: bool,
+    skip_inapplicable: bool,
+    key_frequencies: Sequence[int] | None,
+    key_from: str | int,
+    options: dict[str, dict[str, Any]] | None,
+) -> AnalysisReport:
     every_spec = registry()
     unknown = [n for n in names if n not in every_spec]
     if unknown:
