@@ -11,20 +11,14 @@ import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import tiny_config
 from grokscope.cli import app
 
 from .crashing import run_killed
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-name: tiny
-seed: 0
-task: {operation: add, modulus: 13, train_fraction: 0.5}
-model: {preset: nanda, d_model: 32, n_heads: 2, d_head: 16, d_mlp: 64}
-optim: {lr: 0.01, weight_decay: 1.0}
-train: {steps: 60, eval_every: 10, checkpoints: {every: 20}}
-"""
+CONFIG = tiny_config().to_yaml()  # (a + b) mod 13, 60 steps, checkpoints every 20
 VOLATILE = {"wall_time_s", "versions", "seeds_trained_together"}
 
 
