@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from grokscope import forward
 from grokscope.config import load_config
 from grokscope.models import build_model
 from grokscope.tasks import ModularTask, make_split
-from grokscope.training import forward
 from grokscope.training.loop import Objective, adamw, apply_update, model_forward, reproducible, resolve_device
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -62,7 +62,7 @@ def variants(config_name: str, seed_counts: list[int], device: torch.device) -> 
         else:
             stacked = forward.stack_parameters(models)
             params = list(stacked.values())
-            arch = forward.Architecture.of(models[0])
+            arch = models[0].cfg.architecture()
             model_logits = lambda t, s=stacked, a=arch: forward.logits(s, t, a, objective.window)  # noqa: E731
         optimizer = adamw(params, cfg.optim, device)
         tokens, labels = train.tokens.expand(n, -1, -1), train.labels.expand(n, -1, -1)

@@ -10,29 +10,28 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
+    from grokscope.models import GrokTransformer
     from grokscope.store import Run
 
 
 class Callback:
     """Base class with no-op hooks; override the ones you need."""
 
-    def on_train_begin(self, run: Run, model: HookedTransformer, step: int) -> None:
+    def on_train_begin(self, run: Run, model: GrokTransformer, step: int) -> None:
         """Before the first update (``step`` > 0 when resuming)."""
 
-    def on_after_backward(self, step: int, model: HookedTransformer) -> None:
+    def on_after_backward(self, step: int, model: GrokTransformer) -> None:
         """Gradients of the update that takes the model from ``step`` to ``step + 1`` are in ``.grad``."""
 
-    def on_step_end(self, step: int, model: HookedTransformer) -> None:
+    def on_step_end(self, step: int, model: GrokTransformer) -> None:
         """After the update that brought the model to ``step``."""
 
-    def on_eval(self, step: int, model: HookedTransformer, metrics: dict[str, Any]) -> None:
+    def on_eval(self, step: int, model: GrokTransformer, metrics: dict[str, Any]) -> None:
         """After the metrics at ``step`` were computed."""
 
-    def on_checkpoint(self, step: int, model: HookedTransformer) -> None:
+    def on_checkpoint(self, step: int, model: GrokTransformer) -> None:
         """After the checkpoint and metrics at ``step`` were written, before the resume state that marks them
         complete: flush recordings here."""
 
-    def on_train_end(self, run: Run, model: HookedTransformer, step: int) -> None:
+    def on_train_end(self, run: Run, model: GrokTransformer, step: int) -> None:
         """After the last update and the final checkpoint."""

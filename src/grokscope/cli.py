@@ -177,7 +177,7 @@ def train(
         )
         make_recorders(record or [], record_every)  # a bad name fails before any run starts
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
-        if record:  # recorders watch one HookedTransformer each: seeds then train one after another
+        if record:  # recorders watch one GrokTransformer each: seeds then train one after another
             results = [
                 train_run(cfg, run_dir, callbacks=make_recorders(record, record_every), **options)
                 for cfg, run_dir in jobs

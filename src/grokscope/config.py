@@ -69,7 +69,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class ModelConfig(_Section):
-    """A HookedTransformer: a preset, any field of which can be overridden. Vocab and context come from the task."""
+    """A :class:`~grokscope.models.GrokTransformer`: a preset, any field of which can be overridden. Vocab and context
+    come from the task."""
 
     preset: Literal["nanda", "power"] = "nanda"
     n_layers: int | None = Field(None, ge=1)
@@ -77,7 +78,7 @@ class ModelConfig(_Section):
     n_heads: int | None = Field(None, ge=1)
     d_head: int | None = Field(None, ge=1)
     d_mlp: int | None = Field(None, ge=1)
-    act_fn: Literal["relu", "gelu", "silu", "gelu_new", "solu_ln"] | None = None
+    act_fn: Literal["relu", "gelu", "silu", "gelu_new"] | None = None
     normalization: Normalization | None = None
     dtype: Literal["float32", "float64"] = "float32"
     init_perturbation: float = Field(

@@ -43,7 +43,8 @@ from grokscope.tasks import Dataset, ModularTask, Split, make_split
 
 if TYPE_CHECKING:
     import pandas as pd
-    from transformer_lens import HookedTransformer
+
+    from grokscope.models import GrokTransformer
 
 CONFIG_FILE = "config.yaml"
 SPLIT_FILE = "split.safetensors"
@@ -546,8 +547,8 @@ class Run:
             raise UserError(f"{self.checkpoint_dir}: no checkpoint at step {step} (have {steps[0]}..{steps[-1]})")
         return load_checkpoint(self.checkpoint_path(step))
 
-    def load_model(self, step: int | None = None, device: torch.device | str = "cpu") -> HookedTransformer:
-        """A ``HookedTransformer`` with the weights at ``step`` (default: the latest checkpoint)."""
+    def load_model(self, step: int | None = None, device: torch.device | str = "cpu") -> GrokTransformer:
+        """A :class:`~grokscope.models.GrokTransformer` with the weights at ``step`` (default: the latest checkpoint)."""
         from grokscope.models import load_model
 
         state = self.load_state_dict(step)

@@ -1,13 +1,28 @@
-"""The fast training forward against the plain HookedTransformer forward, in float64."""
+"""grokscope's model and its one forward, against TransformerLens 3.9's HookedTransformer, in float64.
+
+Under every TransformerLens version: the stored reference (logits and gradients TransformerLens 3.9 computed, see
+tests/fixtures/make_tl39_reference.py) and the training path (stacked models, loss window) against the model's own
+forward. Under TransformerLens 3.x also live: the same initial weights draw for draw, ``to_hooked_transformer``, and
+the same activations at every hook point.
+"""
+
+import warnings
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
+from grokscope import forward
 from grokscope.config import parse_config
-from grokscope.models import build_model
+from grokscope.models import GrokConfig, GrokTransformer, build_model
 from grokscope.tasks import ModularTask
-from grokscope.training import forward
 from grokscope.training.loop import Objective
+
+REFERENCE = Path(__file__).parents[1] / "fixtures" / "tl39_reference.safetensors"
+TL3 = version("transformer-lens").startswith("3.")
 
 ARCHITECTURES = {
     "nanda": {"task": {"modulus": 17}, "model": {"preset": "nanda"}},
@@ -29,28 +44,60 @@ def models_and_task(sections: dict, n: int = 3):
     return [build_model(config.model, task, seed=s) for s in range(n)], task, config
 
 
+def reference_models() -> list[str]:
+    with safe_open(str(REFERENCE), framework="pt") as f:
+        return sorted({key.split(".")[0] for key in f.keys()})  # noqa: SIM118 (safe_open is not a dict)
+
+
+@pytest.mark.parametrize("name", reference_models())
+def test_logits_and_gradients_match_transformer_lens_3_9s_stored_reference(name):
+    stored = {k[len(name) + 1 :]: v for k, v in load_file(REFERENCE).items() if k.startswith(f"{name}.")}
+    weights = {k[len("weight.") :]: v for k, v in stored.items() if k.startswith("weight.")}
+    buffers = {k[len("buffer.") :]: v for k, v in stored.items() if k.startswith("buffer.")}
+    blocks = {int(k.split(".")[1]) for k in weights if k.startswith("blocks.")}
+    attn = weights["blocks.0.attn.W_Q"]
+    norm = next((kind for kind, key in (("LN", "blocks.0.ln1.b"), ("RMS", "blocks.0.ln1.w")) if key in weights), None)
+    cfg = GrokConfig(
+        n_layers=len(blocks),
+        d_model=attn.shape[1],
+        n_heads=attn.shape[0],
+        d_head=attn.shape[2],
+        d_mlp=weights["blocks.0.mlp.W_in"].shape[1],
+        d_vocab=weights["embed.W_E"].shape[0],
+        d_vocab_out=weights["unembed.W_U"].shape[1],
+        n_ctx=weights["pos_embed.W_pos"].shape[0],
+        act_fn={"nanda": "relu", "power_ln": "relu", "rms_gelu_new": "gelu_new", "lnpre_silu": "silu"}[name],
+        normalization_type=norm or ("LNPre" if name == "lnpre_silu" else None),
+        dtype=torch.float64,
+    )
+    model = GrokTransformer(cfg)
+    model.load_state_dict({**weights, **buffers}, strict=True)  # the checkpoint format is TransformerLens's
+    logits = model(stored["tokens"])
+    assert (logits - stored["logits"]).abs().max().item() <= 1e-10
+    (logits * stored["probe"]).sum().backward()
+    for param_name, p in model.named_parameters():
+        assert (p.grad - stored[f"grad.{param_name}"]).abs().max().item() <= 1e-10, param_name
+
+
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_fast_forward_matches_hooked_transformer_in_float64(name):
+def test_the_training_path_is_the_models_forward_stacked_and_windowed(name):
     models, task, config = models_and_task(ARCHITECTURES[name])
     window = Objective.of(config, task).window
     tokens = task.dataset().tokens[:200]
-    arch = forward.Architecture.of(models[0])
-    assert forward.unsupported(models[0]) is None
+    arch = models[0].cfg.architecture()
     with torch.no_grad():
         stacked = forward.logits(forward.stack_parameters(models), tokens.expand(3, -1, -1), arch, window)
-        single = forward.logits(forward.parameter_views(models[1]), tokens[None], arch, window)[0]
         reference = torch.stack([m(tokens)[:, window] for m in models])
     assert stacked.shape == reference.shape
     assert (stacked - reference).abs().max().item() <= 1e-10
-    assert (single - reference[1]).abs().max().item() <= 1e-10
 
 
-def test_fast_forward_gradients_reach_the_models_own_parameters():
+def test_gradients_of_the_training_path_reach_the_models_own_parameters():
     models, task, config = models_and_task(ARCHITECTURES["power, LN, 2 layers"], n=1)
     model = models[0]
     objective = Objective.of(config, task)
     data = task.dataset().subset(slice(0, 64))
-    arch = forward.Architecture.of(model)
+    arch = model.cfg.architecture()
     fast = objective.loss(
         forward.logits(forward.parameter_views(model), data.tokens[None], arch, objective.window), data.labels[None]
     ).sum()
@@ -62,6 +109,102 @@ def test_fast_forward_gradients_reach_the_models_own_parameters():
         assert torch.allclose(fast_grads[name], p.grad, atol=1e-12, rtol=0), name
 
 
-def test_unsupported_architectures_are_named():
-    models, _, _ = models_and_task({"task": {"modulus": 7}, "model": {"act_fn": "solu_ln"}}, n=1)
-    assert forward.unsupported(models[0]) == "act_fn solu_ln"
+def test_hooks_see_transformer_lens_shapes_and_can_change_the_output():
+    (model,), task, _ = models_and_task(ARCHITECTURES["power, LN, 2 layers"], n=1)
+    tokens = task.dataset().tokens[:5]
+    b, t = tokens.shape
+    c = model.cfg
+    logits, cache = model.run_with_cache(tokens)
+    expected = {
+        "hook_embed": (b, t, c.d_model),
+        "hook_pos_embed": (b, t, c.d_model),
+        "blocks.1.attn.hook_q": (b, t, c.n_heads, c.d_head),
+        "blocks.1.attn.hook_pattern": (b, c.n_heads, t, t),
+        "blocks.1.attn.hook_z": (b, t, c.n_heads, c.d_head),
+        "blocks.0.ln1.hook_scale": (b, t, 1),
+        "blocks.0.mlp.hook_post": (b, t, c.d_mlp),
+        "blocks.1.hook_resid_post": (b, t, c.d_model),
+        "ln_final.hook_normalized": (b, t, c.d_model),
+        "unembed.hook_out": (b, t, c.d_vocab_out),
+    }
+    for name, shape in expected.items():
+        assert tuple(cache[name].shape) == shape, name
+    assert torch.equal(cache["unembed.hook_out"], logits)
+    # Zero-ablating every MLP neuron through a hook equals removing the MLP output by hand.
+    zeroed = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.mlp.hook_post", lambda x, hook: torch.zeros_like(x))])
+    by_hand = model.run_with_hooks(
+        tokens, fwd_hooks=[("blocks.1.hook_mlp_out", lambda x, hook: model.blocks[1].mlp.b_out.expand_as(x))]
+    )
+    assert (zeroed - by_hand).abs().max().item() <= 1e-12
+    # Per-head results, as with TransformerLens's use_attn_result, sum to the attention output.
+    model.set_use_attn_result(True)
+    _, cache = model.run_with_cache(tokens)
+    attn_out = cache["blocks.0.attn.hook_result"].sum(-2) + model.blocks[0].attn.b_O
+    assert (attn_out - cache["blocks.0.hook_attn_out"]).abs().max().item() <= 1e-12
+    assert (model(tokens) - logits).abs().max().item() <= 1e-12
+
+
+def test_weight_properties_stack_layers_as_transformer_lens_does():
+    (model,), _, _ = models_and_task(ARCHITECTURES["power, LN, 2 layers"], n=1)
+    c = model.cfg
+    assert model.W_in.shape == (2, c.d_model, c.d_mlp) and torch.equal(model.W_in[1], model.blocks[1].mlp.W_in)
+    assert model.W_Q.shape == (2, c.n_heads, c.d_model, c.d_head)
+    assert model.W_O.shape == (2, c.n_heads, c.d_head, c.d_model)
+    assert model.QK.shape == (2, c.n_heads, c.d_model, c.d_model)
+    ov = model.OV.AB
+    assert torch.allclose(ov[0, 1], model.W_V[0, 1] @ model.W_O[0, 1])
+
+
+@pytest.mark.skipif(not TL3, reason="TransformerLens 4 has no HookedTransformer")
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_live_against_hooked_transformer(name):
+    """Under TransformerLens 3.x: the same initial draws, and ``to_hooked_transformer`` computes the same thing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    (model,), task, _ = models_and_task(ARCHITECTURES[name], n=1)
+    c = model.cfg
+    tl_cfg = HookedTransformerConfig(
+        n_layers=c.n_layers,
+        d_model=c.d_model,
+        n_heads=c.n_heads,
+        d_head=c.d_head,
+        d_mlp=c.d_mlp,
+        act_fn=c.act_fn,
+        normalization_type=c.normalization_type,
+        d_vocab=c.d_vocab,
+        d_vocab_out=c.d_vocab_out,
+        n_ctx=c.n_ctx,
+        dtype=c.dtype,
+        device="cpu",
+        seed=None,
+    )
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.manual_seed(0)
+        drawn_by_tl = HookedTransformer(tl_cfg, move_to_device=False).state_dict()
+    ours = model.state_dict()
+    assert list(ours) == list(drawn_by_tl)
+    assert all(torch.equal(ours[k], drawn_by_tl[k]) and ours[k].dtype == drawn_by_tl[k].dtype for k in ours)
+
+    hooked = model.to_hooked_transformer()
+    tokens = task.dataset().tokens[:100]
+    ours_logits, ours_cache = model.run_with_cache(tokens)
+    tl_logits, tl_cache = hooked.run_with_cache(tokens)
+    assert (ours_logits - tl_logits).abs().max().item() <= 1e-10
+    assert set(ours_cache.keys()) == set(tl_cache.keys())
+    for key in tl_cache.keys():  # noqa: SIM118 (an ActivationCache)
+        a, b = ours_cache[key], tl_cache[key]
+        masked = a.isinf()  # the causal mask: -inf in both
+        assert torch.equal(masked, b.isinf()), key
+        assert (a[~masked] - b[~masked]).abs().max().item() <= 1e-10, key
+
+
+def test_a_model_builds_without_transformer_lens_deprecation_warnings():
+    sections = ARCHITECTURES["nanda"]
+    config = parse_config({**sections, "model": {**sections["model"], "d_model": 16, "d_mlp": 32}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = build_model(config.model, ModularTask.from_config(config.task))
+        model.run_with_cache(torch.zeros(2, 3, dtype=torch.long))

@@ -24,7 +24,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "ablation"
 
@@ -132,7 +132,7 @@ def _format_ids(ids: tuple[int, ...]) -> str:
 
 
 # Checking specs against a model ------------------------------------------------------------------------------------
-def _check(spec: Ablation, model: HookedTransformer, task: ModularTask) -> None:
+def _check(spec: Ablation, model: GrokTransformer, task: ModularTask) -> None:
     cfg = model.cfg
     bounds = {
         "head": (0, cfg.n_heads, "heads"),
@@ -193,12 +193,12 @@ def table_frequency_part(tables: Float[Tensor, "p p n"], frequencies: Sequence[i
     return torch.einsum("ia,ijn,jb->abn", fourier, kept, fourier)
 
 
-def frequency_embedding_norms(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
+def frequency_embedding_norms(model: GrokTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
     """How much of the number-token embeddings each frequency carries: the norm of its Fourier coefficients."""
     return basis.matrix_spectrum(model.W_E[: task.modulus].double()).cpu()
 
 
-def control_frequencies(model: HookedTransformer, task: ModularTask, key: Sequence[int]) -> tuple[int, ...]:
+def control_frequencies(model: GrokTransformer, task: ModularTask, key: Sequence[int]) -> tuple[int, ...]:
     """As many non-key frequencies as ``key`` has: those with the largest embedding norms (ties: lower first).
 
     Taking strong frequencies makes the control a fair one: ablating frequencies the embedding does not use would
@@ -219,7 +219,7 @@ def _other_rows(n: int, seed: int, device: torch.device) -> Int[Tensor, " n"]:
 
 
 def _ablation_hook(
-    spec: Ablation, task: ModularTask, model: HookedTransformer, data: Dataset, clean: dict[str, Tensor]
+    spec: Ablation, task: ModularTask, model: GrokTransformer, data: Dataset, clean: dict[str, Tensor]
 ) -> Callable[[Tensor, Any], Tensor]:
     """A forward hook for ``_hook_name(spec)`` that ablates ``spec`` on the rows of ``data``."""
     name = _hook_name(spec)
@@ -263,7 +263,7 @@ def _ablation_hook(
 
 
 def _clean_run(
-    model: HookedTransformer, task: ModularTask, data: Dataset, specs: Sequence[Ablation]
+    model: GrokTransformer, task: ModularTask, data: Dataset, specs: Sequence[Ablation]
 ) -> tuple[Float[Tensor, "n d_vocab_out"], dict[str, Tensor]]:
     names = sorted({_hook_name(spec) for spec in specs if _needs_clean(spec)})
     logits, cache = model.run_with_cache(data.tokens, names_filter=names)
@@ -271,14 +271,14 @@ def _clean_run(
 
 
 def _ablated(
-    model: HookedTransformer, task: ModularTask, data: Dataset, spec: Ablation, clean: dict[str, Tensor]
+    model: GrokTransformer, task: ModularTask, data: Dataset, spec: Ablation, clean: dict[str, Tensor]
 ) -> Float[Tensor, "n d_vocab_out"]:
     hook = _ablation_hook(spec, task, model, data, clean)
     return model.run_with_hooks(data.tokens, fwd_hooks=[(_hook_name(spec), hook)])[:, task.answer_position]
 
 
 @torch.no_grad()
-def ablated_logits(model: HookedTransformer, task: ModularTask, spec: Ablation) -> Float[Tensor, "n d_vocab_out"]:
+def ablated_logits(model: GrokTransformer, task: ModularTask, spec: Ablation) -> Float[Tensor, "n d_vocab_out"]:
     """Answer-position logits under ``spec`` for every row of ``task.dataset()`` (means and resamples over them)."""
     _check(spec, model, task)
     data = task.dataset().to(model_device(model))
@@ -348,7 +348,7 @@ def _has_grid(task: ModularTask) -> bool:
 
 
 def default_specs(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     key_frequencies: Sequence[int] | None = None,
     single_frequencies: bool = True,
@@ -385,7 +385,7 @@ def _scores(logits: Float[Tensor, "n d_vocab_out"], answers: Int[Tensor, " n"], 
 
 @torch.no_grad()
 def compute(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,

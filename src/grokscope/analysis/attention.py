@@ -21,7 +21,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "attention"
 
@@ -124,7 +124,7 @@ class AttentionResult(RowResult):
 
 @torch.no_grad()
 def compute(
-    model: HookedTransformer, task: ModularTask, *, split: Split | None = None, include_heatmaps: bool = False
+    model: GrokTransformer, task: ModularTask, *, split: Split | None = None, include_heatmaps: bool = False
 ) -> AttentionResult:
     """Attention patterns and score Fourier shares over every (a, b); ``split`` is unused (all inputs count)."""
     p = require_grid(task, NAME)
@@ -152,7 +152,7 @@ def compute(
 
 
 @torch.no_grad()
-def attention_html(model: HookedTransformer, task: ModularTask, pairs: list[tuple[int, int]]) -> str:
+def attention_html(model: GrokTransformer, task: ModularTask, pairs: list[tuple[int, int]]) -> str:
     """Interactive circuitsvis view of every head's attention on the inputs ``pairs``, as self-contained HTML.
 
     One circuitsvis element shows a thumbnail per (input, layer, head), named like ``a=3 b=5 L0H1``; the tokens

@@ -1,6 +1,6 @@
 """What every analysis shares: the (a, b) input grid, the answer-position forward, scoring, JSON-ready values.
 
-Analyses take a ``HookedTransformer`` and a :class:`~grokscope.tasks.ModularTask` and return a result dataclass;
+Analyses take a :class:`~grokscope.models.GrokTransformer` and a :class:`~grokscope.tasks.ModularTask` and return a result dataclass;
 :func:`jsonable` turns tensors, arrays and nested dataclasses into plain JSON values. :func:`answer_activations`
 runs the grid once, computing the last layer only at the answer position, so that several analyses of one
 checkpoint share a single forward pass. :func:`answer_loss` and :func:`score_splits` score logits the same way
@@ -23,7 +23,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 
 def require_grid(task: ModularTask, analysis: str) -> int:
@@ -40,13 +40,13 @@ def grid_inputs(task: ModularTask, device: torch.device | str = "cpu") -> Datase
     return task.dataset().to(device)
 
 
-def model_device(model: HookedTransformer) -> torch.device:
+def model_device(model: GrokTransformer) -> torch.device:
     return next(model.parameters()).device
 
 
 @torch.no_grad()
 def answer_logits(
-    model: HookedTransformer, task: ModularTask, data: Dataset, chunk: int = 16_384
+    model: GrokTransformer, task: ModularTask, data: Dataset, chunk: int = 16_384
 ) -> Float[Tensor, "n d_vocab_out"]:
     """Logits at the answer position for every row of ``data``, in chunks to bound memory."""
     parts = [model(data.tokens[i : i + chunk])[:, task.answer_position] for i in range(0, len(data), chunk)]
@@ -63,7 +63,7 @@ class AnswerActivations:
 
 
 @torch.no_grad()
-def answer_activations(model: HookedTransformer, task: ModularTask, chunk: int = 16_384) -> AnswerActivations:
+def answer_activations(model: GrokTransformer, task: ModularTask, chunk: int = 16_384) -> AnswerActivations:
     """One pass over every input that keeps only the answer position after the last attention layer.
 
     After the last attention nothing mixes positions, so dropping the others at ``hook_resid_mid`` leaves the

@@ -21,7 +21,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "compare"
 
@@ -88,8 +88,8 @@ def principal_angles(a: Float[Tensor, "p k"], b: Float[Tensor, "p k"]) -> Float[
 
 @torch.no_grad()
 def compare(
-    model_a: HookedTransformer,
-    model_b: HookedTransformer,
+    model_a: GrokTransformer,
+    model_b: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,
@@ -136,7 +136,7 @@ def compare(
 
 
 def compute(
-    model: HookedTransformer, task: ModularTask, *, split: Split | None = None, other: HookedTransformer, **params: Any
+    model: GrokTransformer, task: ModularTask, *, split: Split | None = None, other: GrokTransformer, **params: Any
 ) -> CompareResult:
     """The common analysis interface: compare ``model`` with ``other``."""
     return compare(model, other, task, split=split, **params)

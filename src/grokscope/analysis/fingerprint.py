@@ -35,8 +35,7 @@ from grokscope.tasks import Dataset, ModularTask, Split
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from transformer_lens import HookedTransformer
-
+    from grokscope.models import GrokTransformer
     from grokscope.store import Run
 
 NAME = "fingerprint"
@@ -75,7 +74,7 @@ class FingerprintSpec:
 
 @torch.no_grad()
 def fingerprint(
-    model: HookedTransformer, task: ModularTask, probe: Dataset, spec: FingerprintSpec
+    model: GrokTransformer, task: ModularTask, probe: Dataset, spec: FingerprintSpec
 ) -> Float[Tensor, "n_observables n_quantiles"]:
     """Quantiles of each observable (rows in :data:`OBSERVABLES` order) on the probe set, in float64, on-device."""
     logits = model(probe.tokens)[:, spec.position(task)].double()
@@ -115,9 +114,7 @@ def _middle(quantiles: tuple[float, ...], values: list[float]) -> float | None:
     return values[i]
 
 
-def compute(
-    model: HookedTransformer, task: ModularTask, *, split: Split | None = None, **spec: Any
-) -> FingerprintResult:
+def compute(model: GrokTransformer, task: ModularTask, *, split: Split | None = None, **spec: Any) -> FingerprintResult:
     """The fingerprint of a saved checkpoint (the same vector the recorder takes during training)."""
     spec_ = FingerprintSpec(**spec)
     probe = task.dataset().subset(spec_.probe_rows(task)).to(model_device(model))
@@ -182,11 +179,11 @@ class FingerprintRecorder(Callback):
         self._probe: Dataset | None = None
         self._task: ModularTask | None = None
 
-    def _record(self, step: int, model: HookedTransformer) -> None:
+    def _record(self, step: int, model: GrokTransformer) -> None:
         self._steps.append(step)
         self._values.append(fingerprint(model, self._task, self._probe, self.spec))
 
-    def on_train_begin(self, run: Run, model: HookedTransformer, step: int) -> None:
+    def on_train_begin(self, run: Run, model: GrokTransformer, step: int) -> None:
         self._run, self._task = run, run.task
         self._probe = self._task.dataset().subset(self.spec.probe_rows(self._task)).to(model_device(model))
         self._steps, self._values = [], []
@@ -198,7 +195,7 @@ class FingerprintRecorder(Callback):
         if step == 0:
             self._record(0, model)
 
-    def on_step_end(self, step: int, model: HookedTransformer) -> None:
+    def on_step_end(self, step: int, model: GrokTransformer) -> None:
         if step % self.every == 0:
             self._record(step, model)
 
@@ -215,10 +212,10 @@ class FingerprintRecorder(Callback):
         }
         atomic_write(recording_path(self._run), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
-    def on_checkpoint(self, step: int, model: HookedTransformer) -> None:
+    def on_checkpoint(self, step: int, model: GrokTransformer) -> None:
         self._flush()
 
-    def on_train_end(self, run: Run, model: HookedTransformer, step: int) -> None:
+    def on_train_end(self, run: Run, model: GrokTransformer, step: int) -> None:
         self._flush()
 
 

@@ -23,7 +23,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "fourier"
 
@@ -142,7 +142,7 @@ def _check_fraction(name: str, value: float) -> None:
 
 @torch.no_grad()
 def compute(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,
@@ -238,7 +238,7 @@ def compute(
     )
 
 
-def key_frequencies(model: HookedTransformer, task: ModularTask, **params: Any) -> list[int]:
+def key_frequencies(model: GrokTransformer, task: ModularTask, **params: Any) -> list[int]:
     """The model's key frequencies (ascending ints in 1..p//2): those at least two rules of :func:`compute` choose."""
     return compute(model, task, **params).key_frequencies
 

@@ -31,8 +31,7 @@ from grokscope.store import RECORDINGS_DIR, atomic_write_text, read_metrics
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
+    from grokscope.models import GrokTransformer
     from grokscope.store import Run
 
 NAME = "gradients"
@@ -60,7 +59,7 @@ def _group_norms(norms: dict[str, Tensor], key) -> dict[str, float]:
 
 
 def training_gradients(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     split: Split | None,
     loss_fn: str = "softmax",
@@ -141,11 +140,11 @@ def _cosine(a: Tensor, b: Tensor) -> float:
 
 
 def compute(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,
-    previous: HookedTransformer | None = None,
+    previous: GrokTransformer | None = None,
     previous_gradients: dict[str, Tensor] | None = None,
     previous_result: GradientsResult | None = None,
     previous_step: int | None = None,
@@ -233,11 +232,11 @@ class GradientNormRecorder(Callback):
     def path(self):
         return self._run.root / RECORDINGS_DIR / RECORDING_FILE
 
-    def on_train_begin(self, run: Run, model: HookedTransformer, step: int) -> None:
+    def on_train_begin(self, run: Run, model: GrokTransformer, step: int) -> None:
         self._run = run
         self.rows = [row for row in read_metrics(self.path) if row["step"] < step] if step else []
 
-    def on_after_backward(self, step: int, model: HookedTransformer) -> None:
+    def on_after_backward(self, step: int, model: GrokTransformer) -> None:
         if step % self.every:
             return
         groups: dict[str, list[Tensor]] = {}
@@ -254,10 +253,10 @@ class GradientNormRecorder(Callback):
         if self._run is not None:
             atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in self.rows))
 
-    def on_checkpoint(self, step: int, model: HookedTransformer) -> None:
+    def on_checkpoint(self, step: int, model: GrokTransformer) -> None:
         self._flush()
 
-    def on_train_end(self, run: Run, model: HookedTransformer, step: int) -> None:
+    def on_train_end(self, run: Run, model: GrokTransformer, step: int) -> None:
         self._flush()
 
 

@@ -74,7 +74,7 @@ from grokscope.losses import loss_function
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "llc"
 
@@ -245,8 +245,7 @@ def _working_copy(model: nn.Module, device: torch.device) -> nn.Module:
     work.train()  # devinterp samples in train mode; L(w*) must be measured in the same mode
     if model_device(work) == device:
         return work
-    # HookedTransformer.to prints a line unless told not to.
-    return work.to(device, print_details=False) if hasattr(work, "move_model_modules_to_device") else work.to(device)
+    return work.to(device)
 
 
 @torch.no_grad()
@@ -374,7 +373,7 @@ def _objective(task: ModularTask, loss_fn: str = "softmax", loss_dtype: str = "f
 
 
 def compute(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,
@@ -452,7 +451,7 @@ class CalibrationResult:
 
 
 def calibrate(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,

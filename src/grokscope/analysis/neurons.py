@@ -27,7 +27,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "neurons"
 CLUSTER_THRESHOLD = 0.85
@@ -156,7 +156,7 @@ class NeuronsResult(RowResult):
         return {"neurons": [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]}
 
 
-def resolve_layer(model: HookedTransformer, layer: int | None) -> int:
+def resolve_layer(model: GrokTransformer, layer: int | None) -> int:
     """``layer`` as a non-negative index (default: the last layer), after checking the model has that MLP."""
     n_layers = model.cfg.n_layers
     if model.cfg.attn_only:
@@ -173,7 +173,7 @@ class _Captured(Exception):
 
 @torch.no_grad()
 def neuron_activations(
-    model: HookedTransformer, task: ModularTask, layer: int | None = None, chunk: int = 16_384
+    model: GrokTransformer, task: ModularTask, layer: int | None = None, chunk: int = 16_384
 ) -> Float[Tensor, "p p d_mlp"]:
     """MLP post-activations at the answer position for every (a, b), indexed ``[a, b, neuron]``, in the model's dtype."""
     p = require_grid(task, NAME)
@@ -243,7 +243,7 @@ def _fve_and_live_chunk(acts: Float[Tensor, "p p n"]) -> tuple[Float[Tensor, "n_
 
 
 @torch.no_grad()
-def embed_unembed_products(model: HookedTransformer, task: ModularTask) -> Float[Tensor, "n_freq d_model"]:
+def embed_unembed_products(model: GrokTransformer, task: ModularTask) -> Float[Tensor, "n_freq d_model"]:
     """``|W_E[:p, d]|_k * |W_U[d, :p]|_k`` (float64): how much residual dimension d both reads and writes frequency k.
 
     Over the p number tokens (rows of ``W_E``) and the p number outputs (columns of ``W_U``). ``|.|_k`` is the norm
@@ -260,7 +260,7 @@ def embed_unembed_products(model: HookedTransformer, task: ModularTask) -> Float
 
 
 @torch.no_grad()
-def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
+def embed_unembed_spectrum(model: GrokTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
     """``sum_d |W_E[:p, d]|_k * |W_U[d, :p]|_k``: :func:`embed_unembed_products` summed over residual dimensions.
 
     Some studies report this as a frequency spectrum; it looks at weights only and is NOT the neuron FVE, which
@@ -271,7 +271,7 @@ def embed_unembed_spectrum(model: HookedTransformer, task: ModularTask) -> Float
 
 @torch.no_grad()
 def residual_specialization(
-    model: HookedTransformer, task: ModularTask, products: Float[Tensor, "n_freq d_model"] | None = None
+    model: GrokTransformer, task: ModularTask, products: Float[Tensor, "n_freq d_model"] | None = None
 ) -> tuple[Int[Tensor, " d_model"], Float[Tensor, " d_model"]]:
     """Each residual dimension's dominant frequency and its share of the dimension's embed x unembed product.
 
@@ -294,7 +294,7 @@ def residual_specialization(
 
 @torch.no_grad()
 def compute(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,

@@ -61,7 +61,7 @@ from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 NAME = "progress"
 OPERATIONS = ("add", "sub")
@@ -218,7 +218,7 @@ def single_frequency_sweeps(
 # The model ----------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def _logits_with_post(
-    model: HookedTransformer, task: ModularTask, post: Float[Tensor, "p_sq d_mlp"]
+    model: GrokTransformer, task: ModularTask, post: Float[Tensor, "p_sq d_mlp"]
 ) -> Float[Tensor, "p_sq p"]:
     """Answer logits (first p outputs, float64) with the answer-position ``hook_post`` replaced by ``post``."""
     pos, p = task.answer_position, task.modulus
@@ -245,7 +245,7 @@ def _check_keys(given: Sequence[int], n_freq: int) -> list[int]:
 
 @torch.no_grad()
 def compute(
-    model: HookedTransformer,
+    model: GrokTransformer,
     task: ModularTask,
     *,
     split: Split | None = None,

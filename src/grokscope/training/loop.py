@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from grokscope import forward
 from grokscope.callbacks import Callback
 from grokscope.config import EarlyStopConfig, OptimConfig, RunConfig
 from grokscope.errors import UserError
@@ -31,7 +32,6 @@ from grokscope.models import build_model, component_parameters, load_model, tran
 from grokscope.rundir import claim, will_resume
 from grokscope.store import TRAINER_STATE_FILE, Run, load_checkpoint, read_checkpoint_header
 from grokscope.tasks import Dataset, ModularTask, Split
-from grokscope.training import forward
 from grokscope.training.accelerators import (
     GradientFilter,
     GrokfastEMA,
@@ -44,7 +44,7 @@ from grokscope.training.stopping import StopSignals, non_finite_loss
 from grokscope.training.summary import summarize
 
 if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
+    from grokscope.models import GrokTransformer
 
 METRICS_FLUSH_SECONDS = 10.0  # metrics.jsonl is rewritten at checkpoints and at least this often
 
@@ -52,7 +52,7 @@ METRICS_FLUSH_SECONDS = 10.0  # metrics.jsonl is rewritten at checkpoints and at
 @dataclass
 class TrainResult:
     run: Run
-    model: HookedTransformer  # the final weights; for a diverged run, those of its last (finite) checkpoint
+    model: GrokTransformer  # the final weights; for a diverged run, those of its last (finite) checkpoint
     summary: dict[str, Any]
     resumed_from: int | None = None  # the step a resumed run continued from; None when it started afresh
 
@@ -146,13 +146,11 @@ class Objective:
 Forward = Callable[[Tensor], Tensor]  # tokens (n, batch, pos) -> logits (n, batch, q, vocab) at the loss window
 
 
-def model_forward(model: HookedTransformer, objective: Objective) -> Forward:
-    """The fast forward through the model's own parameters, or TransformerLens's when the fast one lacks a feature."""
-    window = objective.window
-    if forward.unsupported(model) is None:
-        arch = forward.Architecture.of(model)
-        return lambda tokens: forward.logits(forward.parameter_views(model), tokens, arch, window)
-    return lambda tokens: torch.stack([model(t)[:, window] for t in tokens])
+def model_forward(model: GrokTransformer, objective: Objective) -> Forward:
+    """The model's one forward (:mod:`grokscope.forward`) through its own parameters, at the loss window only,
+    without hooks."""
+    arch, window = model.cfg.architecture(), objective.window
+    return lambda tokens: forward.logits(forward.parameter_views(model), tokens, arch, window)
 
 
 @torch.no_grad()
@@ -206,7 +204,7 @@ def adamw(params: Iterable[Tensor], optim: OptimConfig, device: torch.device) ->
     )
 
 
-def initial_model(config: RunConfig, task: ModularTask, device: torch.device | str = "cpu") -> HookedTransformer:
+def initial_model(config: RunConfig, task: ModularTask, device: torch.device | str = "cpu") -> GrokTransformer:
     """The model at step 0: the seeded initialisation, or the weights of ``model.init_from`` moved onto it."""
     model = build_model(config.model, task, seed=config.seed, device=device)
     if config.model.init_from is None:
@@ -451,7 +449,7 @@ def _check_filter_shapes(state: Any, params: Sequence[Tensor], path: Path) -> No
 def _train_claimed(
     run: Run,
     state: dict[str, Any] | None,
-    fresh: HookedTransformer | None,
+    fresh: GrokTransformer | None,
     dev: torch.device,
     callbacks: Sequence[Callback],
     progress: bool,

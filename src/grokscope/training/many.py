@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grokscope import forward
 from grokscope.config import RunConfig, config_differences
 from grokscope.errors import UserError
 from grokscope.memory import bytes_per_model, check_training_fits
-from grokscope.models import build_model, load_model
+from grokscope.models import load_model
 from grokscope.rundir import Claim, claim, will_resume
 from grokscope.tasks import ModularTask
-from grokscope.training import forward
 from grokscope.training.loop import (
     Objective,
     RunLog,
@@ -75,16 +75,10 @@ def train_many(
     if size < 1:
         raise UserError(f"--pack {size}: must be at least 1")
     check_training_fits(configs[0], dev, n_models=min(size, len(configs)))
-    # Stacking needs the fast forward; an architecture it lacks trains seed by seed through TransformerLens.
-    stackable = (
-        size > 1
-        and forward.unsupported(build_model(configs[0].model, ModularTask.from_config(configs[0].task), seed=None))
-        is None
-    )
     results: list[TrainResult] = []
     for start in range(0, len(configs), size):
         group, dirs = configs[start : start + size], [Path(d) for d in run_dirs[start : start + size]]
-        if len(group) == 1 or not stackable:
+        if len(group) == 1:
             options = dict(device=device, resume=resume, overwrite=overwrite, progress=progress)
             results += [train(c, d, **options) for c, d in zip(group, dirs, strict=True)]
         else:
@@ -208,7 +202,7 @@ def _train_claimed(
             load_model(c.model, task, log.run.load_state_dict(start)) for c, log in zip(configs, logs, strict=True)
         ]
     buffers = {k: v for k, v in models[0].state_dict().items() if k not in dict(models[0].named_parameters())}
-    arch = forward.Architecture.of(models[0])
+    arch = models[0].cfg.architecture()
     stacked = {k: v.to(dev).detach() for k, v in forward.stack_parameters(models).items()}
     params = trainable(stacked, oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc, model_axis=True)
