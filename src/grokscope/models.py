@@ -270,6 +270,17 @@ class GrokTransformer(HookedRootModule):
         logits = forward.logits(views, tokens[None], self.cfg.architecture(), slice(None), hook=self._hook)[0]
         return logits if return_type == "logits" else None
 
+    def run_with_cache(
+        self, *model_args: Any, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any
+    ) -> tuple[Any, ActivationCache | dict[str, Tensor]]:
+        """The output and every cached activation, as ``HookedTransformer.run_with_cache`` gives them: an
+        ``ActivationCache`` (``accumulated_resid``, ``decompose_resid``, ``stack_head_results``, ...), or the plain
+        dict with ``return_cache_object=False``. (TransformerLens 4's ``HookedRootModule`` returns the dict.)"""
+        out, cache = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object and not isinstance(cache, ActivationCache):
+            cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, cache
+
     def _hook(self, name: str, x: Tensor) -> Tensor:
         # The shared forward carries a leading model axis of 1; hook functions see TransformerLens's shapes.
         return self.hook_dict[name](x[0])[None]
@@ -452,7 +463,8 @@ def build_model(
             model.init_weights()
             if cfg.init_perturbation > 0:
                 perturb(model, cfg.init_perturbation, cfg.perturbation_seed)
-    return model.to(device)
+    # Eval mode: nothing in the model depends on it, and TransformerLens 4's analysis tools insist on it.
+    return model.to(device).eval()
 
 
 @torch.no_grad()
@@ -477,7 +489,7 @@ def load_model(
     """A model holding ``state_dict`` (TransformerLens names), in the config's dtype."""
     model = build_model(cfg, task, seed=None)
     model.load_state_dict(state_dict, strict=True)
-    return model.to(device)
+    return model.to(device).eval()
 
 
 COMPONENTS = {  # optim.freeze names -> TransformerLens parameter-name patterns

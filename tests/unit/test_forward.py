@@ -208,3 +208,32 @@ def test_a_model_builds_without_transformer_lens_deprecation_warnings():
         warnings.simplefilter("error")
         model = build_model(config.model, ModularTask.from_config(config.task))
         model.run_with_cache(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_transformer_lens_tools_work_on_the_model():
+    """Activation patching and ActivationCache helpers of the installed TransformerLens (3.9 or 4.x), with known
+    answers: the corrupted input differs from the clean one at position 0 only, so patching the clean residual
+    stream at layer 0, position 0 restores the clean metric exactly, and patching any later position changes
+    nothing."""
+    from transformer_lens import ActivationCache, patching
+
+    (model,), task, _ = models_and_task(ARCHITECTURES["nanda"], n=1)
+    clean = task.dataset().tokens[:16]
+    corrupted = clean.clone()
+    corrupted[:, 0] = (corrupted[:, 0] + 1) % task.modulus
+    logits, cache = model.run_with_cache(clean)
+    assert isinstance(cache, ActivationCache)
+
+    def metric(out: torch.Tensor) -> torch.Tensor:
+        return out[:, -1].log_softmax(-1).gather(-1, clean[:, :1] * 0 + 3).mean()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TransformerLens's progress bars
+        patched = patching.get_act_patch_resid_pre(model, corrupted, cache, metric)
+    assert patched.shape == (1, 3)
+    assert abs(patched[0, 0].item() - metric(logits).item()) <= 1e-6  # TransformerLens stores results in float32
+    assert abs(patched[0, 1].item() - metric(model(corrupted)).item()) <= 1e-6
+    accumulated = cache.accumulated_resid(apply_ln=False)
+    assert torch.equal(accumulated[-1], cache["blocks.0.hook_resid_post"])
+    heads = cache.stack_head_results(layer=-1)
+    assert heads.shape == (model.cfg.n_heads, 16, 3, model.cfg.d_model)
