@@ -8,18 +8,49 @@ from __future__ import annotations
 
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.22 carries its own copy of click; earlier versions use click itself
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer
+    from click.exceptions import NoArgsIsHelpError, UsageError
 
 from grokscope import __version__
 from grokscope.errors import UserError
 
+
+class OneLineUsageErrors(TyperGroup):
+    """Usage mistakes (an unknown flag, a bad value, a missing argument) as one ``error:`` line and exit code 2, like
+    every other user error, instead of click's boxed usage block."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as err:
+            typer.echo(err.ctx.get_help() if err.ctx else str(err))
+            result = 0
+        except UsageError as err:
+            where = f"{err.ctx.command_path}: " if err.ctx else ""
+            typer.echo(f"error: {where}{err.format_message()}", err=True)
+            result = err.exit_code
+        except typer.Abort:
+            typer.echo("interrupted", err=True)
+            result = 130
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -58,9 +89,8 @@ def _guard(work: Callable[[], T], interrupted: str = "interrupted") -> T:
         typer.echo(f"error: {where}{err.strerror or err}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as err:
-        from grokscope.training.stopping import TrainingInterrupted
-
-        if isinstance(err, TrainingInterrupted):
+        # Duck-typed, importing nothing: an interrupt may land while torch is half imported.
+        if hasattr(err, "signal_name") and hasattr(err, "run_dirs"):
             dirs = ", ".join(str(d) for d in err.run_dirs)
             typer.echo(
                 f"interrupted by {err.signal_name} at step {err.step}: saved a checkpoint and the resume state of "
@@ -79,7 +109,7 @@ def parse_seeds(text: str) -> list[int]:
     """``"0-4"``, ``"1,3,7"`` or ``"0-3,8"`` -> a sorted list of distinct seeds (at most :data:`MAX_SEEDS`)."""
     ranges = []
     for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        m = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
         if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
             raise UserError(f"--seeds {text!r}: expected seeds like 0-4 or 1,3,7")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))

@@ -527,6 +527,12 @@ def transplant(
         if name not in source:
             raise UserError(f"model.init_from: the checkpoint has no tensor {name}")
         old = source[name].to(tensor.dtype)
+        vocab_axis = {"embed.W_E": 0, "unembed.W_U": -1, "unembed.b_U": -1}.get(name)
+        if vocab_axis is not None and _without(old.shape, vocab_axis) != _without(tensor.shape, vocab_axis):
+            raise UserError(
+                f"model.init_from: {name} has shape {tuple(old.shape)} in the checkpoint, "
+                f"{tuple(tensor.shape)} in this model (only the vocabulary may differ)"
+            )
         if name == "embed.W_E":
             new = tensor.clone()
             new[inputs[0]] = old[inputs[1]]
@@ -542,3 +548,9 @@ def transplant(
             new = old.clone()
         out[name] = new
     return out
+
+
+def _without(shape: torch.Size, axis: int) -> tuple[int, ...]:
+    dims = list(shape)
+    del dims[axis]
+    return tuple(dims)

@@ -50,8 +50,9 @@ class Kind(enum.Enum):
     """What a path holds, as far as starting a run there is concerned."""
 
     ABSENT = "absent"  # nothing there, or an empty folder (perhaps holding only a lock file)
-    HALF = "half-created"  # grokscope's, but no resume state yet: killed while starting, nothing trained to keep
+    HALF = "half-created"  # grokscope's, killed before its first resume state: holds nothing past step 0
     STARTED = "started"  # grokscope's with a resume state: resumable (or finished)
+    DAMAGED = "damaged"  # grokscope's with trained data but no usable resume state: only --overwrite replaces it
     FOREIGN = "not grokscope's"  # a folder with other things in it, or a file
 
 
@@ -84,7 +85,23 @@ def kind_of(path: Path) -> Kind:
         return Kind.ABSENT
     if not is_marked(path):
         return Kind.FOREIGN
-    return Kind.STARTED if (path / TRAINER_STATE_FILE).is_file() else Kind.HALF
+    state = path / TRAINER_STATE_FILE
+    if state.is_file():
+        return Kind.STARTED
+    return Kind.DAMAGED if state.exists() or _holds_training(path) else Kind.HALF
+
+
+def _holds_training(path: Path) -> bool:
+    """Whether a run folder holds anything a start killed before its first resume state cannot have written:
+    a checkpoint past step 0, a summary, recordings or analyses (what a plain start must never silently delete)."""
+    checkpoints = path / CHECKPOINT_DIR
+    later = checkpoints.is_dir() and any(
+        _is_checkpoint(p.name) and p.name != "step_0000000.safetensors" for p in checkpoints.iterdir()
+    )
+    written = any(
+        (path / folder).is_dir() and any((path / folder).iterdir()) for folder in (RECORDINGS_DIR, ANALYSIS_DIR)
+    )
+    return later or written or (path / SUMMARY_FILE).exists()
 
 
 def _is_ours_unfinished(path: Path) -> bool:
@@ -104,6 +121,9 @@ def clear(path: Path) -> list[str]:
     """
     if not is_marked(path):
         raise UserError(f"{path}: not a grokscope run directory (no {MARKER_FILE}); refusing to delete anything")
+    odd = [name for name in (*RUN_FILES, REPORT_FILE) if (path / name).exists() and not (path / name).is_file()]
+    if odd:  # checked before anything is deleted: a clear either happens whole or not at all
+        raise UserError(f"{path / odd[0]}: expected a file, found a folder or special file; remove it by hand")
     for name in (*RUN_FILES, REPORT_FILE):
         (path / name).unlink(missing_ok=True)
     for folder in (RECORDINGS_DIR, ANALYSIS_DIR):  # written only by grokscope, through run-directory commands
@@ -304,3 +324,8 @@ def _refuse(kind: Kind, run_dir: Path, resume: bool, overwrite: bool) -> None:
         )
     if kind is Kind.STARTED and not (resume or overwrite):
         raise UserError(f"{run_dir}: already exists; pass --resume to continue it or --overwrite to start over")
+    if kind is Kind.DAMAGED and not overwrite:
+        raise UserError(
+            f"{run_dir}: holds a trained run but no usable {TRAINER_STATE_FILE}, so it cannot be resumed; "
+            "pass --overwrite to start over (or choose another --out)"
+        )

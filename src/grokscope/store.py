@@ -26,6 +26,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     A failed write (a full disk, a read-only folder, a path through a file) leaves ``path`` as it was, removes the
     temporary file and becomes a one-line :class:`UserError` naming ``path``.
     """
+    if path.exists() and not path.is_file():  # never replace a folder, a device or a pipe with a file
+        raise UserError(f"{path}: exists and is not a regular file; refusing to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -528,7 +531,9 @@ class Run:
         if not path.is_file():
             return None
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about some foreign files it then refuses anyway
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for a damaged or foreign file
             raise UserError(f"{path}: corrupt trainer state ({type(err).__name__})") from None
         problem = trainer_state_problem(state, self.config)
@@ -556,9 +561,8 @@ class Run:
             return load_model(self.config.model, self.task, state, device=device)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[-1].strip()
-            raise UserError(
-                f"{self.checkpoint_dir}: checkpoint does not fit the run's model config ({first})"
-            ) from None
+            where = self.checkpoint_path(step) if step is not None else self.checkpoint_dir
+            raise UserError(f"{where}: checkpoint does not fit the run's model config ({first})") from None
 
     def split(self) -> Split:
         """The saved split; for a bare checkpoints folder, the split regenerated from the config's seed."""

@@ -53,7 +53,9 @@ def one_line_error(result, code: int = 2) -> str:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file and its bytes, but the lock (its note names the latest holder)."""
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_FILE)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
 
 
 def complete(run_dir: Path) -> bool:
@@ -159,9 +161,7 @@ def test_a_held_run_folder_is_refused_naming_the_holder(tmp_path, config_file):
         for flag in ("--resume", "--overwrite", None):
             line = one_line_error(train(config_file, tmp_path, *([flag] if flag else [])))
             assert f"in use by pid {os.getpid()}" in line and "grokscope train" in line, line
-        assert {k: v for k, v in tree(run_dir).items() if k != LOCK_FILE} == {
-            k: v for k, v in before.items() if k != LOCK_FILE
-        }
+        assert tree(run_dir) == before
     assert train(config_file, tmp_path, "--resume").exit_code == 0  # released
 
 
@@ -398,3 +398,93 @@ def test_analyze_holds_its_output_folder_and_cleans_what_a_killed_analyze_left(t
     # A run that is training does not block analysing it: the two hold different folders.
     with FolderLock(tmp_path / "tiny", "grokscope train"):
         assert invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet", "--no-figures").exit_code == 0
+
+
+# Cases from a hostile-user audit -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["no trainer_state.pt", "trainer_state.pt is a folder"])
+def test_a_trained_run_without_its_resume_state_is_never_wiped_silently(tmp_path, config_file, damage):
+    assert train(config_file, tmp_path, "--record", "fingerprint").exit_code == 0
+    run_dir = tmp_path / "tiny"
+    (run_dir / "trainer_state.pt").unlink()
+    if damage == "trainer_state.pt is a folder":
+        (run_dir / "trainer_state.pt").mkdir()
+    before = tree(run_dir)
+    for flag in (None, "--resume"):
+        line = one_line_error(train(config_file, tmp_path, *([flag] if flag else [])))
+        assert "cannot be resumed" in line and "--overwrite" in line
+        assert tree(run_dir) == before
+    if damage == "no trainer_state.pt":
+        assert train(config_file, tmp_path, "--overwrite").exit_code == 0 and complete(run_dir)
+    else:  # a folder where a file belongs is not grokscope's to delete: refused whole, before anything goes
+        assert "expected a file" in one_line_error(train(config_file, tmp_path, "--overwrite"))
+        assert tree(run_dir) == before
+
+
+def test_resuming_from_a_checkpoint_that_does_not_fit_is_one_line(tmp_path, config_file):
+    assert train(config_file, tmp_path, "--set", "train.steps=40").exit_code == 0
+    run_dir = tmp_path / "tiny"
+    last = run_dir / "checkpoints" / "step_0000040.safetensors"
+    other = tmp_path / "other"
+    assert train(config_file, other, "--set", "model.d_model=16", "--set", "train.steps=40").exit_code == 0
+    last.write_bytes((other / "tiny" / "checkpoints" / "step_0000040.safetensors").read_bytes())
+    line = one_line_error(train(config_file, tmp_path, "--resume", "--set", "train.steps=40"))
+    assert "step_0000040.safetensors" in line and "does not fit" in line
+
+
+def test_a_hand_edited_optimizer_state_is_one_line(tmp_path, config_file):
+    assert train(config_file, tmp_path, "--set", "train.steps=40").exit_code == 0
+    path = tmp_path / "tiny" / "trainer_state.pt"
+    state = torch.load(path, weights_only=True)
+    state["optimizer"]["param_groups"][0]["betas"] = "ab"
+    torch.save(state, path)
+    line = one_line_error(train(config_file, tmp_path, "--resume", "--set", "train.steps=40"))
+    assert "trainer_state.pt" in line and "betas" in line
+
+
+@pytest.mark.parametrize("change", ["d_model", "nan"])
+def test_init_from_a_checkpoint_that_cannot_start_this_model_is_one_line(tmp_path, config_file, change):
+    source = tmp_path / "source"
+    d_model = "16" if change == "d_model" else "32"
+    assert train(config_file, source, "--set", f"model.d_model={d_model}", "--set", "train.steps=20").exit_code == 0
+    checkpoint = source / "tiny" / "checkpoints" / "step_0000020.safetensors"
+    if change == "nan":
+        from grokscope.store import read_checkpoint_header, save_checkpoint
+
+        step, config = read_checkpoint_header(checkpoint)
+        state = load_file(checkpoint)
+        state["embed.W_E"][0, 0] = float("nan")
+        save_checkpoint(checkpoint, state, step, config)
+    line = one_line_error(train(config_file, tmp_path / "runs", "--set", f"model.init_from={checkpoint}"))
+    assert "model.init_from" in line and ("shape" in line if change == "d_model" else "non-finite" in line)
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_report_never_replaces_what_is_not_a_report(tmp_path, config_file):
+    assert train(config_file, tmp_path).exit_code == 0
+    run_dir = tmp_path / "tiny"
+    summary = (run_dir / "summary.json").read_bytes()
+    assert ".html" in one_line_error(invoke("report", run_dir, "--out", run_dir / "summary.json"))
+    assert (run_dir / "summary.json").read_bytes() == summary
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    assert "not a regular file" in one_line_error(invoke("report", run_dir, "--out", fifo))
+    assert fifo.exists() and not fifo.is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pack", "0"], "--pack"),
+        (["--pack", "abc"], "--pack"),
+        (["--record-every", "0"], "--record-every"),
+        (["--no-such-flag"], "No such option"),
+        (["extra-argument"], "unexpected extra argument"),
+    ],
+)
+def test_usage_mistakes_are_one_line_too(tmp_path, config_file, args, message):
+    line = one_line_error(train(config_file, tmp_path, *args))
+    assert message.lower() in line.lower()
+
+
+def test_seed_lists_take_ascii_digits_only(tmp_path, config_file):
+    assert "expected seeds" in one_line_error(train(config_file, tmp_path, "--seeds", "١-٣"))

@@ -71,16 +71,27 @@ def find_phases(
 def detect_phases(rows: list[dict[str, Any]], metrics: list[dict[str, Any]] | None = None) -> Phases:
     """The phases of a run from its progress rows (``analysis/progress.json``, ascending steps)."""
     rows = sorted(rows, key=lambda r: r["step"])
-    split = _split_of(rows[-1])
-    excluded = [r["excluded"]["loss"].get("train", r["excluded"]["loss"]["all"]) for r in rows]
-    memorization, start, end = find_phases(
-        [r["step"] for r in rows], [r["full"]["loss"][split] for r in rows], excluded
-    )
+    last, split = rows[-1], _split_of(rows[-1])
+
+    def excluded_of(r: dict[str, Any]) -> Any:
+        return r["excluded"]["loss"].get("train", r["excluded"]["loss"]["all"])
+
+    # A loss that overflowed is stored as null: such checkpoints tell nothing about the phases.
+    rows = [r for r in rows if _finite(r["full"]["loss"].get(split)) and _finite(excluded_of(r))]
+    memorization = start = end = None
+    if rows:
+        memorization, start, end = find_phases(
+            [r["step"] for r in rows], [r["full"]["loss"][split] for r in rows], [excluded_of(r) for r in rows]
+        )
     return Phases(
         memorization_end=memorization,
         circuit_formation_end=start,
         cleanup_end=end,
-        chance_loss=math.log(rows[-1]["modulus"]),
-        key_frequencies=list(rows[-1]["key_frequencies"]),
-        key_reference=rows[-1].get("key_reference"),
+        chance_loss=math.log(last["modulus"]),
+        key_frequencies=list(last["key_frequencies"]),
+        key_reference=last.get("key_reference"),
     )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -495,7 +495,10 @@ def _analyze(
 
     previous_of = {step: (selected[i - 1] if i else None) for i, step in enumerate(selected)}
     reference = None
-    if any("key_frequencies" in s.inputs for s in specs.values()):
+    provider = next((s for s in every_spec.values() if s.key_frequencies is not None), None)
+    # Key frequencies come from the full (a, b) grid: on a task without one (input_range), only given ones exist.
+    knowable = key_frequencies is not None or (provider is not None and not_applicable(provider.name, task) is None)
+    if knowable and any("key_frequencies" in s.inputs for s in specs.values()):
         reference = _key_reference(run, selected, key_frequencies, key_from, load)
 
     def fed(name: str, step: int) -> dict[str, Any]:

@@ -215,6 +215,8 @@ def initial_model(config: RunConfig, task: ModularTask, device: torch.device | s
     _, source = read_checkpoint_header(path)
     state = transplant(load_checkpoint(path), ModularTask.from_config(source.task), model.state_dict(), task)
     model.load_state_dict(state)
+    if not all_finite(model.parameters()):
+        raise UserError(f"model.init_from: {path}: the checkpoint has non-finite weights (NaN or inf)")
     return model
 
 
@@ -419,6 +421,12 @@ def load_resume_state(
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"{path}: resume state does not fit the model ({first})") from None
+    fresh = adamw([torch.zeros(1)], run.config.optim, torch.device("cpu")).param_groups[0]
+    for i, group in enumerate(optimizer.param_groups):
+        for key in ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"):  # what the step computes with
+            value, expected = group.get(key), fresh[key]
+            if not _same_kind(value, expected):
+                raise UserError(f"{path}: optimizer param group {i}: {key} is {value!r}, expected like {expected!r}")
     for i, p in enumerate(params):
         for key, t in optimizer.state.get(p, {}).items():
             if isinstance(t, Tensor) and t.dim() and t.shape != p.shape:
@@ -427,6 +435,21 @@ def load_resume_state(
                 )
     if grad_filter is not None:
         _check_filter_shapes(grad_filter.state_dict(), params, path)
+
+
+def _same_kind(value: Any, expected: Any) -> bool:
+    """Whether a loaded hyperparameter has the type (and, for tuples, the length) of AdamW's own."""
+    if isinstance(expected, bool) or expected is None:
+        return value is expected or (isinstance(value, bool) and isinstance(expected, bool))
+    if isinstance(expected, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(expected, tuple | list):
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == len(expected)
+            and all(_same_kind(v, e) for v, e in zip(value, expected, strict=True))
+        )
+    return isinstance(value, type(expected))
 
 
 def _check_filter_shapes(state: Any, params: Sequence[Tensor], path: Path) -> None:
@@ -460,7 +483,7 @@ def _train_claimed(
     if state is None:
         model = fresh if fresh is not None else initial_model(config, task, dev)
     else:
-        model = load_model(config.model, task, run.load_state_dict(log.start), device=dev)
+        model = run.load_model(log.start, device=dev)
     params = trainable(dict(model.named_parameters()), oc)
     optimizer, grad_filter = adamw(params, oc, dev), gradient_filter(oc)
     if state is not None:

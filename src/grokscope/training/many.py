@@ -198,9 +198,7 @@ def _train_claimed(
     if not resumed:
         models = [m if m is not None else initial_model(c, task) for c, m in zip(configs, fresh, strict=True)]
     else:
-        models = [
-            load_model(c.model, task, log.run.load_state_dict(start)) for c, log in zip(configs, logs, strict=True)
-        ]
+        models = [log.run.load_model(start) for log in logs]
     buffers = {k: v for k, v in models[0].state_dict().items() if k not in dict(models[0].named_parameters())}
     arch = models[0].cfg.architecture()
     stacked = {k: v.to(dev).detach() for k, v in forward.stack_parameters(models).items()}

@@ -58,6 +58,8 @@ _ERROR_PROBE = """
 def write_report(path: Path, out: Path | None = None) -> Path:
     """Write the report of the run or experiment directory ``path`` (default: ``path/report.html``)."""
     target = out or path / REPORT_FILE
+    if target.suffix.lower() not in (".html", ".htm"):  # a slip such as --out runs/x/summary.json must not land
+        raise UserError(f"--out {target}: a report is an .html file; give a path ending in .html")
     atomic_write_text(target, build_report(path))
     return target
 
