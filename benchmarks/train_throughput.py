@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from grokscope import forward
 from grokscope.config import load_config
+from grokscope.errors import UserError
 from grokscope.models import build_model
 from grokscope.tasks import ModularTask, make_split
 from grokscope.training.loop import Objective, adamw, apply_update, model_forward, reproducible, resolve_device
@@ -51,8 +52,12 @@ def variants(config_name: str, seed_counts: list[int], device: torch.device) -> 
     out: dict[str, tuple[int, Callable]] = {}
 
     model = build_model(cfg.model, task, seed=0, device=device)
+    try:  # the baseline is TransformerLens's own HookedTransformer where it still exists (3.x)
+        model, label = model.to_hooked_transformer(), "plain TransformerLens loop"
+    except UserError:  # TransformerLens 4: the plain loop over grokscope's model, every position
+        label = "plain loop, GrokTransformer forward"
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=1.0)
-    out["plain TransformerLens loop"] = (1, plain_tl_step(model, opt, train.tokens, train.answers, objective.dtype))
+    out[label] = (1, plain_tl_step(model, opt, train.tokens, train.answers, objective.dtype))
 
     for n in seed_counts:
         models = [build_model(cfg.model, task, seed=s, device=device) for s in range(n)]
@@ -106,7 +111,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for k, (_, step) in runs.items():
                     times[k].append(timed(step, args.steps, device))
-        base = statistics.median(times["plain TransformerLens loop"])
+        base = statistics.median(next(iter(times.values())))  # the plain loop comes first
         print(f"\n{name}\n| variant | ms/step | model-steps/s | vs plain loop (per model-step) |\n|---|---:|---:|---:|")
         for k, (n, _) in runs.items():
             ms = statistics.median(times[k])

@@ -457,6 +457,8 @@ def _analyze(
     options = {n: jsonable(dict((options or {}).get(n, {}))) for n in specs}
     key_from = parse_key_from(key_from)
     out_dir = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
+    if not run.steps():
+        raise UserError(f"{run.checkpoint_dir}: no checkpoints to analyse")
     selected = select_steps(run.steps(), steps, every)
     task, split = run.task, run.split()
     # The run's own loss function; losses are evaluated in float64 whatever the run trained in, so that the tiny

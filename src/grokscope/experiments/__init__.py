@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -36,14 +37,28 @@ def run(
     if kind not in KINDS:
         raise UserError(f"{path}: kind: unknown experiment kind {kind!r} (known: {', '.join(KINDS)})")
     module = importlib.import_module(f"grokscope.experiments.{kind}")
+    options = launch_options(kind, getattr(module, "LAUNCHERS", ("local",)), launcher, address)
     try:
         config = module.CONFIG.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{path}: {first_error(err)}") from None
-    options = {}
-    if launcher != "local" or address is not None:
-        if launcher not in getattr(module, "LAUNCHERS", ("local",)):
-            raise UserError(f"--launcher {launcher}: {kind} experiments run with the local launcher only")
-        options = {"launcher": launcher, "address": address}
     result = module.run_experiment(config, path, out, device=device, progress=progress, **options)
     return module.summary_lines(result)
+
+
+def launch_options(kind: str, launchers: tuple[str, ...], launcher: str, address: str | None) -> dict[str, Any]:
+    """The ``launcher``/``address`` keywords for the kind's ``run_experiment`` (none for a local-only kind), or a
+    one-line error: an unknown launcher, one the kind cannot use, or ``--address`` without ``--launcher ray``."""
+    if launcher not in launchers:
+        if launchers == ("local",):
+            raise UserError(f"--launcher {launcher}: {kind} experiments run with the local launcher only")
+        raise UserError(f"--launcher {launcher}: expected {' or '.join(launchers)}")
+    if address is not None:
+        if "ray" not in launchers:
+            raise UserError(
+                f"--address {address}: {kind} experiments run with the local launcher only "
+                "(--address is for sweeps with --launcher ray)"
+            )
+        if launcher != "ray":
+            raise UserError(f"--address {address}: a Ray address needs --launcher ray")
+    return {} if launchers == ("local",) else {"launcher": launcher, "address": address}

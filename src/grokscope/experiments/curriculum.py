@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from grokscope.analysis.common import answer_logits
 from grokscope.errors import UserError
+from grokscope.experiments.runs import Name
 from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
 from grokscope.store import Run
 from grokscope.tasks import ModularTask
@@ -27,12 +28,14 @@ class CurriculumConfig(StagedConfig):
     """``grokscope experiment`` config of kind ``curriculum``: input ranges, growing, over one vocabulary."""
 
     kind: Literal["curriculum"]
-    name: str = Field("curriculum", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-    stages: list[int] = Field(min_length=1, description="input ranges, increasing; the last is usually the modulus")
+    name: Name = "curriculum"
+    stages: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, description="input ranges, increasing; the last is usually the modulus"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CurriculumConfig:
-        check_stages(self.stages, "stages", self.stage_steps)
+        check_stages(self.stages, "stages", self.stage_steps, self.seeds)
         return self
 
 
@@ -76,7 +79,7 @@ def run_experiment(
     full = ModularTask.from_config(base.task.model_copy(update={"input_range": None}))
     stages = [(f"range{r}", {"input_range": r}) for r in config.stages]
     stages[-1] = (stages[-1][0], {"input_range": None if config.stages[-1] == full.modulus else config.stages[-1]})
-    chain, direct = run_stages(config, base, out, stages, device=device, progress=progress)
+    chain, direct = run_stages(config, base, config_path, out, stages, device=device, progress=progress)
     budgets = config.budgets(len(stages))
     results = []
     for i, seed in enumerate(config.seeds):

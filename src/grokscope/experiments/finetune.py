@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from grokscope.analysis.common import answer_logits
+from grokscope.experiments.runs import Name
 from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
 from grokscope.models import build_model, load_model, transplant
 from grokscope.store import Run
@@ -27,12 +28,12 @@ class FinetuneConfig(StagedConfig):
     """``grokscope experiment`` config of kind ``finetune``: a chain of increasing moduli."""
 
     kind: Literal["finetune"]
-    name: str = Field("finetune", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-    moduli: list[int] = Field(min_length=2)
+    name: Name = "finetune"
+    moduli: list[Annotated[int, Field(ge=2)]] = Field(min_length=2)
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneConfig:
-        check_stages(self.moduli, "moduli", self.stage_steps)
+        check_stages(self.moduli, "moduli", self.stage_steps, self.seeds)
         return self
 
 
@@ -64,7 +65,8 @@ def run_experiment(
     config: FinetuneConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
 ) -> list[StageResult]:
     stages = [(f"mod{m}", {"modulus": m}) for m in config.moduli]
-    chain, direct = run_stages(config, base_config(config, config_path), out, stages, device=device, progress=progress)
+    base = base_config(config, config_path)
+    chain, direct = run_stages(config, base, config_path, out, stages, device=device, progress=progress)
     budgets = config.budgets(len(stages))
     results = []
     for i, seed in enumerate(config.seeds):

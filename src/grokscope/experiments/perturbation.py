@@ -12,36 +12,68 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
 from grokscope.analysis.common import answer_logits, jsonable
 from grokscope.analysis.fingerprint import FingerprintRecorder, FingerprintSpec, load_recording
-from grokscope.config import RunConfig, load_config
-from grokscope.errors import UserError
+from grokscope.config import RunConfig
+from grokscope.experiments.runs import (
+    ExperimentModel,
+    Name,
+    Seed,
+    check_buildable,
+    check_run_count,
+    check_seeds,
+    checked,
+    load_base,
+)
 from grokscope.store import SUMMARY_FILE, Run, write_json
 from grokscope.training import train
 from grokscope.viz.perturbation import figures
 from grokscope.viz.write import write_figures
 
 RESULT_FILE = "perturbation.json"
+MAX_EPSILON = 100.0
+"""Relative noise above this swamps the initial weights (and toward 1e38 overflows float32): not a perturbation."""
+
+Epsilon = Annotated[float, Field(gt=0, le=MAX_EPSILON)]
 
 
-class PerturbationConfig(BaseModel):
+class PerturbationConfig(ExperimentModel):
     """``grokscope experiment`` config of kind ``perturbation`` (``base`` is a run config, relative to this file)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     kind: Literal["perturbation"]
-    name: str = Field("perturbation", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    name: Name = "perturbation"
     base: str
     set: list[str] = Field(default_factory=list, description="--set overrides applied to the base config")
-    epsilons: list[float] = Field(default_factory=lambda: [1e-4, 1e-2], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    epsilons: list[Epsilon] = Field(
+        default_factory=lambda: [1e-4, 1e-2], min_length=1, description="relative noise, in (0, 100]"
+    )
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     record_every: int = Field(2, ge=1)
     probe_size: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> PerturbationConfig:
+        folders: dict[str, int] = {}
+        for i, epsilon in enumerate(self.epsilons):
+            j = folders.setdefault(folder_name(0, epsilon), i)
+            if j != i:
+                raise ValueError(
+                    f"epsilons: {self.epsilons[j]!r} and {epsilon!r} would share the run folder "
+                    f"{folder_name(0, epsilon)!r}; give distinct values"
+                )
+        check_seeds(self.seeds)
+        n = len(self.seeds) * (1 + len(self.epsilons))
+        check_run_count(n, "epsilons", f"{len(self.seeds)} seeds x (1 + {len(self.epsilons)} epsilons)")
+        return self
+
+
+def folder_name(seed: int, epsilon: float) -> str:
+    return f"seed{seed}_eps{epsilon:g}"
 
 
 @dataclass
@@ -58,6 +90,8 @@ class PairResult:
     base_generalization_step: int | None
     perturbed_generalization_step: int | None
     both_grokked: bool
+    base_diverged_step: int | None = None
+    perturbed_diverged_step: int | None = None
 
 
 def _train_or_reuse(
@@ -104,43 +138,72 @@ def compare_runs(base: Run, perturbed: Run, seed: int, epsilon: float) -> PairRe
         base_generalization_step=sa.get("generalization_step"),
         perturbed_generalization_step=sb.get("generalization_step"),
         both_grokked=sa.get("regime") == "grokked" and sb.get("regime") == "grokked",
+        base_diverged_step=_diverged_step(sa),
+        perturbed_diverged_step=_diverged_step(sb),
     )
+
+
+def _diverged_step(summary: dict) -> int | None:
+    diverged = summary.get("diverged")
+    return diverged.get("step") if isinstance(diverged, dict) else None
+
+
+def plan(config: PerturbationConfig, config_path: Path) -> list[tuple[RunConfig, list[tuple[float, RunConfig]]]]:
+    """Per seed: the base run config and one perturbed config per epsilon, all validated before anything trains."""
+    base_config = load_base(config_path, config.base, config.set)[1]
+    check_buildable(base_config, f"{config_path}: base {config.base}")
+    planned = []
+    for seed in config.seeds:
+        seeded = base_config.with_seed(seed)
+        perturbed = []
+        for i, epsilon in enumerate(config.epsilons):
+            data = seeded.to_dict()
+            data["model"] |= {"init_perturbation": epsilon, "perturbation_seed": seed}
+            perturbed.append((epsilon, checked(data, f"{config_path}: epsilons.{i}")))
+        planned.append((seeded, perturbed))
+    return planned
 
 
 def run_experiment(
     config: PerturbationConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
 ) -> list[PairResult]:
     """Train every base and perturbed run (reusing finished ones) and measure each pair's divergence."""
-    base_path = (config_path.parent / config.base).resolve()
-    base_config = load_config(base_path, config.set)
-    if any(e <= 0 for e in config.epsilons):
-        raise UserError(f"{config_path}: epsilons must be positive, got {config.epsilons}")
+    planned = plan(config, config_path)
     root = out / config.name
     spec = FingerprintSpec(probe_size=config.probe_size)
     pairs = []
-    for seed in config.seeds:
-        seeded = base_config.with_seed(seed)
+    for seed, (seeded, perturbed) in zip(config.seeds, planned, strict=True):
         base = _train_or_reuse(seeded, root / f"seed{seed}_base", config.record_every, spec, device, progress)
-        for epsilon in config.epsilons:
-            data = seeded.to_dict()
-            data["model"] |= {"init_perturbation": epsilon, "perturbation_seed": seed}
-            perturbed_config = RunConfig.model_validate(data)
-            run_dir = root / f"seed{seed}_eps{epsilon:g}"
-            perturbed = _train_or_reuse(perturbed_config, run_dir, config.record_every, spec, device, progress)
-            pairs.append(compare_runs(base, perturbed, seed, epsilon))
+        for epsilon, perturbed_config in perturbed:
+            run_dir = root / folder_name(seed, epsilon)
+            perturbed_run = _train_or_reuse(perturbed_config, run_dir, config.record_every, spec, device, progress)
+            pairs.append(compare_runs(base, perturbed_run, seed, epsilon))
     rows = jsonable(pairs)
     write_json(root / RESULT_FILE, {"config": config.model_dump(), "pairs": rows})
     write_figures(figures(rows), root / "figures")
     return pairs
 
 
+def _g(x: float | None) -> str:
+    return "nan" if x is None else f"{x:.2g}"
+
+
 def describe(pair: PairResult) -> str:
-    final = pair.parameter_distance[-1] if pair.parameter_distance else float("nan")
-    grok = f"generalized at {pair.base_generalization_step} vs {pair.perturbed_generalization_step}"
-    return (
-        f"seed {pair.seed}, eps {pair.epsilon:g}: parameter distance {pair.parameter_distance[0]:.2g} -> {final:.2g}, "
-        f"final disagreement {pair.prediction_disagreement[-1]:.1%}, {grok}"
-    )
+    """One line per pair; robust to runs that diverged (no common checkpoints, nan distances)."""
+    if pair.parameter_distance:
+        first, last = pair.parameter_distance[0], pair.parameter_distance[-1]
+        distance = f"parameter distance {_g(first)} -> {_g(last)}"
+    else:
+        distance = "no common checkpoints"
+    disagreement = pair.prediction_disagreement[-1] if pair.prediction_disagreement else None
+    parts = [distance]
+    if disagreement is not None and disagreement == disagreement:
+        parts.append(f"final disagreement {disagreement:.1%}")
+    parts.append(f"generalized at {pair.base_generalization_step} vs {pair.perturbed_generalization_step}")
+    for who, step in (("base", pair.base_diverged_step), ("perturbed", pair.perturbed_diverged_step)):
+        if step is not None:
+            parts.append(f"{who} run diverged at step {step}")
+    return f"seed {pair.seed}, eps {pair.epsilon:g}: " + ", ".join(parts)
 
 
 CONFIG = PerturbationConfig

@@ -89,6 +89,9 @@ class RegimeRules:
     spike_min: float = 0.01
 
     def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite number, got {value}")
         for name in ("memorize_at", "generalize_at", "collapse_below"):
             value = getattr(self, name)
             if not 0 < value <= 1:

@@ -1,17 +1,112 @@
-"""Training the runs an experiment needs: finished runs are reused, interrupted ones resumed, the rest trained together.
+"""What every experiment shares: config validation up front, and training the runs it needs.
 
-An experiment calls :func:`train_missing` with configs that differ only in their seed (and ``model.init_from``);
-rerunning an experiment therefore trains only what is missing, and an interrupted one picks up where it stopped.
+Validation: an experiment builds and checks every run config it will train (:func:`load_base`, :func:`checked`)
+before anything trains, so that a mistake is a one-line :class:`~grokscope.errors.UserError` naming the experiment
+file and its field, and nothing is written. Experiment config models derive from :class:`ExperimentModel` (unknown
+keys and inf/nan refused) and use :data:`Seed`, :data:`Name` and :func:`check_seeds`.
+
+Training: an experiment calls :func:`train_missing` with configs that differ only in their seed (and
+``model.init_from``); rerunning an experiment therefore trains only what is missing, and an interrupted one picks
+up where it stopped.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Any
 
-from grokscope.config import RunConfig
+from pydantic import BaseModel, ConfigDict, Field
+
+from grokscope.config import RunConfig, apply_overrides, parse_config, read_config_file
+from grokscope.errors import UserError
 from grokscope.store import SUMMARY_FILE, Run
+from grokscope.tasks import ModularTask, make_split
 from grokscope.training.many import train_many
+
+MAX_RUNS = 10_000
+"""The most runs one experiment may plan (a typo in a grid must not plan a million runs)."""
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100)]
+
+
+class ExperimentModel(BaseModel):
+    """Base of experiment config models: unknown keys are refused, and so are inf and nan in every float field."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """Each seed once: two runs of one seed would share a run directory."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: each seed once, got {list(seeds)}")
+
+
+def check_run_count(n: int, field: str, how: str) -> None:
+    """At most :data:`MAX_RUNS` runs, counted before any is planned (``how``: where the count comes from)."""
+    if n > MAX_RUNS:
+        raise ValueError(f"{field}: {n:,} runs ({how}); an experiment plans at most {MAX_RUNS:,}")
+
+
+def load_base(
+    config_path: Path, base: str, overrides: Sequence[str] = (), field: str = "set"
+) -> tuple[dict[str, Any], RunConfig]:
+    """The run config ``base`` (relative to the experiment file) with the experiment's ``overrides`` applied.
+
+    Returns the raw data (overrides applied) and the validated config. Mistakes name the base file when the base
+    alone is wrong, else the experiment file and ``field`` (``set.1: ...`` for a malformed entry).
+    """
+    path = Path(config_path).parent / base
+    original = read_config_file(path)
+    original.setdefault("name", path.stem)
+    data = apply_set(copy.deepcopy(original), overrides, config_path, field)
+    try:
+        config = parse_config(data, source=f"{config_path}: {field}" if overrides else str(path))
+    except UserError:
+        parse_config(original, source=str(path))  # a mistake in the base file itself is named there
+        raise
+    init_from = config.model.init_from
+    if init_from is not None and not Path(init_from).is_file():
+        model = original.get("model")
+        given = model.get("init_from") if isinstance(model, dict) else None
+        where = str(path) if given == init_from else f"{config_path}: {field}"
+        what = "is not a file" if Path(init_from).exists() else "no such file"
+        raise UserError(f"{where}: model.init_from: {what}: {init_from}")
+    return data, config
+
+
+def apply_set(data: dict[str, Any], overrides: Sequence[str], config_path: Path, field: str) -> dict[str, Any]:
+    """Apply an experiment's ``key=value`` overrides to raw config data (in place, and returned); a malformed entry
+    is an error naming the experiment file and the entry (``set.1: ...``)."""
+    for i, item in enumerate(overrides):
+        try:
+            apply_overrides(data, [item])
+        except UserError as err:
+            raise UserError(f"{config_path}: {field}.{i}: {str(err).removeprefix('--set ')}") from None
+    return data
+
+
+def check_buildable(config: RunConfig, where: str) -> None:
+    """What pydantic cannot see: the task and its split (cheap; no model is built)."""
+    try:
+        task = ModularTask.from_config(config.task)
+        make_split(task.n_pairs, config.task.train_fraction, config.task.val_fraction, 0)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def checked(data: dict[str, Any], where: str) -> RunConfig:
+    """A run config from raw data, validated and buildable; mistakes are one-line errors starting with ``where``."""
+    config = parse_config(data, source=where)
+    check_buildable(config, where)
+    return config
+
+
+def with_seeds(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
+    """``config`` once per seed (the seeds are checked by the experiment config)."""
+    return [config.with_seed(seed) for seed in seeds]
 
 
 def train_missing(
@@ -44,6 +139,11 @@ def train_chain(
 
 
 def _starting_from(config: RunConfig, previous: Run) -> RunConfig:
+    steps = previous.steps()
+    if not steps:
+        diverged = (previous.summary() or {}).get("diverged") or {}
+        why = f"diverged at step {diverged['step']} and " if "step" in diverged else ""
+        raise UserError(f"{previous.root}: this stage {why}left no checkpoint for the next stage to start from")
     data = config.to_dict()
-    data["model"]["init_from"] = str(previous.checkpoint_path(previous.steps()[-1]))
-    return RunConfig.model_validate(data)
+    data["model"]["init_from"] = str(previous.checkpoint_path(steps[-1]))
+    return parse_config(data, source=config.name)

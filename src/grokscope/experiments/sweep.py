@@ -43,30 +43,32 @@ import io
 import itertools
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from grokscope.config import (
-    RunConfig,
-    apply_overrides,
-    config_differences,
-    parse_config,
-    read_config_file,
-    set_field,
-)
+from grokscope.config import RunConfig, config_differences, parse_config, set_field
 from grokscope.errors import UserError
 from grokscope.experiments.launch import Launcher, run_groups
 from grokscope.experiments.regimes import REGIMES, SHORT, LossBounds, RegimeRules, classify_run, loss_bounds
+from grokscope.experiments.runs import (
+    ExperimentModel,
+    Name,
+    Seed,
+    check_buildable,
+    check_run_count,
+    check_seeds,
+    load_base,
+)
 from grokscope.stats import Sample, kaplan_meier_median
 from grokscope.store import SUMMARY_FILE, Run, atomic_write_text, write_json
-from grokscope.tasks import ModularTask, make_split
 from grokscope.viz.sweep import figures
 from grokscope.viz.write import write_figures
 
@@ -84,16 +86,12 @@ RESERVED = {"seed": "sweep seeds with `seeds:`", "name": "run names are made fro
 MAX_NAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,+-]")
 
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
-
-class SweepConfig(BaseModel):
+class SweepConfig(ExperimentModel):
     """``grokscope experiment`` config of kind ``sweep`` (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     kind: Literal["sweep"]
-    name: str = Field("sweep", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    name: Name = "sweep"
     base: str
     set: list[str] = Field(default_factory=list, description="--set overrides applied to the base config")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="field path -> values (every combination)")
@@ -113,8 +111,15 @@ class SweepConfig(BaseModel):
                 _check_key(key, f"runs.{i}.{key}")
         for key in self.grid:
             _check_key(key, f"grid.{key}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: each seed once, got {self.seeds}")
+        check_seeds(self.seeds)
+        # Counted from the axis lengths, before a single combination is built.
+        seeds = f"{len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}"
+        if self.grid:
+            n = math.prod(len(values) for values in self.grid.values()) * len(self.seeds)
+            check_run_count(n, "grid", " x ".join(str(len(v)) for v in self.grid.values()) + f" values x {seeds}")
+        else:
+            n = max(len(self.runs), 1) * len(self.seeds)
+            check_run_count(n, "runs" if self.runs else "seeds", f"{max(len(self.runs), 1)} runs x {seeds}")
         return self
 
 
@@ -231,26 +236,10 @@ class PlannedRun:
     run_dir: Path
 
 
-def _check_buildable(config: RunConfig, where: str) -> None:
-    """What pydantic cannot see: the task and its split (cheap; no model is built)."""
-    try:
-        task = ModularTask.from_config(config.task)
-        make_split(task.n_pairs, config.task.train_fraction, config.task.val_fraction, 0)
-    except UserError as err:
-        raise UserError(f"{where}: {err}") from None
-
-
 def plan_runs(config: SweepConfig, config_path: Path, out: Path) -> tuple[list[str], list[PlannedRun]]:
     """The swept fields and every run of the sweep, validated; raises :class:`UserError` before anything trains."""
     config_path = Path(config_path)
-    base_path = config_path.parent / config.base
-    data = read_config_file(base_path)
-    data.setdefault("name", base_path.stem)
-    try:
-        apply_overrides(data, config.set)
-    except UserError as err:
-        raise UserError(f"{config_path}: set: {err}") from None
-    base = parse_config(data, source=f"{config_path}: base {config.base}")
+    data, base = load_base(config_path, config.base, config.set)
     fields = swept_fields(config)
     aliases = field_aliases(fields)
     root = Path(out) / config.name
@@ -264,8 +253,8 @@ def plan_runs(config: SweepConfig, config_path: Path, out: Path) -> tuple[list[s
         resolved = run_config.to_dict()
         values = {f: _lookup(resolved, f) for f in fields}
         label = condition_label(values, aliases)
-        run_config = RunConfig.model_validate({**resolved, "name": _config_name(label, base.name)})
-        _check_buildable(run_config, where)
+        run_config = parse_config({**resolved, "name": _config_name(label, base.name)}, source=where)
+        check_buildable(run_config, where)
         for seed in config.seeds:
             name = run_name(label, seed)
             planned.append(PlannedRun(name, label, values, seed, run_config.with_seed(seed), root / name))

@@ -16,21 +16,35 @@ source task afterwards, and the key frequencies of the transferred model against
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from grokscope import stats
 from grokscope.analysis.common import answer_logits, jsonable
 from grokscope.analysis.fourier import jaccard, key_frequencies
-from grokscope.config import Component, RunConfig, load_config
-from grokscope.experiments.runs import train_missing
+from grokscope.config import Component, RunConfig, parse_config
+from grokscope.errors import UserError
+from grokscope.experiments.runs import (
+    ExperimentModel,
+    Name,
+    Seed,
+    apply_set,
+    check_buildable,
+    check_run_count,
+    check_seeds,
+    checked,
+    load_base,
+    train_missing,
+)
 from grokscope.store import Run, atomic_write_text, write_json
+from grokscope.tasks import ModularTask
 from grokscope.viz.transfer import figures
 from grokscope.viz.write import write_figures
 
@@ -38,10 +52,8 @@ THRESHOLDS = (0.9, 0.95, 0.99, 0.999)
 RANDOM = "random"
 
 
-class Criteria(BaseModel):
+class Criteria(ExperimentModel):
     """How source checkpoints are chosen."""
-
-    model_config = ConfigDict(extra="forbid")
 
     grokked_test_acc: float = Field(0.999, gt=0, le=1)
     memorized_train_acc: float = Field(0.99, gt=0, le=1)
@@ -49,10 +61,8 @@ class Criteria(BaseModel):
     memorized_pick: Literal["first", "last"] = "last"
 
 
-class PartialCondition(BaseModel):
+class PartialCondition(ExperimentModel):
     """A partially grokked source: the first checkpoint at ``test_acc`` or at ``step`` (give one)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     test_acc: float | None = Field(None, gt=0, le=1)
@@ -65,23 +75,23 @@ class PartialCondition(BaseModel):
         return self
 
 
-class TransferConfig(BaseModel):
+class TransferConfig(ExperimentModel):
     """``grokscope experiment`` config of kind ``transfer`` (``source`` is a run config, relative to this file)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     kind: Literal["transfer"]
-    name: str = Field("transfer", pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+    name: Name = "transfer"
     source: str
     source_set: list[str] = Field(default_factory=list, description="--set overrides for the source runs")
     target_set: list[str] = Field(min_length=1, description="--set overrides that turn the source into the target")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     conditions: list[Literal["grokked", "memorized", "random"]] = Field(
         default_factory=lambda: ["grokked", "memorized", "random"], min_length=1
     )
     partial: list[PartialCondition] = Field(default_factory=list)
     criteria: Criteria = Field(default_factory=Criteria)
-    budgets: dict[str, int] = Field(default_factory=dict, description="target steps per condition")
+    budgets: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="target steps per condition"
+    )
     freeze: list[Component] = Field(default_factory=list)
     early_epoch: int = Field(100, ge=0)
     relearn_steps: int = Field(0, ge=0, description="retrain the source task from each final target model")
@@ -101,6 +111,9 @@ class TransferConfig(BaseModel):
             raise ValueError(f"budgets: unknown condition {sorted(unknown)[0]!r}")
         if len(set(self.condition_names)) != len(self.condition_names):
             raise ValueError("partial: names must differ from each other and from the conditions")
+        check_seeds(self.seeds)
+        n = len(self.seeds) * (1 + len(self.condition_names) * (2 if self.relearn_steps else 1))
+        check_run_count(n, "seeds", f"{len(self.seeds)} seeds x the source and {len(self.condition_names)} conditions")
         return self
 
 
@@ -239,21 +252,75 @@ def source_scores(target: Run, source: Run) -> tuple[list[int], list[float] | No
     return steps, retention, sanity
 
 
-def _configs(config: TransferConfig, config_path: Path) -> tuple[RunConfig, RunConfig]:
-    base = (config_path.parent / config.source).resolve()
-    source = load_config(base, config.source_set)
-    target = load_config(base, [*config.source_set, *config.target_set])
+# Shape-deciding model fields: a checkpoint moves between tasks (any vocabulary) only when these agree.
+ARCHITECTURE = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "normalization")
+
+
+@dataclass
+class Plan:
+    """Every config a transfer experiment trains, validated before anything trains."""
+
+    source: RunConfig  # seed 0's; each seed's is source.with_seed(seed)
+    targets: dict[str, RunConfig]  # per condition, with its budget; init_from is filled in per seed
+    relearn: RunConfig | None  # the source task for relearn_steps; init_from is filled in per target run
+
+
+def plan(config: TransferConfig, config_path: Path) -> Plan:
+    """Build and check the source, target (per condition) and relearn configs; one-line errors name the field."""
+    source_data, source = load_base(config_path, config.source, config.source_set, field="source_set")
+    check_buildable(source, f"{config_path}: source {config.source}")
+    target_data = apply_set(copy.deepcopy(source_data), config.target_set, config_path, "target_set")
+    target_data["name"] = f"{config.name}_target"
+    target = checked(target_data, f"{config_path}: target_set")
     data = target.to_dict()
-    data["name"] = f"{config.name}_target"
     data["optim"]["freeze"] = list(config.freeze)
-    return source, RunConfig.model_validate(data)
+    target = parse_config(data, source=f"{config_path}: freeze")
+    if set(config.condition_names) != {RANDOM} or config.relearn_steps:
+        _check_transferable(source, target, config_path)
+    targets = {}
+    for condition in config.condition_names:
+        data = target.to_dict()
+        data["train"]["steps"] = config.budgets.get(condition, target.train.steps)
+        targets[condition] = parse_config(data, source=f"{config_path}: budgets.{condition}")
+    relearn = None
+    if config.relearn_steps:
+        data = source.to_dict()
+        data["name"] = f"{config.name}_relearn"
+        data["train"]["steps"] = config.relearn_steps
+        relearn = parse_config(data, source=f"{config_path}: relearn_steps")
+    return Plan(source, targets, relearn)
+
+
+def _check_transferable(source: RunConfig, target: RunConfig, config_path: Path) -> None:
+    """Checkpoints move between the source and target models: same architecture and sequence format."""
+    for name in ARCHITECTURE:
+        a, b = getattr(source.model, name), getattr(target.model, name)
+        if a != b:
+            raise UserError(
+                f"{config_path}: target_set: model.{name} is {b!r} in the target but {a!r} in the source; "
+                "a checkpoint carries over only to the same architecture (the task's vocabulary may differ)"
+            )
+    try:
+        ModularTask.from_config(target.task).shared_tokens(ModularTask.from_config(source.task))
+    except UserError as err:
+        raise UserError(f"{config_path}: target_set: {err}") from None
+
+
+def _with(config: RunConfig, seed: int, init_from: str | None) -> RunConfig:
+    """``config`` for ``seed``, starting from the checkpoint ``init_from`` (None: as configured)."""
+    if init_from is None:
+        return config.with_seed(seed)
+    data = config.with_seed(seed).to_dict()
+    data["model"]["init_from"] = init_from
+    return parse_config(data, source=config.name)
 
 
 def run_experiment(
     config: TransferConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
 ) -> TransferResult:
     """Train sources and targets (reusing finished runs), measure every target run and write the results."""
-    source_config, target_config = _configs(config, config_path)
+    planned = plan(config, config_path)
+    source_config = planned.source
     root = out / config.name
     sources = train_missing(
         [source_config.with_seed(s) for s in config.seeds],
@@ -268,7 +335,8 @@ def run_experiment(
 
     targets: list[TargetResult] = []
     for condition in config.condition_names:
-        budget = config.budgets.get(condition, target_config.train.steps)
+        target_config = planned.targets[condition]
+        budget = target_config.train.steps
         jobs = []
         for seed, source in zip(config.seeds, sources, strict=True):
             choice = Choice(None, "random init") if condition == RANDOM else choices[seed][condition]
@@ -276,12 +344,9 @@ def run_experiment(
             targets.append(result)
             if condition != RANDOM and choice.step is None:
                 continue  # the source never satisfied the criterion: reported, not trained
-            data = target_config.with_seed(seed).to_dict()
-            data["train"]["steps"] = budget
-            if choice.step is not None:
-                data["model"]["init_from"] = str(source.checkpoint_path(choice.step))
+            init_from = None if choice.step is None else str(source.checkpoint_path(choice.step))
             result.run_dir = str(root / condition / f"seed{seed}")
-            jobs.append((RunConfig.model_validate(data), Path(result.run_dir)))
+            jobs.append((_with(target_config, seed, init_from), Path(result.run_dir)))
         train_missing([c for c, _ in jobs], [d for _, d in jobs], device=device, progress=progress)
 
     for result in targets:
@@ -291,6 +356,7 @@ def run_experiment(
                 Run.open(result.run_dir),
                 sources[config.seeds.index(result.seed)],
                 config,
+                planned.relearn,
                 root,
                 device,
                 progress,
@@ -306,7 +372,14 @@ def run_experiment(
 
 
 def _measure(
-    result: TargetResult, run: Run, source: Run, config: TransferConfig, root: Path, device: str, progress: bool
+    result: TargetResult,
+    run: Run,
+    source: Run,
+    config: TransferConfig,
+    relearn: RunConfig | None,
+    root: Path,
+    device: str,
+    progress: bool,
 ) -> None:
     rows = run.metrics()
     result.epochs_to = epochs_to(rows)
@@ -314,18 +387,15 @@ def _measure(
     result.test_acc_curve = [(r["epoch"], r["test_acc"]) for r in rows]
     result.steps, result.source_retention, result.source_labels_on_target = source_scores(run, source)
     task = run.task
-    if task.input_range is None and not task.operation.b_nonzero:  # Fourier analysis needs the full grid
+    if run.steps() and task.input_range is None and not task.operation.b_nonzero:  # Fourier needs the full grid
         result.key_frequencies = key_frequencies(run.load_model(), task)
         if result.source_step is not None:
             result.source_key_frequencies = key_frequencies(source.load_model(result.source_step), source.task)
             result.key_frequency_jaccard = jaccard(result.key_frequencies, result.source_key_frequencies)
-    if config.relearn_steps:
-        data = source.config.to_dict()
-        data["name"] = f"{config.name}_relearn"
-        data["train"]["steps"] = config.relearn_steps
-        data["model"]["init_from"] = str(run.checkpoint_path(run.steps()[-1]))
+    if relearn is not None and run.steps():
+        relearn_config = _with(relearn, source.config.seed, str(run.checkpoint_path(run.steps()[-1])))
         relearn_dir = root / result.condition / f"seed{result.seed}_relearn"
-        (relearned,) = train_missing([RunConfig.model_validate(data)], [relearn_dir], device=device, progress=progress)
+        (relearned,) = train_missing([relearn_config], [relearn_dir], device=device, progress=progress)
         result.relearn_epochs_to = epochs_to(relearned.metrics())
 
 
