@@ -8,7 +8,10 @@ becomes a one-line :class:`~grokscope.errors.UserError` naming the field.
 from __future__ import annotations
 
 import copy
+import errno
 import re
+import reprlib
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +21,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grokscope.errors import UserError
 from grokscope.tasks import OPERATIONS, is_prime
+
+# A dataset holds modulus**2 pairs, so a modulus this large could never be trained (2**48 pairs); the bound also
+# keeps the primality test of ``div`` (trial division) instant and the memory estimates' numbers readable.
+MAX_MODULUS = 2**24
+
+# Every other count (steps, sizes, intervals) fits int64, as torch and the checkpoints hold it; the bound also keeps
+# the memory estimates, which work in floats, from overflowing on a number of hundreds of digits.
+MAX_INT = 2**63 - 1
+
+# Torch converts the optimizer's scalars to float32 (largest ~3.4e38) inside its kernels and fails with "value cannot
+# be converted to type float without overflow" beyond that. These bounds are far above any useful value (a larger
+# one only makes training diverge, which a run reports) and far enough below 3.4e38 that nothing overflows:
+FLOAT32_SAFE = 1e30  # weight_decay, eps, grad_clip, Grokfast's lamb: used (about) as given
+# Adam's first step moves by lr / (1 - beta1), and 1 - beta1 can be as small as ~1.1e-16 (float64 just below 1):
+# 1e20 / 1.1e-16 ~ 1e36 still fits float32.
+MAX_LR = 1e20
+
+# How deep and how big a config value may be. A run config is four levels deep with ~50 values; the limits reject
+# what no config needs before pydantic, repr or copy walk it: a value nested past Python's recursion limit, and a
+# YAML alias bomb ("billion laughs": anchors referring to anchors expand exponentially).
+MAX_DEPTH = 100
+MAX_VALUES = 100_000
+TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels)"
+TOO_BIG = f"too many values (more than {MAX_VALUES:,} once YAML aliases are expanded)"
+RECURSIVE = "a value contains itself (a YAML alias inside its own anchor)"
 
 MetricName = Literal["train_acc", "test_acc", "val_acc", "train_loss", "test_loss", "val_loss"]
 
@@ -31,21 +59,22 @@ class TaskConfig(_Section):
     """What the model learns: ``(a op b) mod modulus`` in a sequence format, and how the data is split."""
 
     operation: str = "add"
-    modulus: int = Field(113, ge=2)
+    modulus: int = Field(113, ge=2, le=MAX_MODULUS)
     format: Literal["nanda", "power"] = "nanda"
     loss_on: Literal["answer", "all"] = "answer"
     train_fraction: float = Field(0.3, gt=0, lt=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
-    input_range: int | None = Field(None, ge=1, description="restrict a, b to [0, input_range)")
+    input_range: int | None = Field(None, ge=1, le=MAX_MODULUS, description="restrict a, b to [0, input_range)")
     split_seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="seed of the train/test split; null: the run's seed"
     )
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
+        # Runs after the field constraints: the modulus is at most MAX_MODULUS here, so is_prime is instant.
         op = OPERATIONS.get(self.operation)
         if op is None:
-            raise ValueError(f"operation: unknown operation {self.operation!r} (known: {', '.join(OPERATIONS)})")
+            raise ValueError(f"operation: unknown operation {show(self.operation)} (known: {', '.join(OPERATIONS)})")
         if op.needs_prime and not is_prime(self.modulus):
             raise ValueError(f"modulus: {self.operation} needs a prime modulus, got {self.modulus}")
         if self.input_range is not None and self.input_range > self.modulus:
@@ -73,11 +102,11 @@ class ModelConfig(_Section):
     come from the task."""
 
     preset: Literal["nanda", "power"] = "nanda"
-    n_layers: int | None = Field(None, ge=1)
-    d_model: int | None = Field(None, ge=1)
-    n_heads: int | None = Field(None, ge=1)
-    d_head: int | None = Field(None, ge=1)
-    d_mlp: int | None = Field(None, ge=1)
+    n_layers: int | None = Field(None, ge=1, le=MAX_INT)
+    d_model: int | None = Field(None, ge=1, le=MAX_INT)
+    n_heads: int | None = Field(None, ge=1, le=MAX_INT)
+    d_head: int | None = Field(None, ge=1, le=MAX_INT)
+    d_mlp: int | None = Field(None, ge=1, le=MAX_INT)
     act_fn: Literal["relu", "gelu", "silu", "gelu_new"] | None = None
     normalization: Normalization | None = None
     dtype: Literal["float32", "float64"] = "float32"
@@ -110,19 +139,22 @@ class GrokfastConfig(_Section):
 
     filter: Literal["ema", "ma"] = "ema"
     alpha: float = Field(0.98, ge=0, lt=1, description="EMA decay (filter: ema)")
-    lamb: float = Field(2.0, ge=0, description="amplification of the slow gradient")
-    window: int = Field(100, ge=1, description="moving-average length in steps (filter: ma)")
+    lamb: float = Field(2.0, ge=0, le=FLOAT32_SAFE, description="amplification of the slow gradient")
+    window: int = Field(100, ge=1, le=MAX_INT, description="moving-average length in steps (filter: ma)")
 
 
 class OptimConfig(_Section):
     """AdamW with a linear warmup, optional gradient clipping and grokking accelerators (applied in that order)."""
 
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1.0, ge=0)
+    # The upper bounds keep every scalar torch computes from these within float32 (see FLOAT32_SAFE, MAX_LR).
+    lr: float = Field(1e-3, gt=0, le=MAX_LR)
+    weight_decay: float = Field(1.0, ge=0, le=FLOAT32_SAFE)
     betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(1e-8, gt=0)
-    warmup_steps: int = Field(10, ge=0)
-    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
+    eps: float = Field(1e-8, gt=0, le=FLOAT32_SAFE)
+    warmup_steps: int = Field(10, ge=0, le=MAX_INT)
+    grad_clip: float | None = Field(
+        None, gt=0, le=FLOAT32_SAFE, description="max global gradient norm; none = no clipping"
+    )
     orthograd: bool = Field(False, description="⊥Grad (Prieto et al. 2025): drop the gradient part parallel to W")
     grokfast: GrokfastConfig | None = None
     freeze: list[Component] = Field(default_factory=list, description="parts that keep their initial weights")
@@ -149,9 +181,9 @@ class OptimConfig(_Section):
 class CheckpointSchedule(_Section):
     """Checkpoints at step 0, every ``dense_every`` steps up to ``dense_until``, then every ``every``, and at the end."""
 
-    every: int = Field(1000, ge=1)
-    dense_every: int = Field(100, ge=1)
-    dense_until: int = Field(0, ge=0)
+    every: int = Field(1000, ge=1, le=MAX_INT)
+    dense_every: int = Field(100, ge=1, le=MAX_INT)
+    dense_until: int = Field(0, ge=0, le=MAX_INT)
 
     def due(self, step: int) -> bool:
         if step == 0 or step % self.every == 0:
@@ -167,7 +199,7 @@ class EarlyStopConfig(_Section):
 
     metric: MetricName = "test_acc"
     threshold: float = 0.99
-    patience: int = Field(1000, ge=0)
+    patience: int = Field(1000, ge=0, le=MAX_INT)
 
     def met(self, value: float) -> bool:
         return value >= self.threshold if self.metric.endswith("_acc") else value <= self.threshold
@@ -176,9 +208,9 @@ class EarlyStopConfig(_Section):
 class TrainConfig(_Section):
     """The loop: how long, how big a batch, how often to evaluate and save, when to stop early."""
 
-    steps: int = Field(1000, ge=1)
-    batch_size: int | None = Field(None, ge=1, description="none = full batch")
-    eval_every: int = Field(10, ge=1)
+    steps: int = Field(1000, ge=1, le=MAX_INT)
+    batch_size: int | None = Field(None, ge=1, le=MAX_INT, description="none = full batch")
+    eval_every: int = Field(10, ge=1, le=MAX_INT)
     loss_dtype: Literal["float32", "float64"] = "float32"
     tf32: bool = Field(False, description="TF32 matmuls on CUDA: faster, ~1e-3 relative precision per product")
     loss_fn: Literal["softmax", "stablemax"] = Field(
@@ -203,7 +235,7 @@ class RunConfig(_Section):
     def _one_path_component(cls, name: str) -> str:
         # "." or ".." would point a run directory at its parents (and --overwrite at everything in them).
         if set(name) == {"."}:
-            raise ValueError(f"must name a folder, not {name!r}")
+            raise ValueError(f"must name a folder, not {show(name)}")
         return name
 
     @property
@@ -240,41 +272,184 @@ class RunConfig(_Section):
         return parse_config({**self.to_dict(), "seed": seed}, source=self.name)
 
 
+class _ShortRepr(reprlib.Repr):
+    """``reprlib`` with small limits, and ints and bytes that are never converted whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 2
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 4
+        self.maxarray = 4
+        self.maxstring = self.maxother = 60
+        self.maxlong = 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # str() of a huge int is slow, and fails past 4300 digits
+            return f"{'-' if x < 0 else ''}an integer of {x.bit_length():,} bits"
+        return super().repr_int(x, level)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return repr(x[: self.maxstring]) + ("..." if len(x) > self.maxstring else "")
+
+
+_short_repr = _ShortRepr()
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: bounded in time and length (a value may be a huge or deeply nested
+    structure, or an alias bomb's DAG), and on one line."""
+    try:
+        text = _short_repr.repr(value)
+    except Exception:  # a repr that fails is no reason to lose the error it decorates
+        text = f"a {type(value).__name__}"
+    text = _one_line_text(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line_text(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (a key may hold anything)."""
+    return _LINE_BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _field_name(part: Any) -> str:
+    """A field name or dotted path for a message: as it is when plain, else bounded, quoted and on one line
+    (an unknown key or a ``--set`` key is whatever the user typed)."""
+    if isinstance(part, int) or (isinstance(part, str) and re.fullmatch(r"[\w.-]{1,100}", part)):
+        return str(part)
+    return show(part, 60)
+
+
+# A message that starts by naming a field ("modulus: ...", "train.early_stop.metric: ...") extends the location.
+_NAMES_A_FIELD = re.compile(r"[A-Za-z_][\w.]*: ")
+
+
 def first_error(err: ValidationError) -> str:
-    """The first validation error as ``field.path: what is wrong``."""
-    e = err.errors()[0]
-    where = ".".join(str(part) for part in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
+    """The first validation error as ``field.path: what is wrong``, on one line and bounded in length."""
+    e = err.errors(include_url=False)[0]
+    where = ".".join(_field_name(part) for part in e["loc"])
+    msg = _one_line_text(e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, "))
     if e["type"] == "extra_forbidden":
         return f"{where}: unknown key"
     if e["type"] in ("value_error", "assertion_error"):
-        # Cross-field checks name the field themselves, relative to the section.
-        return f"{where + '.' if where else ''}{msg}"
-    shown = repr(e.get("input"))
-    return f"{where}: {msg} (got {shown[:60]})"
+        # Cross-field checks name the field themselves, relative to the section; field checks leave it to loc.
+        if not where:
+            return msg
+        return f"{where}.{msg}" if _NAMES_A_FIELD.match(msg) else f"{where}: {msg}"
+    bound = next(iter(e.get("ctx", {}).values()), None) if e["type"] in _BOUND_ERRORS else None
+    if isinstance(bound, float) and abs(bound) >= 1e6:  # pydantic spells 1e20 out in 21 digits
+        msg = re.sub(r"\d{7,}(\.\d*)?$", f"{bound:g}", msg)
+    return f"{where}: {msg} (got {show(e.get('input'), 60)})"
+
+
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate a plain dict into a :class:`RunConfig`; errors name ``source`` and the field."""
+    source = _one_line_text(source)  # a file name may hold a line break
+    problem = nesting_problem(data)
+    if problem is not None:
+        raise UserError(f"{source}: {problem}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{source}: {first_error(err)}") from None
+    except RecursionError:  # nesting_problem bounds the depth; this is a last resort, never a traceback
+        raise UserError(f"{source}: {TOO_DEEP}") from None
+
+
+def nesting_problem(value: Any) -> str | None:
+    """What makes ``value`` too deep or too big to validate (:data:`MAX_DEPTH`, :data:`MAX_VALUES`), or None.
+
+    Walks lists, tuples and dicts (keys and values) without recursion. A container met again is not walked again
+    but counts with its whole size, as a YAML alias expands: the walk is linear in the distinct containers however
+    much they are shared. A container inside itself (a recursive YAML alias) is reported too.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_: set[int] = set()  # the containers on the path from the top to the one being walked
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (list, tuple, dict)):
+            continue
+        key = id(node)
+        children: list[Any] = [x for kv in node.items() for x in kv] if isinstance(node, dict) else list(node)
+        if done:
+            open_.discard(key)
+            inner = [c for c in children if isinstance(c, (list, tuple, dict))]
+            size[key] = 1 + len(children) - len(inner) + sum(size[id(c)] for c in inner)
+            depth[key] = 1 + max((depth[id(c)] for c in inner), default=0)
+            if depth[key] > MAX_DEPTH:
+                return TOO_DEEP
+            if size[key] > MAX_VALUES:
+                return TOO_BIG
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            return RECURSIVE
+        if len(open_) >= MAX_DEPTH:
+            return TOO_DEEP
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (list, tuple, dict)) and id(c) not in size)
+    return None
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping that names one key twice (PyYAML keeps the last silently)."""
 
     def __init__(self, key: Any, line: int) -> None:
-        super().__init__(problem=f"duplicate key {key!r}")
+        super().__init__(problem=f"duplicate key {show(key)}")
         self.key, self.line = key, line
+
+
+class TooDeepOrBigError(yaml.YAMLError):
+    """A YAML or TOML value nested deeper than :data:`MAX_DEPTH`, or expanding (through aliases) to more than
+    :data:`MAX_VALUES` values; ``problem`` says which, without a position."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (no tags) that rejects a key given twice in one mapping, at any depth.
 
     Keys pulled in by a merge (``<<: *base``) may still be overridden: only the mapping's own keys must differ.
+    Values nested deeper than :data:`MAX_DEPTH` or expanding to more than :data:`MAX_VALUES` values (an alias
+    bomb) raise :class:`TooDeepOrBigError`, and a scalar its constructor refuses (``2001-13-45``, an integer of more
+    than 4300 digits) a ``ConstructorError`` with its line, rather than a bare ``ValueError``.
     """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # The composer recurses once per level: stop long before Python's recursion limit does.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise TooDeepOrBigError(TOO_DEEP)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        data = super().construct_document(node)
+        # Aliases are constructed by reference (linear), but what reads the result walks every expansion.
+        problem = nesting_problem(data)
+        if problem is not None:
+            raise TooDeepOrBigError(problem)
+        return data
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as err:
+            problem = f"cannot read {show(node.value)}: {_one_line(str(err)).partition(';')[0]}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
@@ -294,8 +469,24 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML text safely (no tags), rejecting duplicate keys with :class:`DuplicateKeyError`."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no tags
+    """Parse YAML text safely (no tags), rejecting duplicate keys with :class:`DuplicateKeyError` and values too
+    deep or too big with :class:`TooDeepOrBigError`."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: no tags
+    except RecursionError:  # the composer's depth guard should come first; never a traceback
+        raise TooDeepOrBigError(TOO_DEEP) from None
+
+
+def load_toml(text: str) -> dict[str, Any]:
+    """Parse TOML text; values too deep or too big raise :class:`TooDeepOrBigError` (tomllib recurses per level)."""
+    try:
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise TooDeepOrBigError(TOO_DEEP) from None
+    problem = nesting_problem(data)
+    if problem is not None:
+        raise TooDeepOrBigError(problem)
+    return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -306,13 +497,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise UserError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-3")
+            raise UserError(f"--set {show(item)}: expected key=value, e.g. optim.lr=1e-3")
+        named = _field_name(key)
         try:
             value = load_yaml(text)
-        except DuplicateKeyError as err:
-            raise UserError(f"--set {key}: {err.problem}") from None
+        except (DuplicateKeyError, TooDeepOrBigError) as err:
+            raise UserError(f"--set {named}: {err.problem}") from None
         except yaml.YAMLError:
-            raise UserError(f"--set {key}: cannot parse value {text!r}") from None
+            raise UserError(f"--set {named}: cannot parse value {show(text)}") from None
         set_field(data, key.strip(), value, where="--set ")
     return data
 
@@ -329,37 +521,59 @@ def set_field(data: dict[str, Any], path: str, value: Any, where: str = "") -> N
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise UserError(f"{where}{path}: {part} is not a section")
+            raise UserError(f"{where}{_field_name(path)}: {_field_name(part)} is not a section")
         node = child
     node[leaf] = copy.deepcopy(value)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML or TOML file into a dict, with one-line errors for missing or malformed files."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such config file")
+    _check_config_path(path)
+    name = _one_line_text(str(path))  # what the messages call it: a file name may hold a line break
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as err:
-        raise UserError(f"{path}: cannot read as a text config ({type(err).__name__})") from None
+        raise UserError(f"{name}: cannot read as a text config ({type(err).__name__})") from None
     try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else load_yaml(text)
+        data = load_toml(text) if path.suffix == ".toml" else load_yaml(text)
     except DuplicateKeyError as err:
-        raise UserError(f"{path} line {err.line}: {err.problem}") from None
+        raise UserError(f"{name} line {err.line}: {err.problem}") from None
+    except TooDeepOrBigError as err:
+        raise UserError(f"{name}: {err.problem}") from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
+        where = f"{name} line {mark.line + 1}" if mark is not None else name
         problem = " ".join(str(err.problem or err.context or "syntax error").split())
         raise UserError(f"{where}: not valid YAML: {problem}") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {_one_line(str(err))}") from None
+        raise UserError(f"{name}: not valid YAML: {_one_line(str(err))}") from None
     except tomllib.TOMLDecodeError as err:
-        raise UserError(_toml_error(path, text, err)) from None
+        raise UserError(_toml_error(name, text, err)) from None
+    except ValueError as err:  # tomllib lets int() refuse a number of more than 4300 digits
+        raise UserError(f"{name}: not valid TOML: {_one_line(str(err)).partition(';')[0]}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of config sections at the top level")
+        raise UserError(f"{name}: expected a mapping of config sections at the top level")
     return data
+
+
+def _check_config_path(path: Path) -> None:
+    """A one-line error unless ``path`` is a regular file (or a link to one)."""
+    name = _one_line_text(str(path))
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):  # also a link to nowhere
+            raise UserError(f"{name}: no such config file") from None
+        reason = (err.strerror or type(err).__name__).lower()
+        raise UserError(f"{name}: cannot read the config file ({reason})") from None
+    except ValueError:  # a NUL character: no file can have that name
+        raise UserError(f"{name}: no such config file") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{name}: is a directory, not a config file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{name}: not a regular file (a config must be a YAML or TOML file)")
 
 
 def _one_line(text: str) -> str:
@@ -367,7 +581,7 @@ def _one_line(text: str) -> str:
     return lines[0] if lines else "syntax error"
 
 
-def _toml_error(path: Path, text: str, err: tomllib.TOMLDecodeError) -> str:
+def _toml_error(path: Path | str, text: str, err: tomllib.TOMLDecodeError) -> str:
     """tomllib's message as ``file line N: ...``; a key given twice is named (tomllib only says where)."""
     message = _one_line(str(err))
     at = re.search(r" \(at line (\d+), column \d+\)$", message)
@@ -402,7 +616,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     init_from = config.model.init_from
     if init_from is not None and not Path(init_from).is_file():
         what = "is not a file" if Path(init_from).exists() else "no such file"
-        raise UserError(f"{path}: model.init_from: {what}: {init_from}")
+        raise UserError(f"{_one_line_text(str(path))}: model.init_from: {what}: {_one_line_text(init_from)}")
     return config
 
 

@@ -120,4 +120,6 @@ def check_training_fits(config: RunConfig, device: torch.device, n_models: int =
 
 
 def _gib(n: int) -> str:
+    if n >= 1e6 * GIB:
+        return f"{n / GIB:.3g} GiB"
     return f"{n / GIB:,.1f} GiB" if n >= GIB / 10 else f"{n / (1 << 20):,.0f} MiB"

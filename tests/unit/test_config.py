@@ -1,5 +1,8 @@
 import importlib
 import math
+import os
+import threading
+import time
 import types
 import typing
 from pathlib import Path
@@ -7,16 +10,26 @@ from typing import Any
 
 import pytest
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from grokscope.config import (
+    FLOAT32_SAFE,
+    MAX_LR,
+    MAX_MODULUS,
+    MAX_VALUES,
+    RECURSIVE,
+    TOO_BIG,
+    TOO_DEEP,
     RunConfig,
     apply_overrides,
     config_differences,
+    first_error,
     load_config,
     load_yaml,
+    nesting_problem,
     parse_config,
     read_config_file,
+    show,
 )
 from grokscope.errors import UserError
 
@@ -30,7 +43,7 @@ def test_shipped_configs_load(path, tmp_path):
         module = importlib.import_module(f"grokscope.experiments.{data['kind']}")
         experiment = module.CONFIG.model_validate(data)
         if data["kind"] == "transfer":
-            module._configs(experiment, path)  # source and target
+            module.plan(experiment, path)  # source and target (transfer.plan, formerly _configs)
         elif data["kind"] == "sweep":
             assert module.plan_runs(experiment, path, tmp_path)[1]
         else:
@@ -168,8 +181,9 @@ def test_set_twice_last_wins_but_a_duplicate_inside_a_value_is_an_error():
 # --- non-finite numbers ---------------------------------------------------------------------------------------
 
 
-def _float_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, int | None]]:
-    """Every float in the config models, as (dotted field, tuple position or None), through nested sections."""
+def _float_fields(model: type[BaseModel], prefix: str = "", kind: type = float) -> list[tuple[str, int | None]]:
+    """Every ``kind`` (float) in the config models, as (dotted field, tuple position or None), through nested
+    sections."""
     out: list[tuple[str, int | None]] = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
@@ -181,11 +195,11 @@ def _float_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, i
         )
         for arg in args:
             if isinstance(arg, type) and issubclass(arg, BaseModel):
-                out += _float_fields(arg, f"{path}.")
-            elif arg is float:
+                out += _float_fields(arg, f"{path}.", kind)
+            elif arg is kind:
                 out.append((path, None))
             elif typing.get_origin(arg) is tuple:
-                out += [(path, i) for i, a in enumerate(typing.get_args(arg)) if a is float]
+                out += [(path, i) for i, a in enumerate(typing.get_args(arg)) if a is kind]
     return out
 
 
@@ -358,3 +372,268 @@ def test_init_from_of_a_finished_run_may_be_gone():
     # Configs re-read from run directories and checkpoint metadata go through parse_config, which does not look.
     cfg = parse_config({"model": {"init_from": "/nonexistent/step_100.safetensors"}}, source="run/config.yaml")
     assert cfg.model.init_from == "/nonexistent/step_100.safetensors"
+
+
+# --- hostile inputs: nesting, alias bombs, huge numbers, odd paths ---------------------------------------------
+
+
+def finishes(call, *args: Any, limit: float = 10.0) -> str:
+    """``one_line_error(call, *args)``, run in a thread that must finish within ``limit`` seconds (not hang)."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["text"] = one_line_error(call, *args)
+        except BaseException as err:  # reported below, in the test's own thread
+            out["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"{call.__name__} did not finish within {limit} s"
+    if "error" in out:
+        raise out["error"]
+    return out["text"]
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)
+)  # i: 10**9 x's, in 90 nodes
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("list.yaml", "seed: " + "[" * 100_000 + "]" * 100_000 + "\n", TOO_DEEP),  # audit 116
+        ("map.yaml", "seed: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", TOO_DEEP),  # audit 117
+        ("block.yaml", "".join(f"{'  ' * i}a:\n" for i in range(150)) + "  " * 150 + "b: 1\n", TOO_DEEP),
+        ("list.toml", "seed = " + "[" * 100_000 + "]" * 100_000 + "\n", TOO_DEEP),
+        ("shallow.toml", "seed = " + "[" * 150 + "]" * 150 + "\n", TOO_DEEP),  # under the recursion limit
+        # 150 anchors each one level deep: only the expansion is too deep
+        ("chain.yaml", "".join(f"k{i}: &k{i} [{f'*k{i - 1}' if i else 1}]\n" for i in range(150)), TOO_DEEP),
+        ("laughs.yaml", LAUGHS.replace("i: &i", "seed: &i"), TOO_BIG),  # audit 114
+        ("unknown.yaml", LAUGHS + "seed: 0\n", TOO_BIG),
+        ("recursive.yaml", "seed: &a [1, *a]\n", RECURSIVE),
+    ],
+)
+def test_too_deep_or_too_big_files_are_one_line(tmp_path, name, text, problem):
+    path = tmp_path / name
+    path.write_text(text)
+    assert finishes(load_config, path) == f"{path}: {problem}"
+
+
+def test_too_deep_or_too_big_set_values_are_one_line():
+    deep = "seed=" + "[" * 50_000 + "]" * 50_000  # audit 173
+    assert finishes(apply_overrides, {}, [deep]) == f"--set seed: {TOO_DEEP}"
+    bomb = "seed={" + LAUGHS.replace("\n", ", ") + "}"
+    assert finishes(apply_overrides, {}, [bomb]) == f"--set seed: {TOO_BIG}"
+
+
+def _shared(levels: int) -> list[Any]:
+    value: list[Any] = [0]
+    for _ in range(levels):
+        value = [value] * 10  # 10**levels leaves, in `levels` lists
+    return value
+
+
+def test_parse_config_bounds_what_it_is_given():
+    # Configs re-read from run directories and checkpoints do not come through load_yaml: parse_config checks too.
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert finishes(parse_config, {"seed": deep}) == f"config: {TOO_DEEP}"
+    assert finishes(parse_config, {"optim": {"freeze": _shared(9)}}) == f"config: {TOO_BIG}"
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert finishes(parse_config, {"seed": loop}) == f"config: {RECURSIVE}"
+    assert nesting_problem(parse_config({}).to_dict()) is None
+    assert nesting_problem([[1] * 3] * (MAX_VALUES // 5)) is None  # big and shared, but within the limits
+
+
+def test_error_messages_show_a_bounded_repr_of_the_input():
+    # audit 114: first_error used to repr() the whole input, here 10**9 values behind 9 shared lists.
+    with pytest.raises(ValidationError) as err:
+        RunConfig.model_validate({"seed": _shared(9)})  # straight to pydantic, past parse_config's walk
+    started = time.perf_counter()
+    text = first_error(err.value)
+    assert time.perf_counter() - started < 1
+    assert text.startswith("seed: Input should be a valid integer (got [[[...") and len(text) < 120, text
+    loop: list[Any] = []
+    loop.append(loop)
+    for value, shown in [
+        (16**5000, "an integer of 20,001 bits"),  # str() of it fails past 4300 digits
+        ("x\ny" * 10_000, "'x\\nyx\\nyx"),
+        (b"\0" * 10**6, "b'\\x00\\x00"),
+        (loop, "[[[...]]]"),
+        (_shared(9), "[[[...], [...], [...], [...], ...], "),
+    ]:
+        text = show(value)
+        assert text.startswith(shown) and len(text) <= 80 and "\n" not in text, text
+
+
+def test_unknown_keys_are_shown_on_one_line():
+    assert one_line_error(parse_config, {"a\nb": 1}, source="x.yaml") == "x.yaml: 'a\\nb': unknown key"
+    text = one_line_error(parse_config, {"task": {"k" * 10**6: 1}}, source="x.yaml")
+    assert text.startswith("x.yaml: task.'kkk") and text.endswith(": unknown key") and len(text) < 120
+    text = one_line_error(parse_config, {"task": {"operation": "op\n" * 10**5}}, source="x.yaml")
+    assert text.startswith("x.yaml: task.operation: unknown operation 'op\\nop") and len(text) < 250, text
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "date.yaml",
+            "seed: 2001-13-45\n",
+            " line 1: not valid YAML: cannot read '2001-13-45': month must be in 1..12",
+        ),
+        ("digits.yaml", "task:\n  modulus: " + "9" * 5000 + "\n", " line 2: not valid YAML: cannot read '99999"),
+        ("digits.toml", "seed = " + "9" * 5000 + "\n", ": not valid TOML: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_scalars_python_refuses_are_one_line(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    assert finishes(load_config, path).startswith(f"{path}{message}")
+
+
+def test_config_paths_that_are_not_files(tmp_path):
+    folder = tmp_path / "dir.yaml"
+    folder.mkdir()
+    assert one_line_error(load_config, folder) == f"{folder}: is a directory, not a config file"
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # opening it would block until a writer comes: it must not be opened
+    assert finishes(load_config, fifo) == f"{fifo}: not a regular file (a config must be a YAML or TOML file)"
+    assert (
+        one_line_error(load_config, "/dev/null")
+        == "/dev/null: not a regular file (a config must be a YAML or TOML file)"
+    )
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    assert (
+        one_line_error(load_config, loop) == f"{loop}: cannot read the config file (too many levels of symbolic links)"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.symlink_to(tmp_path / "gone.yaml")
+    assert one_line_error(load_config, broken) == f"{broken}: no such config file"
+    assert one_line_error(load_config, folder / "x" / "c.yaml") == f"{folder / 'x' / 'c.yaml'}: no such config file"
+    link = tmp_path / "link.yaml"
+    link.symlink_to(tmp_path / "real.yaml")
+    (tmp_path / "real.yaml").write_text("seed: 3\n")
+    assert load_config(link).seed == 3  # a link to a file is fine
+
+
+def test_name_errors_separate_field_and_message():
+    assert one_line_error(parse_config, {"name": "."}, source="x.yaml") == "x.yaml: name: must name a folder, not '.'"
+    assert one_line_error(parse_config, {"name": ".."}, source="x.yaml") == "x.yaml: name: must name a folder, not '..'"
+    text = one_line_error(parse_config, {"task": {"train_fraction": 0.8, "val_fraction": 0.3}}, source="x.yaml")
+    assert text == "x.yaml: task: train_fraction + val_fraction must leave a test set (sum < 1)"
+
+
+# --- bounds on sizes and optimizer scalars -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "field"),
+    [
+        ({"operation": "div", "modulus": 2**61 - 1}, "modulus"),  # a prime: trial division would take hours
+        ({"operation": "div", "modulus": MAX_MODULUS + 1}, "modulus"),
+        ({"modulus": 10**30}, "modulus"),
+        ({"input_range": 2**40}, "input_range"),
+    ],
+)
+def test_the_modulus_is_bounded_before_the_primality_test(monkeypatch, task, field):
+    def no_primality_test(n: int) -> bool:
+        raise AssertionError(f"is_prime({n}) ran before the bound was checked")
+
+    monkeypatch.setattr("grokscope.config.is_prime", no_primality_test)
+    text = finishes(parse_config, {"task": task}, "x.yaml")
+    assert text.startswith(f"x.yaml: task.{field}: Input should be less than or equal to {MAX_MODULUS} (got ")
+    assert len(text) < 150, text  # no 100-digit memory estimate either
+
+
+def test_the_largest_modulus_is_accepted_and_quick_to_test():
+    largest_prime = 2**24 - 3
+    started = time.perf_counter()
+    assert parse_config({"task": {"operation": "div", "modulus": largest_prime}}).task.modulus == largest_prime
+    assert time.perf_counter() - started < 1
+    assert one_line_error(parse_config, {"task": {"operation": "div", "modulus": MAX_MODULUS}}).startswith(
+        "config: task.modulus: div needs a prime modulus"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "bound"),
+    [
+        ("optim.lr", 1e308, "1e+20"),  # audit 136: torch failed mid-step, converting it to float32
+        ("optim.lr", 1e21, "1e+20"),
+        ("optim.weight_decay", 1e31, "1e+30"),
+        ("optim.eps", 1e39, "1e+30"),
+        ("optim.grad_clip", 1e300, "1e+30"),
+        ("optim.grokfast.lamb", 1e39, "1e+30"),
+    ],
+)
+def test_optimizer_scalars_are_bounded_to_float32(field, value, bound):
+    text = one_line_error(parse_config, _set(field, None, value), source="x.yaml")
+    assert text == f"x.yaml: {field}: Input should be less than or equal to {bound} (got {value!r})"
+
+
+def test_optimizer_bounds_keep_torch_within_float32():
+    # At the bounds, with the betas that magnify Adam's first step most, no scalar overflows float32 (it diverges).
+    betas = (math.nextafter(1.0, 0.0), math.nextafter(1.0, 0.0))
+    cfg = parse_config(
+        {"optim": {"lr": MAX_LR, "weight_decay": FLOAT32_SAFE, "eps": FLOAT32_SAFE, "betas": list(betas)}}
+    )
+    for foreach in (False, True):
+        param = torch.nn.Parameter(torch.randn(4, 4))
+        opt = torch.optim.AdamW(
+            [param],
+            lr=cfg.optim.lr,
+            betas=betas,
+            eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
+            foreach=foreach,
+        )
+        for _ in range(2):
+            param.grad = torch.randn(4, 4)
+            opt.step()
+    grad = torch.randn(4)
+    grad.add_(torch.randn(4), alpha=FLOAT32_SAFE)  # Grokfast's lamb
+    with pytest.raises(RuntimeError, match="overflow"):  # the failure the bounds keep away is real
+        grad.add_(torch.randn(4), alpha=1e39)
+
+
+INT_FIELDS = _float_fields(RunConfig, kind=int)
+
+
+def test_the_int_walk_finds_the_int_fields():
+    found = {path for path, _ in INT_FIELDS}
+    assert {
+        "seed",
+        "task.modulus",
+        "model.d_model",
+        "optim.grokfast.window",
+        "train.steps",
+        "train.batch_size",
+    } <= found
+    assert {"train.checkpoints.every", "train.early_stop.patience", "optim.warmup_steps"} <= found
+
+
+@pytest.mark.parametrize(("path", "position"), INT_FIELDS, ids=lambda x: str(x))
+def test_every_int_field_is_bounded(path, position):
+    # An int past float range broke the memory estimates (OverflowError); every count must fit int64 at least.
+    text = finishes(parse_config, _set(path, position, 16**300), "x.yaml")
+    assert text.startswith(f"x.yaml: {path}: Input should be less than or equal to "), text
+    assert text.endswith("(got an integer of 1,201 bits)"), text
+
+
+def test_odd_file_names_and_set_keys_stay_on_one_line(tmp_path):
+    odd = tmp_path / "a\nb.yaml"
+    assert one_line_error(load_config, odd) == f"{tmp_path}/a\\nb.yaml: no such config file"
+    odd.write_text("name: ok\nseed: -1\n")
+    assert one_line_error(load_config, odd).startswith(f"{tmp_path}/a\\nb.yaml: seed: Input should be greater")
+    assert one_line_error(load_config, "a\0b.yaml") == "a\\x00b.yaml: no such config file"
+    assert one_line_error(apply_overrides, {}, ["x\ny=[1"]) == "--set 'x\\ny': cannot parse value '[1'"
+    assert one_line_error(apply_overrides, {"seed": 1}, ["seed.x\ny=1"]) == "--set 'seed.x\\ny': seed is not a section"
+    text = one_line_error(apply_overrides, {}, ["seed=[" + "1, " * 10**5])
+    assert text.startswith("--set seed: cannot parse value '[1, 1, ") and len(text) < 120, text
