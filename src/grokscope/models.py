@@ -113,6 +113,24 @@ class GrokConfig:
             dtype=DTYPES[cfg.dtype],
         )
 
+    def hooked_transformer_fields(self) -> dict[str, Any]:
+        """The ``HookedTransformerConfig`` fields that describe this architecture (TransformerLens 3.x)."""
+        return dict(
+            n_layers=self.n_layers,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_head=self.d_head,
+            d_mlp=self.d_mlp,
+            act_fn=self.act_fn,
+            normalization_type=self.normalization_type,
+            d_vocab=self.d_vocab,
+            d_vocab_out=self.d_vocab_out,
+            n_ctx=self.n_ctx,
+            eps=self.eps,
+            use_attn_scale=self.use_attn_scale,
+            dtype=self.dtype,
+        )
+
     def architecture(self) -> forward.Architecture:
         if self.use_split_qkv_input or self.use_attn_in:
             raise NotImplementedError("per-head attention inputs (use_split_qkv_input, use_attn_in) are not supported")
@@ -421,24 +439,7 @@ class GrokTransformer(HookedRootModule):
                 "GrokTransformer is itself a HookedRootModule: use run_with_cache, run_with_hooks and "
                 "transformer_lens.patching on it directly"
             ) from None
-        c = self.cfg
-        tl_cfg = HookedTransformerConfig(
-            n_layers=c.n_layers,
-            d_model=c.d_model,
-            n_heads=c.n_heads,
-            d_head=c.d_head,
-            d_mlp=c.d_mlp,
-            act_fn=c.act_fn,
-            normalization_type=c.normalization_type,
-            d_vocab=c.d_vocab,
-            d_vocab_out=c.d_vocab_out,
-            n_ctx=c.n_ctx,
-            eps=c.eps,
-            use_attn_scale=c.use_attn_scale,
-            init_weights=False,
-            dtype=c.dtype,
-            device="cpu",
-        )
+        tl_cfg = HookedTransformerConfig(**self.cfg.hooked_transformer_fields(), init_weights=False, device="cpu")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             model = HookedTransformer(tl_cfg, move_to_device=False)

@@ -164,22 +164,7 @@ def test_live_against_hooked_transformer(name):
         from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     (model,), task, _ = models_and_task(ARCHITECTURES[name], n=1)
-    c = model.cfg
-    tl_cfg = HookedTransformerConfig(
-        n_layers=c.n_layers,
-        d_model=c.d_model,
-        n_heads=c.n_heads,
-        d_head=c.d_head,
-        d_mlp=c.d_mlp,
-        act_fn=c.act_fn,
-        normalization_type=c.normalization_type,
-        d_vocab=c.d_vocab,
-        d_vocab_out=c.d_vocab_out,
-        n_ctx=c.n_ctx,
-        dtype=c.dtype,
-        device="cpu",
-        seed=None,
-    )
+    tl_cfg = HookedTransformerConfig(**model.cfg.hooked_transformer_fields(), device="cpu", seed=None)
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.manual_seed(0)
