@@ -155,7 +155,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
     """Delete the temporary files that a killed writer left beside the run's own files (under the run lock only:
     the holder is the only writer of these files). Returns what was removed."""
     removed = []
-    targets = {name: path for name in (*RUN_FILES, MARKER_FILE)}
+    targets = {*RUN_FILES, MARKER_FILE}
     for folder in (path / CHECKPOINT_DIR, path / RECORDINGS_DIR):
         if folder.is_dir():
             removed += [p for p in folder.iterdir() if p.is_file() and _is_temp(p.name)]
@@ -266,7 +266,6 @@ class Claim:
     run: Run
     state: dict[str, Any] | None
     lock: FolderLock
-    kept: list[str] = field(default_factory=list)  # entries grokscope did not write, left in place by --overwrite
 
     def release(self) -> None:
         self.lock.release()
@@ -304,11 +303,12 @@ def claim(config: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: 
                 more = f" and {len(diffs) - 1} more" if len(diffs) > 1 else ""
                 raise UserError(f"--resume: {run_dir} was made with another config ({diffs[0]}{more})")
             return Claim(run, run.load_trainer_state(), lock)
-        kept = clear(run_dir) if kind is not Kind.ABSENT else []
+        if kind is not Kind.ABSENT:
+            clear(run_dir)
         task = ModularTask.from_config(config.task)
         t = config.task
         split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, config.split_seed)
-        return Claim(Run.create(run_dir, config, split), None, lock, kept)
+        return Claim(Run.create(run_dir, config, split), None, lock)
     except BaseException:
         lock.release()
         raise
