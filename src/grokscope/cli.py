@@ -98,8 +98,9 @@ def _guard(work: Callable[[], T], interrupted: str = "interrupted") -> T:
                 err=True,
             )
             raise typer.Exit(err.exit_code) from None
-        typer.echo(f"{interrupted} ({'SIGTERM' if isinstance(err, Terminated) else 'SIGINT'})", err=True)
-        raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
+        term = isinstance(err, Terminated) or getattr(err, "signal_name", None) == "SIGTERM"
+        typer.echo(f"{interrupted} ({'SIGTERM' if term else 'SIGINT'})", err=True)
+        raise typer.Exit(143 if term else 130) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -208,6 +209,9 @@ def train(
         make_recorders(record or [], record_every)  # a bad name fails before any run starts
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
         if record:  # recorders watch one GrokTransformer each: seeds then train one after another
+            from grokscope.rundir import check_claimable
+
+            check_claimable([run_dir for _, run_dir in jobs], resume=resume, overwrite=overwrite)
             results = [
                 train_run(cfg, run_dir, callbacks=make_recorders(record, record_every), **options)
                 for cfg, run_dir in jobs

@@ -129,7 +129,9 @@ def _attention(
     query_pos = torch.arange(t, device=x.device)[query]
     future = torch.arange(t, device=x.device)[None, :] > query_pos[:, None]
     scores = _at(hook, f"{prefix}.hook_attn_scores", scores.masked_fill(future, float("-inf")))
-    pattern = _at(hook, f"{prefix}.hook_pattern", scores.softmax(-1))
+    pattern = scores.softmax(-1)
+    if hook is not None:  # a hook may mask a whole row; TransformerLens reads its NaNs as 0 (unhooked, none can occur)
+        pattern = _at(hook, f"{prefix}.hook_pattern", torch.where(pattern.isnan(), 0.0, pattern))
     z = _at(hook, f"{prefix}.hook_z", torch.einsum("nbhqk,nbkhe->nbqhe", pattern, v))
     if arch.attn_result:  # per-head outputs, as TransformerLens's use_attn_result
         result = _at(hook, f"{prefix}.hook_result", torch.einsum("nbqhe,nhed->nbqhd", z, params[f"{prefix}.W_O"]))
@@ -150,7 +152,7 @@ def logits(
     embed = _at(hook, "hook_embed", F.embedding(tokens + offsets, w_e.reshape(n * d_vocab, d_model)))
     pos_embed = params["pos_embed.W_pos"][:, None, : tokens.shape[-1]]
     if hook is not None:  # TransformerLens's hook_pos_embed sees [batch, pos, d_model]
-        pos_embed = hook("hook_pos_embed", pos_embed.expand(n, tokens.shape[1], -1, -1))
+        pos_embed = hook("hook_pos_embed", pos_embed.expand(n, tokens.shape[1], -1, -1).clone())  # not W_pos itself
     x = embed + pos_embed
     activation = ACTIVATIONS[arch.act_fn]
     for layer in range(arch.n_layers):
@@ -161,7 +163,7 @@ def logits(
         attn_in = _norm(x, params, f"{prefix}.ln1", arch, hook)
         attn_out = _attention(attn_in, params, f"{prefix}.attn", arch, attn_query, hook)
         x = _at(hook, f"{prefix}.hook_resid_mid", x[:, :, attn_query] + _at(hook, f"{prefix}.hook_attn_out", attn_out))
-        mlp_in = _at(hook, f"{prefix}.hook_mlp_in", x) if arch.hook_mlp_in else x
+        mlp_in = _at(hook, f"{prefix}.hook_mlp_in", x.clone()) if arch.hook_mlp_in else x  # a copy, as in TL
         mlp_in = _norm(mlp_in, params, f"{prefix}.ln2", arch, hook)
         pre = _at(
             hook, f"{prefix}.mlp.hook_pre", _linear(mlp_in, params[f"{prefix}.mlp.W_in"], params[f"{prefix}.mlp.b_in"])

@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +38,7 @@ from grokscope.store import (
     TRAINER_STATE_FILE,
     Run,
     load_split,
+    write_marker,
 )
 from grokscope.tasks import ModularTask, make_split
 
@@ -93,20 +95,19 @@ def kind_of(path: Path) -> Kind:
 
 def _holds_training(path: Path) -> bool:
     """Whether a run folder holds anything a start killed before its first resume state cannot have written:
-    a checkpoint past step 0, a summary, recordings or analyses (what a plain start must never silently delete)."""
+    a checkpoint past step 0, a summary or analyses (what a plain start must never silently delete)."""
     checkpoints = path / CHECKPOINT_DIR
     later = checkpoints.is_dir() and any(
         _is_checkpoint(p.name) and p.name != "step_0000000.safetensors" for p in checkpoints.iterdir()
     )
-    written = any(
-        (path / folder).is_dir() and any((path / folder).iterdir()) for folder in (RECORDINGS_DIR, ANALYSIS_DIR)
-    )
-    return later or written or (path / SUMMARY_FILE).exists()
+    # Not recordings/: recorders flush at the step-0 checkpoint, before its resume state is written.
+    analysed = (path / ANALYSIS_DIR).is_dir() and any((path / ANALYSIS_DIR).iterdir())
+    return later or analysed or (path / SUMMARY_FILE).exists()
 
 
 def _is_ours_unfinished(path: Path) -> bool:
     """The lock, or the temporary file of a marker whose writer was killed: what a start killed at once leaves."""
-    return path.name == LOCK_FILE or (_is_temp(path.name) and _target(path.name) == MARKER_FILE)
+    return path.name == LOCK_FILE or _is_temp(path.name, (MARKER_FILE,))
 
 
 def _holds_nothing(path: Path) -> bool:
@@ -124,6 +125,8 @@ def clear(path: Path) -> list[str]:
     odd = [name for name in (*RUN_FILES, REPORT_FILE) if (path / name).exists() and not (path / name).is_file()]
     if odd:  # checked before anything is deleted: a clear either happens whole or not at all
         raise UserError(f"{path / odd[0]}: expected a file, found a folder or special file; remove it by hand")
+    if not (path / MARKER_FILE).is_file():  # an older grokscope's run: mark it, so a clear cut short stays ours
+        write_marker(path)
     for name in (*RUN_FILES, REPORT_FILE):
         (path / name).unlink(missing_ok=True)
     for folder in (RECORDINGS_DIR, ANALYSIS_DIR):  # written only by grokscope, through run-directory commands
@@ -146,21 +149,26 @@ def _is_checkpoint(name: str) -> bool:
     return name.startswith("step_") and name.endswith(".safetensors")
 
 
-def _is_temp(name: str) -> bool:
-    # store.atomic_write's temporary names: ".<target>.<random>.tmp"
-    return name.startswith(".") and name.endswith(".tmp")
+def _is_temp(name: str, targets: tuple[str, ...] = ()) -> bool:
+    """store.atomic_write's temporary names, ``.<target>.<8 random characters>.tmp`` (for one of ``targets``, or for
+    a checkpoint or a recording when none are given)."""
+    if not (name.startswith(".") and name.endswith(".tmp")) or name.count(".") < 3:
+        return False
+    target = _target(name)
+    if targets:
+        return target in targets
+    return _is_checkpoint(target) or target.endswith((".safetensors", ".jsonl"))
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
     """Delete the temporary files that a killed writer left beside the run's own files (under the run lock only:
     the holder is the only writer of these files). Returns what was removed."""
     removed = []
-    targets = {*RUN_FILES, MARKER_FILE}
     for folder in (path / CHECKPOINT_DIR, path / RECORDINGS_DIR):
         if folder.is_dir():
             removed += [p for p in folder.iterdir() if p.is_file() and _is_temp(p.name)]
     if path.is_dir():
-        removed += [p for p in path.iterdir() if p.is_file() and _is_temp(p.name) and _target(p.name) in targets]
+        removed += [p for p in path.iterdir() if p.is_file() and _is_temp(p.name, (*RUN_FILES, MARKER_FILE))]
     for p in removed:
         p.unlink(missing_ok=True)
     return removed
@@ -203,10 +211,11 @@ class FolderLock:
             holder = _read_note(fd)
             os.close(fd)
             raise UserError(f"{self.folder}: in use by {holder}; wait for it to finish or stop it") from None
+        self._fd = fd  # first: whatever happens next, release() can still drop the lock
         note = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command, "since": _now()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(note).encode(), 0)
-        self._fd = fd
+        with suppress(OSError):  # a full disk only costs the next process the holder's name
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(note).encode(), 0)
         return self
 
     def release(self) -> None:
@@ -214,6 +223,8 @@ class FolderLock:
             return
         fd, self._fd = self._fd, None
         # The file stays: unlinking it would let a third process lock a fresh file while a second waits on this one.
+        with suppress(OSError):
+            os.ftruncate(fd, 0)  # no stale holder's name for the next one to report
         _unlock(fd)
         os.close(fd)
 
@@ -291,6 +302,9 @@ def claim(config: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: 
         raise UserError("--resume and --overwrite contradict each other; pick one")
     if kind_of(run_dir) is Kind.FOREIGN:  # refused before a lock file is put in someone else's folder
         _refuse(Kind.FOREIGN, run_dir, resume, overwrite)
+    task = ModularTask.from_config(config.task)
+    t = config.task
+    split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, config.split_seed)  # may refuse: before clear
     lock = FolderLock(run_dir, "grokscope train").acquire()
     try:
         kind = kind_of(run_dir)  # under the lock: another process may have changed it until now
@@ -305,13 +319,19 @@ def claim(config: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: 
             return Claim(run, run.load_trainer_state(), lock)
         if kind is not Kind.ABSENT:
             clear(run_dir)
-        task = ModularTask.from_config(config.task)
-        t = config.task
-        split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, config.split_seed)
         return Claim(Run.create(run_dir, config, split), None, lock)
     except BaseException:
         lock.release()
         raise
+
+
+def check_claimable(run_dirs: list[Path], *, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse a list of run folders up front, as :func:`claim` would one by one: a seed list then starts whole or
+    not at all (a folder held by another process is still found only when its turn comes)."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+    for run_dir in run_dirs:
+        _refuse(kind_of(run_dir), run_dir, resume, overwrite)
 
 
 def _refuse(kind: Kind, run_dir: Path, resume: bool, overwrite: bool) -> None:

@@ -488,3 +488,42 @@ def test_usage_mistakes_are_one_line_too(tmp_path, config_file, args, message):
 
 def test_seed_lists_take_ascii_digits_only(tmp_path, config_file):
     assert "expected seeds" in one_line_error(train(config_file, tmp_path, "--seeds", "١-٣"))
+
+
+# Cases from a code review ------------------------------------------------------------------------------------------
+def test_overwrite_with_a_config_that_cannot_start_keeps_the_old_run(tmp_path, config_file):
+    assert train(config_file, tmp_path).exit_code == 0
+    before = tree(tmp_path / "tiny")
+    line = one_line_error(train(config_file, tmp_path, "--overwrite", "--set", "task.train_fraction=0.001"))
+    assert "train_fraction" in line
+    assert tree(tmp_path / "tiny") == before
+
+
+def test_a_start_killed_after_its_first_recording_is_still_half_created(tmp_path, config_file):
+    folder = tmp_path / "tiny"
+    _half("marker + checkpoints/ + config", folder)
+    (folder / "checkpoints" / "step_0000000.safetensors").write_bytes(b"killed before its resume state")
+    (folder / "recordings").mkdir()
+    (folder / "recordings" / "fingerprints.safetensors").write_bytes(b"flushed at the step-0 checkpoint")
+    assert train(config_file, tmp_path).exit_code == 0 and complete(folder)
+
+
+def test_a_seed_list_is_refused_whole_before_any_seed_trains(tmp_path, config_file):
+    (tmp_path / "tiny_seed2").mkdir()
+    (tmp_path / "tiny_seed2" / "thesis.tex").write_text("mine")
+    for extra in ([], ["--record", "gradients"]):
+        line = one_line_error(train(config_file, tmp_path, "--seeds", "0-2", *extra))
+        assert "tiny_seed2" in line and "grokscope did not create" in line
+        assert not (tmp_path / "tiny_seed0").exists()
+
+
+def test_temporary_files_that_are_not_grokscopes_are_left_alone(tmp_path, config_file):
+    assert train(config_file, tmp_path).exit_code == 0
+    out = tmp_path / "mine"
+    out.mkdir()
+    theirs = [out / ".notes.txt.x1.tmp", tmp_path / "tiny" / "checkpoints" / ".readme.txt.ab.tmp"]
+    for path in theirs:
+        path.write_text("mine")
+    assert invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet", "--no-figures", "--out", out).exit_code == 0
+    assert train(config_file, tmp_path, "--resume").exit_code == 0
+    assert all(path.read_text() == "mine" for path in theirs)

@@ -222,3 +222,36 @@ def test_transformer_lens_tools_work_on_the_model():
     assert torch.equal(accumulated[-1], cache["blocks.0.hook_resid_post"])
     heads = cache.stack_head_results(layer=-1)
     assert heads.shape == (model.cfg.n_heads, 16, 3, model.cfg.d_model)
+
+
+def test_in_place_hooks_change_copies_not_the_weights():
+    (model,), task, _ = models_and_task(ARCHITECTURES["power, LN, 2 layers"], n=1)
+    model.set_use_hook_mlp_in(True)
+    w_pos = model.W_pos.detach().clone()
+    tokens = task.dataset().tokens[:1]
+    seen = {}
+
+    def zero(x, hook):
+        x.zero_()
+
+    def keep(x, hook):
+        seen["resid_mid"] = x
+
+    hooks = [("hook_pos_embed", zero), ("blocks.0.hook_resid_mid", keep), ("blocks.0.hook_mlp_in", zero)]
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert torch.equal(model.W_pos, w_pos)
+    # Zeroing the MLP input in place leaves the residual stream it was copied from as it was.
+    assert seen["resid_mid"].abs().sum() > 0
+
+
+def test_a_fully_masked_attention_row_reads_as_zeros_as_in_transformer_lens():
+    (model,), task, _ = models_and_task(ARCHITECTURES["nanda"], n=1)
+    tokens = task.dataset().tokens[:4]
+
+    def mask_last_row(scores, hook):
+        scores[:, :, -1, :] = float("-inf")
+        return scores
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_attn_scores", mask_last_row)])
+    assert torch.isfinite(logits).all()

@@ -415,8 +415,11 @@ def analyze(
     """
     folder = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
     with FolderLock(folder, "grokscope analyze"):
+        # Only the temporary files of what analyze and its figures write: --out may be a folder of the user's.
+        ours = (".json", ".parquet", ".npy", ".html", ".js")
         for leftover in [*folder.glob(".*.tmp"), *folder.glob("figures/.*.tmp")]:
-            leftover.unlink(missing_ok=True)
+            if leftover.name[1:].rsplit(".", 2)[0].endswith(ours):
+                leftover.unlink(missing_ok=True)
         return _analyze(
             run,
             names,

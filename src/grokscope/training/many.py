@@ -24,7 +24,7 @@ from grokscope.config import RunConfig, config_differences
 from grokscope.errors import UserError
 from grokscope.memory import bytes_per_model, check_training_fits
 from grokscope.models import load_model
-from grokscope.rundir import Claim, claim, will_resume
+from grokscope.rundir import Claim, check_claimable, claim, will_resume
 from grokscope.tasks import ModularTask
 from grokscope.training.loop import (
     Objective,
@@ -70,6 +70,7 @@ def train_many(
     if not configs:
         return []
     _check_same_but_seed(configs)
+    check_claimable([Path(d) for d in run_dirs], resume=resume, overwrite=overwrite)  # whole list, before any trains
     dev = resolve_device(device)
     size = pack or default_pack(configs[0], dev, len(configs))
     if size < 1:
@@ -288,8 +289,14 @@ def _train_claimed(
             )
             if stop.requested and not stopped:
                 for i in [i for i, log in enumerate(logs) if not log.stopped and log.saved_step != step]:
-                    save(i, step)
-                raise stop.interrupted(step, [log.run.root for log in logs if not log.stopped])
+                    save(i, step)  # may find non-finite weights: that seed diverged rather than being interrupted
+                interrupted = [log for log in logs if not log.stopped]
+                if interrupted:
+                    for log in logs:  # seeds that already stopped (finished early or diverged) keep their summary
+                        if log.stopped:
+                            log.finish(dev, seeds_trained_together=n)
+                    raise stop.interrupted(step, [log.run.root for log in interrupted])
+                stopped = True
 
     results = []
     for i, (c, log) in enumerate(zip(configs, logs, strict=True)):

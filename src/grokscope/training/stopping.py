@@ -20,6 +20,14 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LOSS_METRICS = ("train_loss", "test_loss", "val_loss")
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """Stopped at once by a signal (the second one); ``signal_name`` says which, for the exit code."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on a signal after saving a checkpoint and the resume state of every run it was training."""
 
@@ -55,7 +63,7 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
-            raise KeyboardInterrupt  # asked twice: stop now
+            raise SignalInterrupt(signal.Signals(signum).name)  # asked twice: stop now
         self.received = signal.Signals(signum)
 
     @property
