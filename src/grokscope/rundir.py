@@ -331,7 +331,11 @@ def check_claimable(run_dirs: list[Path], *, resume: bool = False, overwrite: bo
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pick one")
     for run_dir in run_dirs:
-        _refuse(kind_of(run_dir), run_dir, resume, overwrite)
+        kind = kind_of(run_dir)
+        if kind not in (Kind.ABSENT, Kind.FOREIGN):
+            with FolderLock(run_dir, "grokscope train"):  # held by another process: say so, first
+                pass
+        _refuse(kind, run_dir, resume, overwrite)
 
 
 def _refuse(kind: Kind, run_dir: Path, resume: bool, overwrite: bool) -> None:

@@ -165,6 +165,17 @@ def test_a_held_run_folder_is_refused_naming_the_holder(tmp_path, config_file):
     assert train(config_file, tmp_path, "--resume").exit_code == 0  # released
 
 
+@pytest.fixture
+def children():
+    """Processes a test spawns; any still running at the end (a failed assertion) are killed, not left training."""
+    spawned: list = []
+    yield spawned
+    for process in spawned:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGKILL)
+            process.join()
+
+
 def _wait_for(condition, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -180,12 +191,13 @@ def _holder_pid(run_dir: Path) -> int | None:
 
 
 @pytest.mark.slow
-def test_concurrent_writers_one_trains_the_others_are_refused(tmp_path, config_file):
+def test_concurrent_writers_one_trains_the_others_are_refused(tmp_path, config_file, children):
     long = ["--set", "train.steps=200000", "--set", "train.eval_every=1000"]
     run_dir = tmp_path / "tiny"
     # Two starts at the same moment: exactly one trains.
     first = spawn(["train", config_file, "--out", tmp_path, "--quiet", "--device", "cpu", *long], tmp_path / "a")
     second = spawn(["train", config_file, "--out", tmp_path, "--quiet", "--device", "cpu", *long], tmp_path / "b")
+    children += [first, second]
     _wait_for(lambda: (first.exitcode is not None) or (second.exitcode is not None))
     loser, winner = (first, second) if first.exitcode is not None else (second, first)
     code, output = outcome(tmp_path / ("a" if loser is first else "b"))
@@ -205,9 +217,10 @@ def test_concurrent_writers_one_trains_the_others_are_refused(tmp_path, config_f
 
 
 @pytest.mark.slow
-def test_a_killed_holder_leaves_a_resumable_run(tmp_path, config_file):
+def test_a_killed_holder_leaves_a_resumable_run(tmp_path, config_file, children):
     long = ["--set", "train.steps=4000", "--set", "train.eval_every=500", "--set", "train.checkpoints.every=500"]
     holder = spawn(["train", config_file, "--out", tmp_path, "--quiet", "--device", "cpu", *long], tmp_path / "a")
+    children.append(holder)
     run_dir = tmp_path / "tiny"
     _wait_for(lambda: (run_dir / "checkpoints" / "step_0000000.safetensors").is_file())
     os.kill(holder.pid, signal.SIGKILL)
@@ -357,12 +370,13 @@ def test_an_interrupted_analyze_says_how_to_continue(tmp_path, config_file, monk
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_the_run_says_how_to_resume_and_resumes_bitwise(tmp_path, config_file, sig):
+def test_a_signal_saves_the_run_says_how_to_resume_and_resumes_bitwise(tmp_path, config_file, sig, children):
     long = ["--set", "train.steps=3000", "--set", "train.eval_every=100", "--set", "train.checkpoints.every=1000"]
     assert train(config_file, tmp_path / "whole", *long).exit_code == 0
     child = spawn(
         ["train", config_file, "--out", tmp_path / "cut", "--quiet", "--device", "cpu", *long], tmp_path / "r"
     )
+    children.append(child)
     run_dir = tmp_path / "cut" / "tiny"
     _wait_for(lambda: (run_dir / "checkpoints" / "step_0000000.safetensors").is_file())
     time.sleep(0.3)
