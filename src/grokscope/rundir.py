@@ -16,7 +16,7 @@ import shutil
 import socket
 import sys
 import time
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -125,20 +125,26 @@ def clear(path: Path) -> list[str]:
     odd = [name for name in (*RUN_FILES, REPORT_FILE) if (path / name).exists() and not (path / name).is_file()]
     if odd:  # checked before anything is deleted: a clear either happens whole or not at all
         raise UserError(f"{path / odd[0]}: expected a file, found a folder or special file; remove it by hand")
-    if not (path / MARKER_FILE).is_file():  # an older grokscope's run: mark it, so a clear cut short stays ours
-        write_marker(path)
-    for name in (*RUN_FILES, REPORT_FILE):
-        (path / name).unlink(missing_ok=True)
-    for folder in (RECORDINGS_DIR, ANALYSIS_DIR):  # written only by grokscope, through run-directory commands
-        if (path / folder).is_dir():
-            shutil.rmtree(path / folder)
-    checkpoints = path / CHECKPOINT_DIR
-    if checkpoints.is_dir():
-        for entry in checkpoints.iterdir():
-            if entry.is_file() and (_is_checkpoint(entry.name) or _is_temp(entry.name)):
-                entry.unlink()
-        if not any(checkpoints.iterdir()):
-            checkpoints.rmdir()
+    # Held while everything goes: an analyze writing there is refused by name, before anything is deleted.
+    analysis = (
+        FolderLock(path / ANALYSIS_DIR, "grokscope train --overwrite") if (path / ANALYSIS_DIR).is_dir() else None
+    )
+    with analysis or nullcontext():
+        if not (path / MARKER_FILE).is_file():  # an older grokscope's run: mark it, so a clear cut short stays ours
+            write_marker(path)
+        for name in (*RUN_FILES, REPORT_FILE):
+            (path / name).unlink(missing_ok=True)
+        if (path / RECORDINGS_DIR).is_dir():  # written only by the recorders of this run
+            shutil.rmtree(path / RECORDINGS_DIR)
+        if (path / ANALYSIS_DIR).is_dir():
+            shutil.rmtree(path / ANALYSIS_DIR)
+        checkpoints = path / CHECKPOINT_DIR
+        if checkpoints.is_dir():
+            for entry in checkpoints.iterdir():
+                if entry.is_file() and (_is_checkpoint(entry.name) or _is_temp(entry.name)):
+                    entry.unlink()
+            if not any(checkpoints.iterdir()):
+                checkpoints.rmdir()
     remove_stale_temps(path)
     kept = [p.name for p in path.iterdir() if p.name not in (MARKER_FILE, LOCK_FILE)]
     kept += [f"{CHECKPOINT_DIR}/{p.name}" for p in checkpoints.iterdir()] if checkpoints.is_dir() else []

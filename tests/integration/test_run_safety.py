@@ -541,3 +541,13 @@ def test_temporary_files_that_are_not_grokscopes_are_left_alone(tmp_path, config
     assert invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet", "--no-figures", "--out", out).exit_code == 0
     assert train(config_file, tmp_path, "--resume").exit_code == 0
     assert all(path.read_text() == "mine" for path in theirs)
+
+
+def test_overwrite_does_not_pull_analysis_away_from_a_running_analyze(tmp_path, config_file):
+    assert train(config_file, tmp_path).exit_code == 0
+    assert invoke("analyze", tmp_path / "tiny", "--fourier", "--quiet", "--no-figures").exit_code == 0
+    before = tree(tmp_path / "tiny")
+    with FolderLock(tmp_path / "tiny" / "analysis", "grokscope analyze"):
+        line = one_line_error(train(config_file, tmp_path, "--overwrite"))
+        assert f"in use by pid {os.getpid()}" in line and "analysis" in line
+    assert tree(tmp_path / "tiny") == before
