@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -85,7 +84,6 @@ class GrokConfig:
     use_normalization_before_and_after: bool = False
     attn_types: list[str] | None = None
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def attn_scale(self) -> float:
@@ -445,9 +443,6 @@ class GrokTransformer(HookedRootModule):
             model = HookedTransformer(tl_cfg, move_to_device=False)
         model.load_state_dict({k: v.detach().cpu() for k, v in self.state_dict().items()}, strict=True)
         return model.to(self.cfg.device, print_details=False)  # HookedTransformer.to prints otherwise
-
-    def named_hook_points(self) -> Iterator[tuple[str, HookPoint]]:
-        yield from self.hook_dict.items()
 
 
 def build_model(
