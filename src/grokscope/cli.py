@@ -289,6 +289,10 @@ def analyze(
     key_from: Annotated[
         str, typer.Option(help="Where the reference key set comes from: final (checkpoint), each, or a step.")
     ] = "final",
+    operation: Annotated[
+        str | None,
+        typer.Option(help="A multi-operation run: analyse this operation's examples (into analysis/<operation>/)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results (default: <run>/analysis).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     figures: Annotated[bool, typer.Option(help="Write plotly figures under analysis/figures/.")] = True,
@@ -333,7 +337,13 @@ def analyze(
             raise UserError("--steps and --every contradict each other; pick one")
         keys = parse_key_frequencies(key_frequencies) if key_frequencies else None
         run = Run.open(path)
-        folder = out or run.root / "analysis"
+        if run.full_task.is_multi and operation is None:
+            ops = run.full_task.operation_names
+            raise UserError(
+                f"{path}: trains {', '.join(ops)}; analyses take one operation at a time (--operation {ops[0]})"
+            )
+        run = run.for_operation(operation)
+        folder = out or run.analysis_dir
         files = 0
         if names:
             report = analyze_run(

@@ -58,7 +58,9 @@ class _Section(BaseModel):
 class TaskConfig(_Section):
     """What the model learns: ``(a op b) mod modulus`` in a sequence format, and how the data is split."""
 
-    operation: str = "add"
+    operation: str | list[str] = Field(
+        "add", description="an operation, or a list of them trained together (each with its own operation token)"
+    )
     modulus: int = Field(113, ge=2, le=MAX_MODULUS)
     format: Literal["nanda", "power"] = "nanda"
     loss_on: Literal["answer", "all"] = "answer"
@@ -68,15 +70,46 @@ class TaskConfig(_Section):
     split_seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="seed of the train/test split; null: the run's seed"
     )
+    split: Literal["random", "nested"] = Field(
+        "random",
+        description="random: a seeded draw; nested: training sets nested across input ranges, so a curriculum's "
+        "test pairs were trained on in no earlier stage (grokscope.tasks.make_nested_split)",
+    )
+    replay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="with several operations: the earlier ones (all but the last) are replayed, a seeded sample "
+        "of their training pairs making this fraction of the training set",
+    )
+
+    @field_validator("operation")
+    @classmethod
+    def _one_name_or_a_list(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("a list needs at least one operation")
+            if len(set(value)) != len(value):
+                raise ValueError(f"each operation once, got {show(value)}")
+            if len(value) == 1:  # one operation: the plain task, written as such in config.yaml
+                return value[0]
+        return value
+
+    @property
+    def operations(self) -> list[str]:
+        return self.operation if isinstance(self.operation, list) else [self.operation]
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
         # Runs after the field constraints: the modulus is at most MAX_MODULUS here, so is_prime is instant.
-        op = OPERATIONS.get(self.operation)
-        if op is None:
-            raise ValueError(f"operation: unknown operation {show(self.operation)} (known: {', '.join(OPERATIONS)})")
-        if op.needs_prime and not is_prime(self.modulus):
-            raise ValueError(f"modulus: {self.operation} needs a prime modulus, got {self.modulus}")
+        for name in self.operations:
+            op = OPERATIONS.get(name)
+            if op is None:
+                raise ValueError(f"operation: unknown operation {show(name)} (known: {', '.join(OPERATIONS)})")
+            if op.needs_prime and not is_prime(self.modulus):
+                raise ValueError(f"modulus: {name} needs a prime modulus, got {self.modulus}")
+        if self.replay is not None and len(self.operations) < 2:
+            raise ValueError("replay: needs several operations (the earlier ones are replayed while the last trains)")
         if self.input_range is not None and self.input_range > self.modulus:
             raise ValueError(f"input_range: {self.input_range} exceeds the modulus {self.modulus}")
         if self.format == "nanda" and self.loss_on == "all":

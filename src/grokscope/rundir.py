@@ -40,7 +40,7 @@ from grokscope.store import (
     load_split,
     write_marker,
 )
-from grokscope.tasks import ModularTask, make_split
+from grokscope.tasks import ModularTask, task_split
 
 LOCK_FILE = ".grokscope.lock"
 REPORT_FILE = "report.html"
@@ -308,9 +308,7 @@ def claim(config: RunConfig, run_dir: Path, *, resume: bool = False, overwrite: 
         raise UserError("--resume and --overwrite contradict each other; pick one")
     if kind_of(run_dir) is Kind.FOREIGN:  # refused before a lock file is put in someone else's folder
         _refuse(Kind.FOREIGN, run_dir, resume, overwrite)
-    task = ModularTask.from_config(config.task)
-    t = config.task
-    split = make_split(task.n_pairs, t.train_fraction, t.val_fraction, config.split_seed)  # may refuse: before clear
+    split = task_split(config.task, config.split_seed)  # may refuse: before clear
     lock = FolderLock(run_dir, "grokscope train").acquire()
     try:
         kind = kind_of(run_dir)  # under the lock: another process may have changed it until now

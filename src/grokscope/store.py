@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save
 
 from grokscope.config import RunConfig, parse_config
 from grokscope.errors import UserError
-from grokscope.tasks import Dataset, ModularTask, Split, make_split
+from grokscope.tasks import Dataset, ModularTask, Split, task_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -455,6 +455,7 @@ class Run:
 
     root: Path
     config: RunConfig
+    operation: str | None = None  # a multi-operation run seen through one operation (for its analyses)
 
     # Opening -----------------------------------------------------------------------------------------------------
     @classmethod
@@ -496,9 +497,28 @@ class Run:
         own = self.root / CHECKPOINT_DIR
         return own if own.is_dir() or (self.root / CONFIG_FILE).is_file() else self.root
 
+    def for_operation(self, name: str | None) -> Run:
+        """This run seen through one of its operations: :attr:`task` and :meth:`split` hold only that operation's
+        examples, and analyses go to ``analysis/<name>/`` (``None``: the whole run)."""
+        if name is not None and name not in self.full_task.operation_names:
+            known = ", ".join(self.full_task.operation_names)
+            raise UserError(f"--operation {name}: {self.root} trains {known}")
+        return Run(self.root, self.config, name)
+
+    @property
+    def full_task(self) -> ModularTask:
+        """The task of every example the run trained on, whatever operation it is seen through."""
+        return ModularTask.from_config(self.config.task)
+
     @property
     def task(self) -> ModularTask:
-        return ModularTask.from_config(self.config.task)
+        task = self.full_task
+        return task if self.operation is None else task.view_of(self.operation)
+
+    @property
+    def analysis_dir(self) -> Path:
+        """Where ``grokscope analyze`` writes by default: ``analysis/``, or ``analysis/<operation>/``."""
+        return self.root / ANALYSIS_DIR / (self.operation or "")
 
     def steps(self) -> list[int]:
         """Steps with a checkpoint on disk, ascending."""
@@ -568,15 +588,25 @@ class Run:
         """The saved split; for a bare checkpoints folder, the split regenerated from the config's seed."""
         path = self.root / SPLIT_FILE
         if path.is_file():
-            return load_split(path, self.task.n_pairs)
-        task = self.config.task
-        return make_split(self.task.n_pairs, task.train_fraction, task.val_fraction, self.config.split_seed)
+            split = load_split(path, self.full_task.n_pairs)
+        else:
+            split = task_split(self.config.task, self.config.split_seed)
+        return split if self.operation is None else self.full_task.restrict_split(split, self.operation)
 
     def dataset(self) -> Dataset:
         return self.task.dataset()
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_metrics(self.root / METRICS_FILE)
+        """The metric rows; seen through one operation, its own columns (``train_acc_add``, ...) are the rows'
+        ``train_acc``, ... (the run-wide values are dropped)."""
+        rows = read_metrics(self.root / METRICS_FILE)
+        if self.operation is None:
+            return rows
+        suffix = f"_{self.operation}"
+        return [
+            {"step": row["step"], **{k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)}}
+            for row in rows
+        ]
 
     def summary(self) -> dict[str, Any] | None:
         path = self.root / SUMMARY_FILE

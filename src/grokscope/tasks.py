@@ -9,13 +9,18 @@ sequence with per-position labels:
   logits at ``EQ``) or on every position. Vocabulary and output vocabulary ``n + 4`` (BOS, OP, EQ, EOS follow the
   numbers).
 
+A task may hold several operations (multi-task training): each has its own operation token (``=`` / ``OP`` for the
+first, so a one-operation model is the first operation's part of a multi-operation one; ``=sub``, ``OP:sub``, ...
+appended to the vocabulary for the others) and the dataset holds every operation's examples, operation after
+operation. Splits are drawn on the ``(a, b)`` grid and applied alike to every operation (:meth:`ModularTask.split`).
+
 Labels use ``IGNORE = -100`` where a position carries no loss, the convention of ``torch.nn.functional.cross_entropy``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -112,47 +117,107 @@ def _cubic_plus_b(a: Tensor, b: Tensor, n: int) -> Tensor:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Every example of a task, row-aligned: the operands, the answer, the tokens and per-position labels."""
+    """Every example of a task, row-aligned: the operands, the answer, the tokens, per-position labels and the
+    operation (an index into the task's ``operations``)."""
 
     pairs: Int[Tensor, "n 2"]
     answers: Int[Tensor, " n"]
     tokens: Int[Tensor, "n n_ctx"]
     labels: Int[Tensor, "n n_ctx"]
+    operation: Int[Tensor, " n"]
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def subset(self, index: Int[Tensor, " k"]) -> Dataset:
-        return Dataset(self.pairs[index], self.answers[index], self.tokens[index], self.labels[index])
+    def _fields(self) -> tuple[Tensor, ...]:
+        return (self.pairs, self.answers, self.tokens, self.labels, self.operation)
+
+    def subset(self, index: Int[Tensor, " k"] | slice) -> Dataset:
+        return Dataset(*(t[index] for t in self._fields()))
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(*(t.to(device) for t in (self.pairs, self.answers, self.tokens, self.labels)))
+        return Dataset(*(t.to(device) for t in self._fields()))
 
 
 @dataclass(frozen=True)
 class ModularTask:
-    """``(a op b) mod modulus`` for ``a, b`` in ``[0, input_range)``, in one of the two sequence formats."""
+    """``(a op b) mod modulus`` for ``a, b`` in ``[0, input_range)``, in one of the two sequence formats.
 
-    operation: Operation
+    ``operations`` is one operation, or several told apart by their operation token. ``view`` names one of them: the
+    task keeps the whole vocabulary but its dataset holds only that operation's examples (per-operation analyses of
+    a multi-operation model, :meth:`view_of`).
+    """
+
+    operations: Operation | tuple[Operation, ...]
     modulus: int
     format: Literal["nanda", "power"] = "nanda"
     loss_on: Literal["answer", "all"] = "answer"
     input_range: int | None = None
+    view: str | None = None
 
     def __post_init__(self) -> None:
+        ops = (self.operations,) if isinstance(self.operations, Operation) else tuple(self.operations)
+        object.__setattr__(self, "operations", ops)
         n = self.modulus
+        if not ops:
+            raise UserError("task.operation: at least one operation")
+        names = [op.name for op in ops]
+        if len(set(names)) != len(names):
+            raise UserError(f"task.operation: each operation once, got {names}")
         if n < 2:
             raise UserError(f"task.modulus: must be at least 2, got {n}")
-        if self.operation.needs_prime and not is_prime(n):
-            raise UserError(f"task.modulus: {self.operation.name} needs a prime modulus, got {n}")
+        for op in ops:
+            if op.needs_prime and not is_prime(n):
+                raise UserError(f"task.modulus: {op.name} needs a prime modulus, got {n}")
         if self.input_range is not None and not 1 <= self.input_range <= n:
             raise UserError(f"task.input_range: must be in [1, {n}], got {self.input_range}")
         if self.format == "nanda" and self.loss_on != "answer":
             raise UserError("task.loss_on: 'all' needs format 'power'")
+        if self.view is not None and self.view not in names:
+            raise UserError(f"operation {self.view!r}: not one of this task's operations ({', '.join(names)})")
 
     @classmethod
     def from_config(cls, cfg: TaskConfig) -> ModularTask:
-        return cls(OPERATIONS[cfg.operation], cfg.modulus, cfg.format, cfg.loss_on, cfg.input_range)
+        names = cfg.operation if isinstance(cfg.operation, list) else [cfg.operation]
+        return cls(tuple(OPERATIONS[name] for name in names), cfg.modulus, cfg.format, cfg.loss_on, cfg.input_range)
+
+    # Operations --------------------------------------------------------------------------------------------------
+    @property
+    def ops(self) -> tuple[Operation, ...]:
+        """Every operation of the vocabulary, in token order (``operations``, typed)."""
+        return self.operations  # type: ignore[return-value]  # a tuple after __post_init__
+
+    @property
+    def operation_names(self) -> list[str]:
+        return [op.name for op in self.ops]
+
+    @property
+    def is_multi(self) -> bool:
+        """Several operations in the vocabulary (even when viewing one)."""
+        return len(self.ops) > 1
+
+    @property
+    def operation(self) -> Operation:
+        """The operation of this task's examples: the only one, or the viewed one."""
+        if self.view is not None:
+            return self._op(self.view)
+        if len(self.ops) > 1:
+            raise UserError(
+                f"task.operation: this task has several operations ({', '.join(self.operation_names)}); "
+                "analyses take one at a time (--operation NAME)"
+            )
+        return self.ops[0]
+
+    def _op(self, name: str) -> Operation:
+        return next(op for op in self.ops if op.name == name)
+
+    def view_of(self, name: str) -> ModularTask:
+        """The same vocabulary, with only operation ``name``'s examples."""
+        return replace(self, view=name)
+
+    def _dataset_ops(self) -> list[int]:
+        """Indices (into ``ops``) of the operations whose examples the dataset holds, in row order."""
+        return list(range(len(self.ops))) if self.view is None else [self.operation_names.index(self.view)]
 
     # Vocabulary and layout ------------------------------------------------------------------------------------
     @property
@@ -161,7 +226,7 @@ class ModularTask:
 
     @property
     def d_vocab(self) -> int:
-        return self.modulus + (1 if self.format == "nanda" else 4)
+        return self.modulus + (1 if self.format == "nanda" else 4) + len(self.ops) - 1
 
     @property
     def d_vocab_out(self) -> int:
@@ -169,10 +234,24 @@ class ModularTask:
 
     @property
     def special_tokens(self) -> dict[str, int]:
+        """Names of the non-number tokens and their ids. The first operation's token is ``=`` (nanda) or ``OP``
+        (power), as in a one-operation task; further operations append ``=name`` or ``OP:name``."""
         n = self.modulus
         if self.format == "nanda":
-            return {"=": n}
-        return {"BOS": n, "OP": n + 1, "EQ": n + 2, "EOS": n + 3}
+            base, op_token = {"=": n}, "="
+        else:
+            base, op_token = {"BOS": n, "OP": n + 1, "EQ": n + 2, "EOS": n + 3}, "OP"
+        sep = "" if self.format == "nanda" else ":"
+        first_free = n + len(base)
+        extra = {f"{op_token}{sep}{op.name}": first_free + i for i, op in enumerate(self.ops[1:])}
+        return {**base, **extra}
+
+    def operation_token(self, index: int) -> int:
+        """The token that names operation ``ops[index]``."""
+        name = "=" if self.format == "nanda" else "OP"
+        if index:
+            name += ("" if self.format == "nanda" else ":") + self.ops[index].name
+        return self.special_tokens[name]
 
     def shared_tokens(self, other: ModularTask, output: bool = False) -> list[tuple[int, int]]:
         """``(index here, index in other)`` for every token both vocabularies have: residues below both moduli and
@@ -183,7 +262,8 @@ class ModularTask:
         shared = [(r, r) for r in range(min(self.modulus, other.modulus))]
         if output and self.format == "nanda":
             return shared
-        return shared + [(i, other.special_tokens[name]) for name, i in self.special_tokens.items()]
+        theirs = other.special_tokens
+        return shared + [(i, theirs[name]) for name, i in self.special_tokens.items() if name in theirs]
 
     @property
     def answer_position(self) -> int:
@@ -199,30 +279,55 @@ class ModularTask:
 
     @property
     def n_pairs(self) -> int:
+        """The number of examples: valid ``(a, b)`` pairs, summed over the dataset's operations."""
         r = self.input_range or self.modulus
-        return r * (r - 1) if self.operation.b_nonzero else r * r
+        return sum(r * (r - 1) if self.ops[k].b_nonzero else r * r for k in self._dataset_ops())
 
     # Data -------------------------------------------------------------------------------------------------------
-    def pairs(self) -> Int[Tensor, "n 2"]:
-        """All valid ``(a, b)``, ``a``-major (``b`` varies fastest); ``b = 0`` is left out where it must be."""
+    def grid(self) -> Int[Tensor, "g 2"]:
+        """Every ``(a, b)`` in range, ``a``-major, that some operation of the task takes (``b = 0`` is left out
+        only when every operation leaves it out). Splits are drawn on this grid."""
         r = self.input_range or self.modulus
         a, b = torch.cartesian_prod(torch.arange(r), torch.arange(r)).unbind(-1)
-        if self.operation.b_nonzero:
+        if all(self.ops[k].b_nonzero for k in self._dataset_ops()):
             keep = b != 0
             a, b = a[keep], b[keep]
         return torch.stack([a, b], dim=-1)
 
-    def answers(self, pairs: Int[Tensor, "n 2"]) -> Int[Tensor, " n"]:
-        return self.operation.fn(pairs[:, 0], pairs[:, 1], self.modulus)
+    def _rows_on_grid(self) -> list[tuple[int, Tensor]]:
+        """Per operation of the dataset (in row order): its index in ``ops`` and the grid rows it takes."""
+        grid = self.grid()
+        every, b_nonzero = torch.arange(len(grid)), torch.nonzero(grid[:, 1] != 0).flatten()
+        return [(k, b_nonzero if self.ops[k].b_nonzero else every) for k in self._dataset_ops()]
+
+    def pairs(self) -> Int[Tensor, "n 2"]:
+        """``(a, b)`` of every example, operation after operation; within one, ``a``-major (``b`` fastest)."""
+        grid = self.grid()
+        return torch.cat([grid[rows] for _, rows in self._rows_on_grid()])
+
+    def operation_index(self) -> Int[Tensor, " n"]:
+        """Each example's operation, as an index into ``ops``."""
+        return torch.cat([torch.full((len(rows),), k, dtype=torch.long) for k, rows in self._rows_on_grid()])
+
+    def answers(self, pairs: Int[Tensor, "n 2"], operation: Int[Tensor, " n"] | None = None) -> Int[Tensor, " n"]:
+        """``a op b`` per row; ``operation`` (indices into ``ops``) is needed only when the task has several."""
+        if operation is None:
+            return self.operation.fn(pairs[:, 0], pairs[:, 1], self.modulus)
+        out = torch.zeros(len(pairs), dtype=torch.long)
+        for k, op in enumerate(self.ops):
+            rows = operation == k
+            if rows.any():
+                out[rows] = op.fn(pairs[rows, 0], pairs[rows, 1], self.modulus)
+        return out
 
     def dataset(self) -> Dataset:
-        pairs = self.pairs()
-        c = self.answers(pairs)
+        pairs, operation = self.pairs(), self.operation_index()
+        c = self.answers(pairs, operation)
         a, b = pairs[:, 0], pairs[:, 1]
         size = len(c)
+        op_token = torch.tensor([self.operation_token(k) for k in range(len(self.ops))])[operation]
         if self.format == "nanda":
-            eq = torch.full_like(a, self.special_tokens["="])
-            tokens = torch.stack([a, b, eq], dim=-1)
+            tokens = torch.stack([a, b, op_token], dim=-1)
             labels = torch.full_like(tokens, IGNORE)
             labels[:, -1] = c
         else:
@@ -232,23 +337,83 @@ class ModularTask:
                 return torch.full((size,), token, dtype=torch.long)
 
             tokens = torch.stack(
-                [
-                    const(sp["BOS"]),
-                    a,
-                    const(sp["OP"]),
-                    b,
-                    const(sp["EQ"]),
-                    c,
-                    const(sp["EOS"]),
-                    const(sp["EOS"]),
-                ],
-                dim=-1,
+                [const(sp["BOS"]), a, op_token, b, const(sp["EQ"]), c, const(sp["EOS"]), const(sp["EOS"])], dim=-1
             )
             labels = torch.full_like(tokens, IGNORE)
             positions = list(self.loss_positions)
             labels[:, positions] = tokens[:, [p + 1 for p in positions]]
-        return Dataset(pairs, c, tokens, labels)
+        return Dataset(pairs, c, tokens, labels, operation)
 
+    # Splits -----------------------------------------------------------------------------------------------------
+    def split(
+        self,
+        train_fraction: float,
+        val_fraction: float = 0.0,
+        seed: int = 0,
+        *,
+        nested: bool = False,
+        replay: float | None = None,
+    ) -> Split:
+        """A seeded split of the dataset, drawn on the ``(a, b)`` grid and applied alike to every operation.
+
+        ``nested``: :func:`make_nested_split` (training sets nested across input ranges), else :func:`make_split`
+        (for one operation, exactly the plain split of its examples). ``replay``: the operations before the last
+        are earlier tasks replayed; only a seeded sample of their training pairs trains, sized so that they make
+        this fraction of the training set (their other training pairs are left out of every part: they were
+        trained on before, so they are no test).
+        """
+        if self.view is not None:
+            raise UserError(f"operation {self.view}: split the whole task, then restrict it (restrict_split)")
+        grid = self.grid()
+        if nested:
+            cell = make_nested_split(grid, self.modulus, train_fraction, val_fraction, seed)
+        else:
+            cell = make_split(len(grid), train_fraction, val_fraction, seed)
+        part = torch.full((len(grid),), 2, dtype=torch.long)  # 0 train, 1 val, 2 test
+        part[cell.train], part[cell.val] = 0, 1
+        row_part = torch.cat([part[rows] for _, rows in self._rows_on_grid()])
+        index = torch.arange(len(row_part))
+        train, val, test = (index[row_part == i] for i in range(3))
+        if replay is not None:
+            train = self._replayed(train, replay, seed)
+        if len(train) < 1 or len(test) < 1:
+            raise UserError(
+                f"task.train_fraction: {train_fraction} of {len(row_part)} examples leaves an empty train or test set"
+            )
+        return Split(train=train, test=test, val=val)
+
+    def _replayed(self, train: Int[Tensor, " k"], fraction: float, seed: int) -> Int[Tensor, " m"]:
+        if not self.is_multi:
+            raise UserError("task.replay: needs several operations (the earlier ones are replayed)")
+        operation = self.operation_index()[train]
+        last = len(self.ops) - 1
+        current, earlier = train[operation == last], train[operation != last]
+        wanted = round(fraction / (1 - fraction) * len(current))
+        if wanted > len(earlier):
+            raise UserError(
+                f"task.replay: {fraction} of the training set needs {wanted} earlier-task training pairs, "
+                f"only {len(earlier)} exist"
+            )
+        # A stream of its own, so the replayed sample is not the split's permutation read again.
+        generator = torch.Generator().manual_seed(seed * 1_000_033 + 7)
+        sample = earlier[torch.randperm(len(earlier), generator=generator)[:wanted]]
+        return torch.cat([sample, current]).sort().values
+
+    def restrict_split(self, split: Split, name: str) -> Split:
+        """``split`` (of this whole task) as a split of :meth:`view_of` ``(name)``'s dataset."""
+        if self.view is not None:
+            raise UserError(f"operation {name}: restrict a split of the whole task, not of a view")
+        index = self.operation_names.index(name)
+        sizes = [len(rows) for _, rows in self._rows_on_grid()]
+        start = sum(sizes[:index])
+        stop = start + sizes[index]
+
+        def pick(t: Tensor) -> Tensor:
+            return t[(t >= start) & (t < stop)] - start
+
+        return Split(train=pick(split.train), test=pick(split.test), val=pick(split.val))
+
+    # The loss ---------------------------------------------------------------------------------------------------
     def loss(
         self,
         logits: Float[Tensor, "batch n_ctx d_vocab_out"],
@@ -273,7 +438,9 @@ class ModularTask:
 
     def describe(self) -> str:
         r = f", a,b < {self.input_range}" if self.input_range else ""
-        return f"({self.operation.formula}) mod {self.modulus}{r}, {self.format} format, loss on {self.loss_on}"
+        formula = " | ".join(op.formula for op in self.ops)
+        view = f" (examples of {self.view} only)" if self.view else ""
+        return f"({formula}) mod {self.modulus}{r}, {self.format} format, loss on {self.loss_on}{view}"
 
 
 @dataclass(frozen=True)
@@ -302,3 +469,47 @@ def make_split(n_examples: int, train_fraction: float, val_fraction: float = 0.0
         test=order[n_train + n_val :].sort().values,
         val=order[n_train : n_train + n_val].sort().values,
     )
+
+
+def make_nested_split(
+    pairs: Int[Tensor, "n 2"], modulus: int, train_fraction: float, val_fraction: float = 0.0, seed: int = 0
+) -> Split:
+    """A seeded split whose training sets nest across input ranges (curricula over growing ranges).
+
+    Every ``(a, b)`` of the full ``modulus`` grid gets one seeded random priority, whatever the range. The pairs of
+    range ``r`` are the shells ``max(a, b) = s`` for ``s < r``; the training set of range ``r`` takes, shell by
+    shell, the highest-priority ``round(f N(s+1)) - round(f N(s))`` pairs of shell ``s`` (``N(s)``: the pairs below
+    shell ``s``). It therefore holds exactly ``round(f N(r))`` pairs and, for every smaller range, that range's
+    whole training set; a test pair of any range was trained on in no range at or below it. Validation pairs are
+    the highest-priority ``round(f_val N(r))`` of the rest (not nested).
+    """
+    n = len(pairs)
+    n_train, n_val = round(train_fraction * n), round(val_fraction * n)
+    if n_train < 1 or n - n_train - n_val < 1:
+        raise UserError(f"task.train_fraction: {train_fraction} of {n} examples leaves an empty train or test set")
+    rank = torch.empty(modulus * modulus, dtype=torch.long)
+    rank[torch.randperm(modulus * modulus, generator=torch.Generator().manual_seed(seed))] = torch.arange(modulus**2)
+    priority = rank[pairs[:, 0] * modulus + pairs[:, 1]]
+    shell = pairs.max(dim=1).values
+    below = torch.bincount(shell, minlength=int(shell.max()) + 1).cumsum(0)  # N(s+1): pairs in shells <= s
+    cumulative = torch.tensor([round(train_fraction * int(x)) for x in below])  # round(f N(s+1)), as make_split
+    quota = cumulative - torch.cat([cumulative.new_zeros(1), cumulative[:-1]])
+    order = torch.argsort(shell * modulus * modulus + priority)  # by shell, then priority
+    first = torch.cat([below.new_zeros(1), below[:-1]])  # index of each shell's first pair in ``order``
+    place = torch.arange(n) - first[shell[order]]
+    is_train = torch.zeros(n, dtype=torch.bool)
+    is_train[order] = place < quota[shell[order]]
+    rest = torch.nonzero(~is_train).flatten()
+    rest = rest[torch.argsort(priority[rest])]
+    return Split(
+        train=torch.nonzero(is_train).flatten(),
+        test=rest[n_val:].sort().values,
+        val=rest[:n_val].sort().values,
+    )
+
+
+def task_split(cfg: TaskConfig, seed: int) -> Split:
+    """The split a run of task config ``cfg`` trains with (``seed``: the run's split seed)."""
+    task = ModularTask.from_config(cfg)
+    nested = cfg.split == "nested"
+    return task.split(cfg.train_fraction, cfg.val_fraction, seed, nested=nested, replay=cfg.replay)

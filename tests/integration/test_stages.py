@@ -37,6 +37,14 @@ def test_curriculum_chain_starts_each_stage_from_the_last(tmp_path):
             assert all(torch.equal(start[k], end[k]) for k in end)  # same vocabulary: an exact handover
         direct = Run.open(root / f"seed{seed}" / "direct")
         assert direct.config.train.steps == 70 and direct.config.task.input_range is None
+        # Nested: each stage trains on every pair an earlier stage trained on, and tests on none of them.
+        trained: set = set()
+        for stage in [*stages, direct]:
+            pairs, split = stage.task.pairs(), stage.split()
+            train = {tuple(pairs[i].tolist()) for i in split.train.tolist()}
+            test = {tuple(pairs[i].tolist()) for i in split.test.tolist()}
+            assert trained <= train and not (test & trained)
+            trained = train
     first = next(r for r in results if r["stage"] == "range 6")
     assert first["train_pairs"] == 18 and 0 <= first["unseen_acc"] <= 1  # half of 6 x 6 pairs
 

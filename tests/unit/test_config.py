@@ -207,6 +207,10 @@ FLOAT_FIELDS = _float_fields(RunConfig)
 NON_FINITE = [math.inf, -math.inf, math.nan, "inf", "-Infinity", "NaN", "1e999"]
 
 
+# What a field needs beside it to be valid at all (a replay fraction needs operations to replay).
+NEEDS: dict[str, dict[str, Any]] = {"task.replay": {"operation": ["add", "sub"]}}
+
+
 def _set(path: str, position: int | None, value: Any) -> dict[str, Any]:
     if position is not None:
         pair = [0.5, 0.5]
@@ -218,6 +222,7 @@ def _set(path: str, position: int | None, value: Any) -> dict[str, Any]:
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value
+    node.update(NEEDS.get(path, {}))
     return data
 
 

@@ -124,3 +124,142 @@ def test_split_is_seeded_disjoint_and_complete():
 def test_split_refuses_empty_sets():
     with pytest.raises(UserError, match="train_fraction"):
         make_split(10, 0.01)
+
+
+# Several operations, nested splits, replay ------------------------------------------------------------------------
+def _multi(names, n=7, **kw):
+    return ModularTask(tuple(OPERATIONS[x] for x in names), n, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["nanda", "power"])
+def test_multi_operation_dataset_has_every_operation_with_its_own_token(fmt):
+    task = _multi(["add", "sub", "mul"], 7, format=fmt)
+    one = ModularTask(OPERATIONS["add"], 7, format=fmt)
+    data = task.dataset()
+    assert len(data) == task.n_pairs == 3 * 49
+    assert task.d_vocab == one.d_vocab + 2
+    position = 2  # the operation token: the last input of nanda, OP of power
+    seen_tokens = {}
+    for row in range(len(data)):
+        a, b = (int(x) for x in data.pairs[row])
+        k = int(data.operation[row])
+        expected = [(a + b) % 7, (a - b) % 7, (a * b) % 7][k]
+        assert int(data.answers[row]) == expected
+        seen_tokens.setdefault(k, set()).add(int(data.tokens[row, position]))
+    # one token per operation, distinct, and the first is the one-operation task's own
+    assert all(len(v) == 1 for v in seen_tokens.values())
+    tokens = [next(iter(seen_tokens[k])) for k in range(3)]
+    assert len(set(tokens)) == 3
+    assert tokens[0] == int(one.dataset().tokens[0, position])
+    assert all(t >= 7 for t in tokens) and max(tokens) < task.d_vocab
+    # the first operation's part of the dataset is the one-operation dataset, token for token
+    assert torch.equal(data.tokens[:49], one.dataset().tokens)
+
+
+def test_multi_operation_split_is_alike_for_every_operation():
+    task = _multi(["add", "sub"], 11)
+    split = task.split(0.4, seed=3)
+    data = task.dataset()
+    for part in (split.train, split.test):
+        by_op = [
+            {tuple(int(x) for x in data.pairs[i]) for i in part.tolist() if int(data.operation[i]) == k} for k in (0, 1)
+        ]
+        assert by_op[0] == by_op[1]
+    # one operation's split is exactly the plain split of its examples (runs made before keep their split)
+    one = ModularTask(OPERATIONS["add"], 11)
+    plain = make_split(one.n_pairs, 0.4, seed=3)
+    assert torch.equal(one.split(0.4, seed=3).train, plain.train)
+    assert torch.equal(task.restrict_split(split, "add").train, plain.train)
+    assert torch.equal(task.restrict_split(split, "sub").train, plain.train)
+
+
+def test_multi_operation_with_div_leaves_b_zero_out_of_div_only():
+    task = _multi(["add", "div"], 7)
+    data = task.dataset()
+    assert len(data) == 49 + 42
+    div_rows = data.operation == 1
+    assert bool((data.pairs[div_rows, 1] != 0).all())
+    for row in torch.nonzero(div_rows).flatten().tolist():
+        a, b = (int(x) for x in data.pairs[row])
+        assert (int(data.answers[row]) * b) % 7 == a
+
+
+def test_view_holds_one_operation_and_refuses_the_ambiguous_operation():
+    task = _multi(["add", "sub"], 7)
+    with pytest.raises(UserError, match="several operations"):
+        task.operation  # noqa: B018
+    view = task.view_of("sub")
+    assert view.operation.name == "sub" and view.d_vocab == task.d_vocab
+    data, full = view.dataset(), task.dataset()
+    assert torch.equal(data.tokens, full.tokens[49:]) and torch.equal(data.answers, full.answers[49:])
+    with pytest.raises(UserError, match="mul"):
+        task.view_of("mul")
+
+
+def test_shared_tokens_map_operation_tokens_by_name():
+    single = ModularTask(OPERATIONS["add"], 7)
+    multi = _multi(["add", "sub"], 7)
+    mapping = dict(multi.shared_tokens(single))
+    assert mapping[7] == 7 and 8 not in mapping  # "=" kept, "=sub" is new
+
+
+def _brute_nested(pairs, modulus, f, seed):
+    """The nested split's definition, one shell at a time (no vectorisation)."""
+    order = torch.randperm(modulus * modulus, generator=torch.Generator().manual_seed(seed)).tolist()
+    rank = {cell: r for r, cell in enumerate(order)}
+    rows = [(int(a), int(b)) for a, b in pairs]
+    train = set()
+    shells = max(max(p) for p in rows) + 1
+    below = 0
+    for s in range(shells):
+        shell = sorted((rank[a * modulus + b], i) for i, (a, b) in enumerate(rows) if max(a, b) == s)
+        quota = round(f * (below + len(shell))) - round(f * below)
+        train |= {i for _, i in shell[:quota]}
+        below += len(shell)
+    return train
+
+
+@pytest.mark.parametrize(("op", "modulus", "ranges"), [("add", 16, [4, 8, 16]), ("div", 13, [3, 7, 13])])
+def test_nested_split_nests_training_sets_and_keeps_trained_pairs_out_of_later_tests(op, modulus, ranges):
+    f, seed = 0.4, 5
+    trained_so_far: set[tuple[int, int]] = set()
+    previous_train: set[tuple[int, int]] = set()
+    for r in ranges:
+        task = ModularTask(OPERATIONS[op], modulus, input_range=None if r == modulus else r)
+        split = task.split(f, seed=seed, nested=True)
+        pairs = task.pairs()
+        train = {tuple(int(x) for x in pairs[i]) for i in split.train.tolist()}
+        test = {tuple(int(x) for x in pairs[i]) for i in split.test.tolist()}
+        assert len(train) == round(f * task.n_pairs)  # exact size, as the plain split
+        assert previous_train <= train  # nested
+        assert not (test & trained_so_far)  # no test pair was trained on in this or an earlier range
+        assert set(split.train.tolist()) == _brute_nested(pairs, modulus, f, seed)
+        trained_so_far |= train
+        previous_train = train
+
+
+def test_plain_split_of_growing_ranges_is_not_nested():
+    # The defect the nested split fixes: stage 1's training pairs in stage 2's test set.
+    small = ModularTask(OPERATIONS["add"], 64, input_range=8)
+    large = ModularTask(OPERATIONS["add"], 64, input_range=16)
+    s_pairs, l_pairs = small.pairs(), large.pairs()
+    trained = {tuple(int(x) for x in s_pairs[i]) for i in small.split(0.4, seed=0).train.tolist()}
+    tested = {tuple(int(x) for x in l_pairs[i]) for i in large.split(0.4, seed=0).test.tolist()}
+    assert trained & tested
+
+
+def test_replay_samples_earlier_training_pairs_to_the_asked_fraction():
+    task = _multi(["add", "sub"], 13)
+    plain = task.split(0.5, seed=2)
+    replayed = task.split(0.5, seed=2, replay=0.2)
+    op = task.operation_index()
+    current = replayed.train[op[replayed.train] == 1]
+    earlier = replayed.train[op[replayed.train] == 0]
+    assert torch.equal(current, plain.train[op[plain.train] == 1])  # the new task trains in full
+    assert len(earlier) == round(0.2 / 0.8 * len(current))
+    assert set(earlier.tolist()) <= set(plain.train.tolist())  # replayed pairs are earlier *training* pairs
+    assert torch.equal(replayed.test, plain.test)  # never-trained pairs stay the test set
+    with pytest.raises(UserError, match=r"task\.replay"):
+        task.split(0.5, seed=2, replay=0.9)
+    with pytest.raises(UserError, match="several operations"):
+        ModularTask(OPERATIONS["add"], 13).split(0.5, replay=0.2)

@@ -39,7 +39,6 @@ from grokscope.analysis.spec import AnalysisSpec, RowResult, rows_frame
 from grokscope.errors import UserError
 from grokscope.rundir import FolderLock
 from grokscope.store import (
-    ANALYSIS_DIR,
     Run,
     atomic_write,
     is_count,
@@ -413,7 +412,7 @@ def analyze(
     The output folder is locked while this runs (a second ``analyze`` of it gets one line naming this process; a
     run that is training meanwhile is not blocked), and temporary files a killed ``analyze`` left there go.
     """
-    folder = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
+    folder = Path(out_dir) if out_dir is not None else run.analysis_dir
     with FolderLock(folder, "grokscope analyze"):
         # Only the temporary files of what analyze and its figures write: --out may be a folder of the user's.
         ours = (".json", ".parquet", ".npy", ".html", ".js")
@@ -459,7 +458,7 @@ def _analyze(
     specs = {n: s for n, s in every_spec.items() if n in names and n not in skipped}
     options = {n: jsonable(dict((options or {}).get(n, {}))) for n in specs}
     key_from = parse_key_from(key_from)
-    out_dir = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
+    out_dir = Path(out_dir) if out_dir is not None else run.analysis_dir
     if not run.steps():
         raise UserError(f"{run.checkpoint_dir}: no checkpoints to analyse")
     selected = select_steps(run.steps(), steps, every)
@@ -669,7 +668,7 @@ def analysis_frame(run: Run, name: str) -> pd.DataFrame:
     """The cached rows of one analysis as a table: a row per checkpoint (indexed by step), a column per scalar.
     A cache file with unusable rows is a one-line :class:`UserError` (``grokscope analyze`` rewrites it)."""
     spec = analysis_spec(name)
-    path = run.root / ANALYSIS_DIR / f"{name}.json"
+    path = run.analysis_dir / f"{name}.json"
     if not path.is_file():
         raise UserError(f"{path}: not analysed yet (run grokscope analyze {run.root} --only {name})")
     rows, problem = read_rows(path, spec)
@@ -682,7 +681,7 @@ def analysis_summary(run: Run, name: str) -> dict[str, Any] | None:
     """What ``analysis/<name>.summary.json`` holds (e.g. the progress phases), or None when there is none. A
     damaged one counts as none: it is derived from the rows, and ``grokscope analyze`` writes it again."""
     spec = analysis_spec(name)
-    path = run.root / ANALYSIS_DIR / f"{name}{SUMMARY_SUFFIX}"
+    path = run.analysis_dir / f"{name}{SUMMARY_SUFFIX}"
     if not path.is_file() or spec.summarize is None:
         return None
     try:

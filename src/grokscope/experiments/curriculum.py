@@ -2,7 +2,10 @@
 
 Stage k trains (a op b) mod p with a, b < ``stages[k]`` (``task.input_range``; the vocabulary stays that of p, so
 stages nest as true subsets) for ``stage_steps[k]`` steps, starting from stage k-1's final weights (a fresh AdamW
-each stage). The direct baseline trains the full range for the summed budget, from the same seed. Per stage and for
+each stage). Every stage and the baseline use the nested split (``task.split: nested``,
+:func:`grokscope.tasks.make_nested_split`): each stage's training set holds the previous stage's, so a stage's test
+pairs were trained on in no stage up to it. The direct baseline trains the full range for the summed budget, from the
+same seed, on the last stage's split. Per stage and for
 the baseline this records the number of training pairs, the stage's own train/test accuracy, accuracy on every
 pair of the full task, and on the pairs the model never trained on (for the curriculum: in no stage's training set).
 """
@@ -77,8 +80,11 @@ def run_experiment(
     if config.stages[-1] > base.task.modulus:
         raise UserError(f"{config_path}: stages: {config.stages[-1]} exceeds the modulus {base.task.modulus}")
     full = ModularTask.from_config(base.task.model_copy(update={"input_range": None}))
-    stages = [(f"range{r}", {"input_range": r}) for r in config.stages]
-    stages[-1] = (stages[-1][0], {"input_range": None if config.stages[-1] == full.modulus else config.stages[-1]})
+    # Nested splits: each stage's training set holds every earlier stage's, so a stage's test pairs were trained on
+    # in no stage so far; the direct baseline (the last stage's task) has the last stage's split.
+    stages = [(f"range{r}", {"input_range": r, "split": "nested"}) for r in config.stages]
+    last = config.stages[-1]
+    stages[-1] = (stages[-1][0], {"input_range": None if last == full.modulus else last, "split": "nested"})
     chain, direct = run_stages(config, base, config_path, out, stages, device=device, progress=progress)
     budgets = config.budgets(len(stages))
     results = []

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from grokscope.config import RunConfig, apply_overrides, parse_config, read_config_file
 from grokscope.errors import UserError
 from grokscope.store import SUMMARY_FILE, Run
-from grokscope.tasks import ModularTask, make_split
+from grokscope.tasks import task_split
 from grokscope.training.many import train_many
 
 MAX_RUNS = 10_000
@@ -91,8 +91,7 @@ def apply_set(data: dict[str, Any], overrides: Sequence[str], config_path: Path,
 def check_buildable(config: RunConfig, where: str) -> None:
     """What pydantic cannot see: the task and its split (cheap; no model is built)."""
     try:
-        task = ModularTask.from_config(config.task)
-        make_split(task.n_pairs, config.task.train_fraction, config.task.val_fraction, 0)
+        task_split(config.task, 0)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
 

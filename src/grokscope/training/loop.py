@@ -171,6 +171,8 @@ def evaluate(
         losses.append(objective.row_losses(logits, part.labels.expand(n_models, -1, -1)))
         hits.append(logits[:, :, answer].argmax(-1) == part.answers)
     loss, hit = torch.cat(losses, dim=1), torch.cat(hits, dim=1)
+    # A multi-operation task also reports each operation: train_acc_add, test_loss_sub, ...
+    operations = list(enumerate(task.operation_names)) if task.is_multi else []
     rows = []
     for i, split in enumerate(splits):
         row = {}
@@ -179,6 +181,14 @@ def evaluate(
                 index = index.to(loss.device)
                 row[f"{name}_loss"] = loss[i, index].double().mean().item()
                 row[f"{name}_acc"] = hit[i, index].sum().item() / len(index)
+        for name, index in (("train", split.train), ("test", split.test), ("val", split.val)):
+            index = index.to(loss.device)
+            of = data.operation[index]
+            for k, op in operations:
+                mine = index[of == k]
+                if len(mine):
+                    row[f"{name}_loss_{op}"] = loss[i, mine].double().mean().item()
+                    row[f"{name}_acc_{op}"] = hit[i, mine].sum().item() / len(mine)
         rows.append(row)
     return rows
 
@@ -360,7 +370,8 @@ class RunLog:
         rows, tc = self.rows, self.config.train
         if self.diverged is not None:
             self.run.write_metrics(rows)  # the row that shows the divergence (NaN written as null)
-        summary = summarize(rows)
+        task = self.run.task
+        summary = summarize(rows, operations=task.operation_names if task.is_multi else ())
         summary.update(
             diverged=self.diverged,
             steps_trained=rows[-1]["step"] if rows else 0,

@@ -9,12 +9,16 @@ Rules (all on the logged rows, so they are only as fine as ``train.eval_every``)
   ``generalized_at_once`` when G came sooner; ``memorized_only`` when M exists but G does not;
   ``not_learned`` when neither does.
 * sharpest test-loss drop: the logged step ending the interval with the steepest fall of ln(test loss) per step.
+
+A multi-operation run also gets the same numbers per operation (``operations``), from its ``train_acc_add``, ...
+columns.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 THRESHOLDS = (0.9, 0.95, 0.99, 0.999)
@@ -52,11 +56,23 @@ def summarize(
     memorize_at: float = 0.99,
     generalize_at: float = 0.99,
     grok_ratio: float = 2.0,
+    operations: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The grokking summary of a run's metric rows (see the module docstring for the rules)."""
+    """The grokking summary of a run's metric rows (see the module docstring for the rules); ``operations``: the
+    names whose per-operation columns get a summary each (without ``final``) under ``"operations"``."""
     memorization = first_step_at(rows, "train_acc", memorize_at)
     generalization = first_step_at(rows, "test_acc", generalize_at)
     ratio = generalization / memorization if memorization and generalization is not None else None
+    rules = {"memorize_at": memorize_at, "generalize_at": generalize_at, "grok_ratio": grok_ratio}
+    per_operation = {}
+    for op in operations:
+        renamed = [
+            {"step": row["step"], **{k: row.get(f"{k}_{op}") for k in ("train_acc", "test_acc", "test_loss")}}
+            for row in rows
+        ]
+        one = summarize(renamed, **rules)
+        del one["final"], one["rules"]
+        per_operation[op] = one
     return {
         "steps_to_train_acc": {str(t): first_step_at(rows, "train_acc", t) for t in THRESHOLDS},
         "steps_to_test_acc": {str(t): first_step_at(rows, "test_acc", t) for t in THRESHOLDS},
@@ -64,9 +80,10 @@ def summarize(
         "generalization_step": generalization,
         "generalization_ratio": ratio,
         "regime": classify(memorization, generalization, grok_ratio),
-        "rules": {"memorize_at": memorize_at, "generalize_at": generalize_at, "grok_ratio": grok_ratio},
+        "rules": rules,
         "sharpest_test_loss_drop_step": sharpest_test_loss_drop(rows),
         "final": rows[-1] if rows else None,
+        **({"operations": per_operation} if operations else {}),
     }
 
 
