@@ -19,6 +19,7 @@ Labels use ``IGNORE = -100`` where a position carries no loss, the convention of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
@@ -113,6 +114,21 @@ def _cubic(a: Tensor, b: Tensor, n: int) -> Tensor:
 @register_operation("cubic_plus_b", "a^3+ab^2+b")
 def _cubic_plus_b(a: Tensor, b: Tensor, n: int) -> Tensor:
     return ((a * a % n) * a % n + a * (b * b % n) % n + b) % n
+
+
+RANDOM_TABLE_SEED = 0
+
+
+@functools.cache
+def _random_table(n: int) -> Tensor:
+    return torch.randint(0, n, (n, n), generator=torch.Generator().manual_seed(RANDOM_TABLE_SEED))
+
+
+@register_operation("random", "table[a,b]")
+def _random(a: Tensor, b: Tensor, n: int) -> Tensor:
+    # An unrelated function for task-similarity studies: a fixed table of uniform draws (seeded by
+    # RANDOM_TABLE_SEED, one table per modulus), with no structure a Fourier circuit could share with the others.
+    return _random_table(n).to(a.device)[a, b]
 
 
 @dataclass(frozen=True)

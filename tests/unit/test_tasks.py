@@ -28,6 +28,10 @@ def test_known_answers(op, a, b, n, expected):
     assert answer(op, a, b, n) == expected
 
 
+# The random operation's table, drawn here as documented (uniform, seed 0, row a, column b).
+_table_11 = torch.randint(0, 11, (11, 11), generator=torch.Generator().manual_seed(0)).tolist()
+
+
 @pytest.mark.parametrize("op", sorted(OPERATIONS))
 def test_every_operation_matches_python_integers(op):
     n = 11
@@ -41,6 +45,7 @@ def test_every_operation_matches_python_integers(op):
         "quad_plus_a": lambda a, b: a * a + a * b + b * b + a,
         "cubic": lambda a, b: a**3 + a * b,
         "cubic_plus_b": lambda a, b: a**3 + a * b * b + b,
+        "random": lambda a, b: _table_11[a][b],
     }
     task = ModularTask(OPERATIONS[op], n)
     pairs = task.pairs()
@@ -263,3 +268,16 @@ def test_replay_samples_earlier_training_pairs_to_the_asked_fraction():
         task.split(0.5, seed=2, replay=0.9)
     with pytest.raises(UserError, match="several operations"):
         ModularTask(OPERATIONS["add"], 13).split(0.5, replay=0.2)
+
+
+def test_random_operation_is_a_fixed_uniform_table():
+    n = 31
+    task = ModularTask(OPERATIONS["random"], n)
+    answers = task.dataset().answers
+    again = ModularTask(OPERATIONS["random"], n).dataset().answers
+    assert torch.equal(answers, again)  # the same table in every process and run
+    expected = torch.randint(0, n, (n, n), generator=torch.Generator().manual_seed(0)).flatten()
+    assert torch.equal(answers, expected)
+    # no additive structure: (a + 1, b) is not a shift of (a, b) for most pairs, unlike add
+    table = answers.view(n, n)
+    assert (table.roll(1, 0) - table).remainder(n).unique().numel() > n // 2
