@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from jaxtyping import Float
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from grokscope.analysis.common import jsonable, model_device
@@ -104,6 +105,11 @@ def _sampler() -> Callable[..., Any]:
     except ImportError:
         raise UserError("llc: install the llc extra: pip install 'grokscope[llc]'") from None
     return sample
+
+
+def require_sampler() -> None:
+    """A one-line :class:`UserError` now when the llc extra is missing, before anything long (training) runs."""
+    _sampler()
 
 
 @contextlib.contextmanager
@@ -472,6 +478,35 @@ def calibrate(
             recommended = {"lr": best.settings["lr"], "n_beta": best.n_beta}
             break
     return CalibrationResult(results, recommended)
+
+
+# Settings from a config or the command line -----------------------------------------------------------------------
+class SamplerSettings(BaseModel):
+    """:func:`compute`'s sampler keywords as a config section (``llc:`` of a staged experiment) or the
+    ``grokscope analyze --llc-*`` flags give them, validated; the defaults are :func:`compute`'s.
+
+    The bounds keep the sampler meaningful: a positive step size and n_beta, at least 4 draws (split R-hat needs two
+    per half-chain), and seeds that stay in NumPy's range when devinterp seeds chain ``c`` with
+    ``seed * num_chains + c``.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    lr: float = Field(DEFAULTS["lr"], gt=0, description="SGLD step size")
+    n_beta: float | None = Field(None, gt=0, description="inverse temperature (null: n / ln n of the training rows)")
+    localization: float = Field(DEFAULTS["localization"], ge=0, description="strength of the pull towards w*")
+    num_chains: int = Field(DEFAULTS["num_chains"], ge=1, le=64)
+    num_draws: int = Field(DEFAULTS["num_draws"], ge=4, le=1_000_000, description="draws per chain after burn-in")
+    num_burnin: int = Field(DEFAULTS["num_burnin"], ge=0, le=1_000_000)
+    batch_size: int | None = Field(DEFAULTS["batch_size"], ge=1, description="mini-batch rows (null: full batch)")
+    seed: int = Field(0, ge=0, le=2**24)
+
+    def options(self) -> dict[str, Any]:
+        """The settings that differ from :func:`compute`'s defaults, as its keywords: what the analysis runner
+        records with each cached row, so that an estimate with default settings is found again however it was asked
+        for (``grokscope analyze --llc``, an experiment's ``llc: {}``, ``over_checkpoints``)."""
+        fields = SamplerSettings.model_fields  # a subclass's own fields (an experiment's) are not compute's
+        return {k: getattr(self, k) for k, f in fields.items() if getattr(self, k) != f.default}
 
 
 # Slow (SGLD chains per checkpoint) and needs the optional devinterp extra: only when asked for by name.

@@ -518,9 +518,13 @@ def _analyze(
             out["options"] = options[name]
         return out
 
+    def same_options(name: str, row: dict[str, Any]) -> bool:
+        # Rows record options only when some were given: a row computed with options is not one without any.
+        return (row.get("options") or {}) == options[name]
+
     def is_cached(name: str, step: int) -> bool:
         row = cache[name].get(step)
-        if row is None or any(row.get(k) != v for k, v in fed(name, step).items()):
+        if row is None or any(row.get(k) != v for k, v in fed(name, step).items()) or not same_options(name, row):
             return False
         latest_only = specs[name].latest_only
         return not (step == last and latest_only and not row.get(latest_only[1]))
@@ -574,6 +578,7 @@ def _analyze(
             row
             for _, row in sorted(cache[name].items())
             if all(row.get(k) == v for k, v in fed(name, row["step"]).items() if k != "previous_step")
+            and same_options(name, row)
         ]
         for name in specs
     }

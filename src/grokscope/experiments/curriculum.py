@@ -8,6 +8,8 @@ pairs were trained on in no stage up to it. The direct baseline trains the full 
 same seed, on the last stage's split. Per stage and for
 the baseline this records the number of training pairs, the stage's own train/test accuracy, accuracy on every
 pair of the full task, and on the pairs the model never trained on (for the curriculum: in no stage's training set).
+With ``llc:``, each stage's LLC on its own input range's training pairs, and the direct run's
+(:mod:`grokscope.experiments.stages`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from pydantic import Field, model_validator
 from grokscope.analysis.common import answer_logits
 from grokscope.errors import UserError
 from grokscope.experiments.runs import Name
-from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
+from grokscope.experiments.stages import (
+    StagedConfig,
+    StageLLC,
+    base_config,
+    chain_llc,
+    check_stages,
+    llc_cell,
+    llc_lines,
+    run_stages,
+    write_results,
+)
 from grokscope.store import Run
 from grokscope.tasks import ModularTask
 
@@ -54,6 +66,7 @@ class StageResult:
     full_acc: float  # every pair of the full task
     unseen_acc: float | None  # pairs in no training set of this chain
     run_dir: str
+    llc: StageLLC | None = None  # with llc: in the config
 
 
 @torch.no_grad()
@@ -87,14 +100,17 @@ def run_experiment(
     stages[-1] = (stages[-1][0], {"input_range": None if last == full.modulus else last, "split": "nested"})
     chain, direct = run_stages(config, base, config_path, out, stages, device=device, progress=progress)
     budgets = config.budgets(len(stages))
+    llc = chain_llc(config, chain, direct, device=device, progress=progress) if config.llc is not None else None
     results = []
     for i, seed in enumerate(config.seeds):
         seen = torch.zeros(full.n_pairs, dtype=torch.bool)
-        for r, n, stage in zip(config.stages, budgets, chain, strict=True):
+        for k, (r, n, stage) in enumerate(zip(config.stages, budgets, chain, strict=True)):
             seen |= trained_pairs(stage[i], full)
             results.append(_result(seed, f"range {r}", r, n, stage[i], full, seen))
+            results[-1].llc = llc[0][k][i] if llc is not None else None
         direct_seen = trained_pairs(direct[i], full)
         results.append(_result(seed, "direct", config.stages[-1], sum(budgets), direct[i], full, direct_seen))
+        results[-1].llc = llc[1][i] if llc is not None else None
     title = "curriculum: accuracy on every pair after each stage vs direct training"
     write_results(config, out, results, title, value="full_acc")
     return results
@@ -121,13 +137,14 @@ def _result(
 
 
 def summary_lines(results: list[StageResult]) -> list[str]:
-    lines = ["seed | stage | train pairs | steps | stage test acc | acc on every pair | acc on never-trained pairs"]
+    with_llc = any(r.llc is not None for r in results)
+    header = "seed | stage | train pairs | steps | stage test acc | acc on every pair | acc on never-trained pairs"
+    lines = [header + (" | final LLC" if with_llc else "")]
     for r in results:
         unseen = "—" if r.unseen_acc is None else f"{r.unseen_acc:.1%}"
-        lines.append(
-            f"{r.seed} | {r.stage} | {r.train_pairs} | {r.steps} | {r.test_acc:.1%} | {r.full_acc:.1%} | {unseen}"
-        )
-    return lines
+        line = f"{r.seed} | {r.stage} | {r.train_pairs} | {r.steps} | {r.test_acc:.1%} | {r.full_acc:.1%} | {unseen}"
+        lines.append(line + (f" | {llc_cell(r.llc)}" if with_llc else ""))
+    return lines + (llc_lines(results) if with_llc else [])
 
 
 CONFIG = CurriculumConfig

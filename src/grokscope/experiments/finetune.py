@@ -5,6 +5,8 @@ new vocabulary by :func:`grokscope.models.transplant` (residues below both modul
 rows; new residues start from the seed's fresh init) with a fresh AdamW. The direct baseline trains the last modulus
 for the summed budget. After each stage, retention: the model's accuracy on every earlier modulus's test split,
 read through the same transplant rule in reverse (exact here, as the moduli increase and every earlier token exists).
+With ``llc:``, each stage's LLC on its own modulus's training pairs, and the direct run's
+(:mod:`grokscope.experiments.stages`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from pydantic import Field, model_validator
 
 from grokscope.analysis.common import answer_logits
 from grokscope.experiments.runs import Name
-from grokscope.experiments.stages import StagedConfig, base_config, check_stages, run_stages, write_results
+from grokscope.experiments.stages import (
+    StagedConfig,
+    StageLLC,
+    base_config,
+    chain_llc,
+    check_stages,
+    llc_cell,
+    llc_lines,
+    run_stages,
+    write_results,
+)
 from grokscope.models import build_model, load_model, transplant
 from grokscope.store import Run
 from grokscope.training.summary import first_step_at
@@ -48,6 +60,7 @@ class StageResult:
     steps_to_test_acc_99: int | None
     retention: dict[str, float] = field(default_factory=dict)  # earlier modulus -> test accuracy now
     run_dir: str = ""
+    llc: StageLLC | None = None  # with llc: in the config
 
 
 @torch.no_grad()
@@ -68,14 +81,17 @@ def run_experiment(
     base = base_config(config, config_path)
     chain, direct = run_stages(config, base, config_path, out, stages, device=device, progress=progress)
     budgets = config.budgets(len(stages))
+    llc = chain_llc(config, chain, direct, device=device, progress=progress) if config.llc is not None else None
     results = []
     for i, seed in enumerate(config.seeds):
         runs = [stage[i] for stage in chain]
         for k, (m, n, run) in enumerate(zip(config.moduli, budgets, runs, strict=True)):
             result = _result(seed, f"mod {m}", m, n, run)
             result.retention = {f"mod {e.task.modulus}": accuracy_on(run, e) for e in runs[:k]}
+            result.llc = llc[0][k][i] if llc is not None else None
             results.append(result)
         results.append(_result(seed, "direct", config.moduli[-1], sum(budgets), direct[i]))
+        results[-1].llc = llc[1][i] if llc is not None else None
     title = "sequential finetuning: test accuracy after each stage vs direct training"
     write_results(config, out, results, title, value="test_acc")
     return results
@@ -89,12 +105,16 @@ def _result(seed: int, stage: str, modulus: int, steps: int, run: Run) -> StageR
 
 
 def summary_lines(results: list[StageResult]) -> list[str]:
-    lines = ["seed | stage | steps | test acc | steps to 99% | retention of earlier moduli"]
+    with_llc = any(r.llc is not None for r in results)
+    lines = [
+        "seed | stage | steps | test acc | steps to 99% | retention of earlier moduli" + (" | final LLC" * with_llc)
+    ]
     for r in results:
         kept = ", ".join(f"{k} {v:.0%}" for k, v in r.retention.items()) or "—"
         reached = "never" if r.steps_to_test_acc_99 is None else r.steps_to_test_acc_99
-        lines.append(f"{r.seed} | {r.stage} | {r.steps} | {r.test_acc:.1%} | {reached} | {kept}")
-    return lines
+        line = f"{r.seed} | {r.stage} | {r.steps} | {r.test_acc:.1%} | {reached} | {kept}"
+        lines.append(line + (f" | {llc_cell(r.llc)}" if with_llc else ""))
+    return lines + (llc_lines(results) if with_llc else [])
 
 
 CONFIG = FinetuneConfig

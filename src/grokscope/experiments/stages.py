@@ -4,19 +4,33 @@ Every stage is the base run config with some task fields changed (an input range
 budget; each seed's stage k starts from its stage k-1 final weights (``model.init_from``, a fresh AdamW) and spends
 its whole budget (no early stop). The direct baseline changes the task to the last stage's and trains for the summed
 budget from the same seed.
+
+With ``llc:`` in the config, the local learning coefficient (:mod:`grokscope.analysis.llc`) of each stage run's
+final checkpoint (or of every checkpoint, or every N-th, for a trajectory along the chain) and of the direct run's
+checkpoints at the stage boundaries is estimated on that run's own training data and objective, by the analysis
+runner into the run's ``analysis/llc.json`` (cached per checkpoint with its settings: a rerun estimates nothing
+again). Stage k's step s sits at ``sum(stage_steps[:k]) + s`` on the chain's timeline, where the direct run's step s
+sits at s.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import Field
 
+from grokscope import stats
 from grokscope.analysis.common import jsonable
+from grokscope.analysis.llc import SamplerSettings, require_sampler
+from grokscope.analysis.runner import analyze, select_steps
 from grokscope.config import RunConfig
+from grokscope.errors import UserError
 from grokscope.experiments.runs import (
     ExperimentModel,
     Name,
@@ -30,8 +44,20 @@ from grokscope.experiments.runs import (
     with_seeds,
 )
 from grokscope.store import Run, write_json
-from grokscope.viz.stages import figures
+from grokscope.training.loop import resolve_device
+from grokscope.viz.stages import figures, llc_figures
 from grokscope.viz.write import write_figures
+
+
+class LLCConfig(SamplerSettings):
+    """``llc:`` of a staged experiment: the sampler settings of :func:`grokscope.analysis.llc.compute` (its keyword
+    names and defaults) and which checkpoints of each stage to estimate."""
+
+    checkpoints: Literal["final", "all"] | Annotated[int, Field(ge=1)] = Field(
+        "final",
+        description="final: each stage's last checkpoint (and the direct run's at the stage boundaries); all: every "
+        "checkpoint; N: those whose step is a multiple of N, and the last",
+    )
 
 
 class StagedConfig(ExperimentModel):
@@ -42,6 +68,9 @@ class StagedConfig(ExperimentModel):
     set: list[str] = Field(default_factory=list, description="--set overrides applied to the base config")
     stage_steps: int | list[int] = Field(500, description="steps per stage (one value for all, or one per stage)")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    llc: LLCConfig | None = Field(
+        None, description="estimate the LLC of every stage's and the direct run's checkpoints"
+    )
 
     def budgets(self, n_stages: int) -> list[int]:
         return self.stage_steps if isinstance(self.stage_steps, list) else [self.stage_steps] * n_stages
@@ -102,6 +131,10 @@ def run_stages(
     """
     root = out / config.name
     chain_configs, direct_configs = plan_stages(config, base, config_path, stages)
+    if config.llc is not None:
+        if len(base.task.operations) > 1:
+            raise UserError(f"{config_path}: llc: not supported for tasks with several operations")
+        require_sampler()  # before anything trains
     chain = train_chain(
         chain_configs,
         [[root / f"seed{s}" / label for s in config.seeds] for label, _ in stages],
@@ -114,9 +147,161 @@ def run_stages(
     return chain, direct
 
 
-def write_results(config: StagedConfig, out: Path, results: list[Any], title: str, value: str) -> None:
-    """``results.json`` (config and one row per stage and seed) and the stage figure."""
+# The LLC along the chain ----------------------------------------------------------------------------------------
+@dataclass
+class LLCPoint:
+    """The LLC at one checkpoint: its step in the run and on the chain's timeline, mean and between-chain sd."""
+
+    step: int
+    global_step: int
+    llc_mean: float | None
+    llc_std: float | None
+    converged: bool
+
+
+@dataclass
+class StageLLC:
+    """The LLC of one stage run (or of the direct run): at its last estimated checkpoint, and every point estimated."""
+
+    step: int
+    llc_mean: float | None
+    llc_std: float | None
+    converged: bool
+    trajectory: list[LLCPoint] = field(default_factory=list)
+
+
+def _llc_steps(run: Run, checkpoints: str | int, boundaries: Sequence[int] = ()) -> list[int]:
+    """The checkpoints of ``run`` to estimate: its last (and, for the direct run, those at the chain's stage
+    boundaries), every one, or every N-th and the last."""
+    available = run.steps()
+    if not available:
+        raise UserError(f"{run.root}: no checkpoint to estimate the LLC of")
+    if checkpoints == "final":
+        return sorted({*(b for b in boundaries if b in set(available)), available[-1]})
+    return select_steps(available, every=None if checkpoints == "all" else int(checkpoints))
+
+
+def _run_llc(run: Run, steps: list[int], offset: int, settings: LLCConfig, device: str, progress: bool) -> StageLLC:
+    report = analyze(run, ["llc"], steps=steps, device=device, progress=progress, options={"llc": settings.options()})
+    by_step = {row["step"]: row for row in report.rows["llc"]}
+    points = [
+        LLCPoint(
+            step=step,
+            global_step=offset + step,
+            llc_mean=by_step[step].get("llc_mean"),
+            llc_std=by_step[step].get("llc_std"),
+            converged=bool(by_step[step].get("converged")),
+        )
+        for step in report.selected  # checkpoints with non-finite weights are left out (and have no row)
+        if step in by_step
+    ]
+    if not points:
+        return StageLLC(step=steps[-1], llc_mean=None, llc_std=None, converged=False)
+    last = points[-1]
+    return StageLLC(last.step, last.llc_mean, last.llc_std, last.converged, points)
+
+
+def chain_llc(
+    config: StagedConfig, chain: list[list[Run]], direct: list[Run], *, device: str, progress: bool
+) -> tuple[list[list[StageLLC]], list[StageLLC]]:
+    """The LLC of every stage run (``[stage][seed]``) and of every direct run (per seed), as ``config.llc`` asks.
+
+    Each run's LLC is estimated on its own training split and objective (its stage's input range or modulus) by the
+    analysis runner, which caches every estimate in the run's ``analysis/llc.json`` with its settings.
+    """
+    settings = config.llc
+    if settings is None:
+        raise ValueError("chain_llc needs a config with llc")
+    dev = str(resolve_device(device))
+    budgets = config.budgets(len(chain))
+    offsets = [sum(budgets[:k]) for k in range(len(chain))]
+    boundaries = list(itertools.accumulate(budgets))
+    per_stage = [
+        [_run_llc(run, _llc_steps(run, settings.checkpoints), offset, settings, dev, progress) for run in runs]
+        for runs, offset in zip(chain, offsets, strict=True)
+    ]
+    per_seed_direct = [
+        _run_llc(run, _llc_steps(run, settings.checkpoints, boundaries), 0, settings, dev, progress) for run in direct
+    ]
+    return per_stage, per_seed_direct
+
+
+def llc_across_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per stage (in chain order, then ``direct``), from result rows: the final LLC's mean and sd (ddof 1) over the
+    seeds with an estimate, how many converged, and each seed's value; and the last stage against the direct run
+    (Welch and Mann-Whitney tests, :func:`grokscope.stats.compare`)."""
+    stages = []
+    values: dict[str, list[float]] = {}
+    for label in dict.fromkeys(r["stage"] for r in rows):
+        mine = [r for r in rows if r["stage"] == label and r.get("llc") and _finite(r["llc"].get("llc_mean"))]
+        values[label] = [r["llc"]["llc_mean"] for r in mine]
+        x = np.asarray(values[label], dtype=float)
+        stages.append(
+            {
+                "stage": label,
+                "n": len(x),
+                "mean": float(x.mean()) if len(x) else None,
+                "sd": float(x.std(ddof=1)) if len(x) > 1 else None,
+                "converged": sum(bool(r["llc"].get("converged")) for r in mine),
+                "seeds": {str(r["seed"]): r["llc"]["llc_mean"] for r in mine},
+            }
+        )
+    out: dict[str, Any] = {"stages": stages}
+    chain_labels = _chain_labels(rows)
+    if chain_labels and values[chain_labels[-1]] and values.get("direct"):
+        comparison = stats.compare(values[chain_labels[-1]], values["direct"], (chain_labels[-1], "direct"))
+        out["last_stage_vs_direct"] = comparison.to_dict()
+    return jsonable(out)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def llc_cell(value: StageLLC | None) -> str:
+    """One summary-table cell: the final LLC, mean ± between-chain sd, flagged when the sampler did not converge."""
+    if value is None or value.llc_mean is None:
+        return "—"
+    sd = "" if value.llc_std is None else f" ± {value.llc_std:.1f}"
+    return f"{value.llc_mean:.1f}{sd}" + ("" if value.converged else " (unconverged)")
+
+
+def llc_lines(results: list[Any]) -> list[str]:
+    """What the summary prints under the table: the final LLC per stage across seeds, and the last stage vs direct."""
+    summary = llc_across_seeds(jsonable(results))
+    parts = []
+    for s in summary["stages"]:
+        if s["mean"] is None:
+            parts.append(f"{s['stage']} —")
+        else:
+            sd = "" if s["sd"] is None else f" ± {s['sd']:.1f}"
+            parts.append(f"{s['stage']} {s['mean']:.1f}{sd} (n={s['n']})")
+    lines = ["final LLC across seeds (mean ± sd): " + ", ".join(parts)]
+    test = summary.get("last_stage_vs_direct")
+    if test and test.get("welch_p") is not None:
+        lines.append(
+            f"final LLC {test['a']} vs direct: difference {test['mean_difference']:.1f}, Welch p = {test['welch_p']:.3g}"
+        )
+    return lines
+
+
+def write_results(config: StagedConfig, out: Path, results: list[Any], title: str, value: str) -> dict[str, Any] | None:
+    """``results.json`` (config and one row per stage and seed, and with ``llc`` the LLC summary across seeds) and
+    the figures; returns the LLC summary (None without ``llc``)."""
     root = out / config.name
     rows = jsonable(results)
-    write_json(root / "results.json", {"config": config.model_dump(), "stages": rows})
-    write_figures(figures(rows, title, value=value), root / "figures")
+    data: dict[str, Any] = {"config": config.model_dump(), "stages": rows}
+    drawn = figures(rows, title, value=value)
+    summary = None
+    if config.llc is not None:
+        summary = data["llc"] = {"settings": config.llc.model_dump(), **llc_across_seeds(rows)}
+        boundaries = list(itertools.accumulate(config.budgets(len(_chain_labels(rows)))))
+        drawn |= llc_figures(rows, boundaries)
+    write_json(root / "results.json", data)
+    write_figures(drawn, root / "figures")
+    return summary
+
+
+def _chain_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """The chain's stage labels in order (``direct`` left out)."""
+    return [label for label in dict.fromkeys(r["stage"] for r in rows) if label != "direct"]
