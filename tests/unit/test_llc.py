@@ -1,4 +1,5 @@
 import importlib.util
+import inspect
 import json
 import math
 import random
@@ -199,3 +200,14 @@ def test_missing_devinterp_is_a_user_error(monkeypatch, tiny_setup):
         monkeypatch.setitem(sys.modules, name, None)  # a None entry makes `import` raise ImportError
     with pytest.raises(UserError, match=r"pip install 'grokscope\[llc\]'"):
         llc.compute(model, task, split=split)
+
+
+def test_sampler_settings_default_to_computes():
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(llc.compute).parameters.items()
+        if name in llc.SamplerSettings.model_fields
+    }
+    assert llc.SamplerSettings().model_dump() == defaults
+    assert set(defaults) == set("lr n_beta localization num_chains num_draws num_burnin batch_size seed".split())
+    assert llc.SamplerSettings(lr=llc.DEFAULTS["lr"], seed=2).options() == {"seed": 2}  # defaults are left out
