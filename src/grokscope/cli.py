@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -129,27 +130,6 @@ def parse_seeds(text: str) -> list[int]:
     return [s for lo, hi in merged for s in range(lo, hi + 1)]
 
 
-RECORDERS = ("gradients", "fingerprint")
-
-
-def make_recorders(names: list[str], every: int) -> list:
-    """Fresh recorder callbacks for ``--record`` names (one set per run: recorders hold that run's rows)."""
-    unknown = [n for n in names if n not in RECORDERS]
-    if unknown:
-        raise UserError(f"--record {unknown[0]}: unknown recorder (known: {', '.join(RECORDERS)})")
-    recorders = []
-    for name in dict.fromkeys(names):
-        if name == "gradients":
-            from grokscope.analysis.gradients import GradientNormRecorder
-
-            recorders.append(GradientNormRecorder(every=every))
-        else:
-            from grokscope.analysis.fingerprint import FingerprintRecorder
-
-            recorders.append(FingerprintRecorder(every=every))
-    return recorders
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"grokscope {__version__}")
@@ -206,6 +186,8 @@ def train(
             if seeds is None
             else [(base.with_seed(s), out / f"{base.name}_seed{s}") for s in parse_seeds(seeds)]
         )
+        from grokscope.recorders import make_recorders
+
         make_recorders(record or [], record_every)  # a bad name fails before any run starts
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
         if record:  # recorders watch one GrokTransformer each: seeds then train one after another
@@ -275,7 +257,7 @@ def analyze(
     ablate: Annotated[bool, typer.Option("--ablate", help="Head, neuron and frequency ablations.")] = False,
     gradients: Annotated[bool, typer.Option("--gradients", help="Gradient norms, movement and alignment.")] = False,
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Quantile fingerprint per checkpoint.")] = False,
-    dmd: Annotated[bool, typer.Option("--dmd", help="DMD-RRR of the recorded fingerprints.")] = False,
+    dmd: Annotated[bool, typer.Option("--dmd", help="DMD of the recorded fingerprints (--dmd-* settings).")] = False,
     llc: Annotated[bool, typer.Option("--llc", help="Local learning coefficient (extra grokscope\\[llc]).")] = False,
     all_: Annotated[
         bool, typer.Option("--all", help="Every checkpoint analysis (default when none is named).")
@@ -297,12 +279,46 @@ def analyze(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     figures: Annotated[bool, typer.Option(help="Write plotly figures under analysis/figures/.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    dmd_method: Annotated[
+        str | None,
+        typer.Option(
+            help="DMD estimator: rrr (reduced-rank regression) or projected (POD-projected DMD). [default: rrr]"
+        ),
+    ] = None,
+    dmd_delays: Annotated[int | None, typer.Option(min=1, help="DMD delay-embedding depth. [default: 32]")] = None,
+    dmd_rank: Annotated[int | None, typer.Option(min=1, help="DMD rank. [default: 10]")] = None,
+    dmd_center: Annotated[
+        str | None,
+        typer.Option(
+            help="Centering before the DMD fit: per_snapshot_mean, time_mean, relative_to_t0 or none. "
+            "[default: per_snapshot_mean for rrr, time_mean for projected]"
+        ),
+    ] = None,
+    dmd_observable: Annotated[
+        str | None,
+        typer.Option(help="Fingerprint observable for DMD: log_prob, margin or entropy. [default: log_prob]"),
+    ] = None,
+    dmd_window: Annotated[
+        int | None, typer.Option(min=1, help="Snapshots per sliding DMD window. [default: max(2 (delays + rank), T/8)]")
+    ] = None,
+    probe_seed: Annotated[
+        int | None, typer.Option(min=0, help="Fingerprint probe seed (--fingerprint; --dmd checks the recording's).")
+    ] = None,
+    probe_from: Annotated[
+        str | None,
+        typer.Option(help="Draw the fingerprint probe from all inputs, the train set or the test set. [default: all]"),
+    ] = None,
+    probe_size: Annotated[int | None, typer.Option(min=1, help="Fingerprint probe size. [default: 100]")] = None,
+    token_index: Annotated[
+        int | None, typer.Option(help="Fingerprint token position. [default: the answer position]")
+    ] = None,
 ) -> None:
     """Analyze a run's checkpoints through TransformerLens hooks; writes analysis/<name>.json, tables and figures.
 
     --all (the default) runs every checkpoint analysis the task supports except the slow LLC; --dmd and --llc run
-    only when named. DMD reads the fingerprints recorded by `grokscope train --record fingerprint`. Measures that
-    use key frequencies (progress, ablation) use one reference key set for the whole run: by default the final
+    only when named. DMD reads the fingerprints recorded by `grokscope train --record fingerprint`; the --probe-* and
+    --token-index settings choose the probe of --fingerprint, and with --dmd they must match the recording's. Measures
+    that use key frequencies (progress, ablation) use one reference key set for the whole run: by default the final
     analysed checkpoint's, as Nanda et al. (2023) do.
     """
 
@@ -336,6 +352,12 @@ def analyze(
         if steps and every:
             raise UserError("--steps and --every contradict each other; pick one")
         keys = parse_key_frequencies(key_frequencies) if key_frequencies else None
+        probe = fingerprint_options(probe_seed, probe_from, probe_size, token_index)
+        if probe and not ("fingerprint" in names or want_dmd):
+            raise UserError(f"--{next(iter(probe)).replace('_', '-')}: applies to --fingerprint and --dmd")
+        dmd_settings = dmd_options(dmd_method, dmd_delays, dmd_rank, dmd_center, dmd_observable, dmd_window)
+        if dmd_settings and not want_dmd:
+            raise UserError(f"{DMD_FLAGS[next(iter(dmd_settings))]}: needs --dmd")
         run = Run.open(path)
         if run.full_task.is_multi and operation is None:
             ops = run.full_task.operation_names
@@ -357,6 +379,7 @@ def analyze(
                 skip_inapplicable=everything,
                 key_frequencies=keys,
                 key_from=key_from,
+                options={"fingerprint": probe} if probe else None,
             )
             for line in report.notes:
                 typer.echo(line)
@@ -378,20 +401,71 @@ def analyze(
         if want_dmd:
             from grokscope.analysis.dynamics import analyze_dynamics
             from grokscope.viz.dmd import figures as dmd_figures
+            from grokscope.viz.dmd import write_images
 
-            dynamics = analyze_dynamics(run, out_dir=out)
+            dynamics = analyze_dynamics(run, out_dir=out, probe=probe, **dmd_settings)
             if figures:
                 drawn = dmd_figures(dynamics.result, dynamics.windowed, run.metrics())
                 files += len(write_figures(drawn, folder / "figures"))
+                images, why_not = write_images(drawn["dmd_spectrum"], folder / "figures", "dmd_spectrum")
+                files += len(images)
+                if why_not:
+                    typer.echo(why_not)
             radius = max((abs(complex(r, i)) for r, i in _complex_pairs(dynamics.result["eigenvalues"])), default=0)
             typer.echo(
-                f"dmd: {dynamics.result['rank']} modes over {dynamics.result['n_snapshots']} fingerprints; "
+                f"dmd ({dynamics.result['method']}, center {dynamics.result['center']}): {dynamics.result['rank']} "
+                f"modes over {dynamics.result['n_snapshots']} fingerprints; "
                 f"spectral radius {radius:.4f}, one-step error {dynamics.result['reconstruction_error']:.3g}"
             )
             files += len(dynamics.files)
         typer.echo(f"wrote {files} file(s) under {folder}")
 
     _guard(work, "interrupted: the checkpoints analysed so far are cached; run the same command again to continue")
+
+
+def fingerprint_options(
+    probe_seed: int | None, probe_from: str | None, probe_size: int | None, token_index: int | None
+) -> dict[str, Any]:
+    """The fingerprint probe settings given on the command line (FingerprintSpec fields), checked."""
+    from grokscope.analysis.fingerprint import PROBE_FROM
+
+    if probe_from is not None and probe_from not in PROBE_FROM:
+        raise UserError(f"--probe-from {probe_from}: expected one of {', '.join(PROBE_FROM)}")
+    given = dict(probe_seed=probe_seed, probe_from=probe_from, probe_size=probe_size, token_index=token_index)
+    return {k: v for k, v in given.items() if v is not None}
+
+
+DMD_FLAGS = {
+    "method": "--dmd-method",
+    "n_delays": "--dmd-delays",
+    "rank": "--dmd-rank",
+    "center": "--dmd-center",
+    "observable": "--dmd-observable",
+    "window": "--dmd-window",
+}
+
+
+def dmd_options(
+    method: str | None,
+    delays: int | None,
+    rank: int | None,
+    center: str | None,
+    observable: str | None,
+    window: int | None,
+) -> dict[str, Any]:
+    """The ``analyze_dynamics`` keywords given as --dmd-* flags, checked (unset ones keep the defaults)."""
+    from grokscope.analysis.dmd import METHODS, Centering
+    from grokscope.analysis.fingerprint import OBSERVABLES
+
+    for flag, value, known in (
+        ("--dmd-method", method, METHODS),
+        ("--dmd-center", center, typing.get_args(Centering)),
+        ("--dmd-observable", observable, OBSERVABLES),
+    ):
+        if value is not None and value not in known:
+            raise UserError(f"{flag} {value}: expected one of {', '.join(known)}")
+    given = dict(method=method, n_delays=delays, rank=rank, center=center, observable=observable, window=window)
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _complex_pairs(values: dict) -> list[tuple[float, float]]:

@@ -17,8 +17,11 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture
-def recorded_run(tmp_path):
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory):
+    """One tiny run with fingerprints recorded every 2 steps, shared by this module's tests (each analyze rewrites
+    its own outputs)."""
+    tmp_path = tmp_path_factory.mktemp("recorded")
     path = tmp_path / "tiny.yaml"
     path.write_text(tiny_config(train={"steps": 200}).to_yaml())
     result = invoke("train", path, "--out", tmp_path, "--quiet", "--record", "fingerprint", "--record-every", "2")
@@ -29,12 +32,96 @@ def recorded_run(tmp_path):
 def test_dmd_of_recorded_fingerprints(recorded_run):
     result = invoke("analyze", recorded_run, "--dmd", "--quiet")
     assert result.exit_code == 0, result.output
-    assert "dmd: " in result.output and "spectral radius" in result.output
+    assert "dmd (rrr, center per_snapshot_mean): " in result.output and "spectral radius" in result.output
     written = json.loads((recorded_run / "analysis" / "dmd.json").read_text())
     assert written["snapshots"] == 101 and written["windows"] is not None
     eigenvalues = np.load(recorded_run / "analysis" / "eigenvalues.npy", allow_pickle=False)
     assert eigenvalues.dtype == np.complex128 and len(eigenvalues) == written["result"]["rank"]
     assert (recorded_run / "analysis" / "figures" / "dmd_spectrum.html").is_file()
+
+
+def can_export_images() -> bool:
+    from grokscope.viz.dmd import find_browser
+
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False
+    return find_browser() is not None
+
+
+def test_dmd_flags_choose_the_estimator_and_write_png_and_pdf(recorded_run):
+    from grokscope.analysis.dmd import dmd_projected
+    from grokscope.analysis.fingerprint import load_recording
+    from grokscope.store import Run
+
+    args = ["--dmd-method", "projected", "--dmd-delays", 8, "--dmd-rank", 4, "--dmd-observable", "margin"]
+    result = invoke("analyze", recorded_run, "--dmd", *args, "--dmd-window", 30, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "dmd (projected, center time_mean): 4 modes" in result.output
+    written = json.loads((recorded_run / "analysis" / "dmd.json").read_text())
+    fit = written["result"]
+    assert (fit["method"], fit["n_delays"], fit["rank"], fit["center"]) == ("projected", 8, 4, "time_mean")
+    assert written["observable"] == "margin" and written["windows"]["window"] == 30
+    assert written["windows"]["method"] == "projected"
+    # The same fit by hand from the recording: the margin quantiles, time-mean centred, 8 delays, rank 4.
+    recording = load_recording(Run.open(recorded_run))
+    by_hand = dmd_projected(recording.values["margin"].double().numpy(), n_delays=8, rank=4, dt=2.0)
+    eigenvalues = np.array(fit["eigenvalues"]["re"]) + 1j * np.array(fit["eigenvalues"]["im"])
+    np.testing.assert_allclose(eigenvalues, by_hand.eigenvalues, atol=1e-12)
+    # The probe the recording watched: saved rows, split into training and test rows of the run.
+    probe = written["probe"]
+    assert probe["rows_saved"] and probe["rows"] == recording.probe_rows.tolist()
+    assert probe["in_train"] + probe["in_test"] == len(probe["rows"]) == 100
+    assert 0 < probe["in_train"] < 100  # the default probe draws from every input, not from the training set
+    figures = recorded_run / "analysis" / "figures"
+    assert (figures / "dmd_spectrum.html").is_file()
+    if can_export_images():
+        assert (figures / "dmd_spectrum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (figures / "dmd_spectrum.pdf").read_bytes()[:5] == b"%PDF-"
+    else:
+        assert "dmd_spectrum: no PNG/PDF written" in result.output
+
+
+def test_without_a_browser_the_html_is_written_and_one_line_says_why(recorded_run, monkeypatch):
+    import grokscope.viz.dmd as viz_dmd
+
+    monkeypatch.setattr(viz_dmd, "find_browser", lambda: None)
+    result = invoke("analyze", recorded_run, "--dmd", "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "PNG/PDF" in line]
+    assert len(lines) == 1 and "needs Chromium" in lines[0]
+    assert (recorded_run / "analysis" / "figures" / "dmd_spectrum.html").is_file()
+    assert not (recorded_run / "analysis" / "figures" / "dmd_spectrum.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dmd-rank", 3], "--dmd-rank: needs --dmd"),
+        (["--dmd", "--dmd-method", "exact"], "--dmd-method exact: expected one of rrr, projected"),
+        (["--dmd", "--dmd-center", "median"], "--dmd-center median: expected one of per_snapshot_mean"),
+        (["--dmd", "--probe-seed", 3], "--dmd probe_seed 3: the recording was made with probe_seed 0"),
+        (["--dmd", "--dmd-window", 5], "--dmd-window 5: must be at least n_delays + rank = 42"),
+        (["--fourier", "--probe-from", "test"], "--probe-from: applies to --fingerprint and --dmd"),
+        (["--fingerprint", "--probe-from", "val"], "--probe-from val: expected one of all, train, test"),
+    ],
+)
+def test_dmd_and_probe_flag_mistakes_are_one_line(recorded_run, args, message):
+    result = invoke("analyze", recorded_run, *args, "--quiet")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_probe_flags_choose_the_checkpoint_fingerprint_probe(recorded_run, tmp_path):
+    from grokscope.store import Run
+
+    args = ["--fingerprint", "--probe-from", "test", "--probe-size", 20, "--probe-seed", 5, "--token-index", -1]
+    result = invoke("analyze", recorded_run, *args, "--every", 100, "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "fingerprint.json").read_text())
+    test_rows = set(Run.open(recorded_run).split().test.tolist())
+    assert rows and all(len(r["probe_rows"]) == 20 and set(r["probe_rows"]) <= test_rows for r in rows)
 
 
 def test_dmd_bad_input_is_one_line(tmp_path, recorded_run):

@@ -5,7 +5,7 @@ import pytest
 from scipy.linalg import block_diag
 from scipy.optimize import linear_sum_assignment
 
-from grokscope.analysis.dmd import center_snapshots, dmd_rrr, hankel, windowed_dmd
+from grokscope.analysis.dmd import center_snapshots, dmd_projected, dmd_rrr, fit_dmd, hankel, windowed_dmd
 from grokscope.errors import UserError
 from grokscope.viz.dmd import figures
 
@@ -165,7 +165,8 @@ def test_per_snapshot_mean_removes_any_per_snapshot_constant():
     assert dmd_rrr(jitter, n_delays=4, rank=6, center="none").reconstruction_error > 0.1  # the jitter is not dynamics
 
 
-def test_windowed_spectral_radius_crosses_one_when_the_dynamics_switch():
+@pytest.mark.parametrize("method", ["rrr", "projected"])
+def test_windowed_spectral_radius_crosses_one_when_the_dynamics_switch(method):
     """A damped rotation (|λ| = 0.95) for 100 snapshots, then a growing one (|λ| = 1.05) from where it left off."""
     rng = np.random.default_rng(7)
     observe = rng.normal(size=(19, 2))
@@ -173,7 +174,8 @@ def test_windowed_spectral_radius_crosses_one_when_the_dynamics_switch():
     growing = simulate(rotation(1.05, 0.4), np.eye(2), rotation(0.95, 0.4) @ damped[-1], 100)
     x = np.concatenate([damped, growing]) @ observe.T
     steps = list(range(0, 2000, 10))
-    result = windowed_dmd(x, steps, window=40, stride=5, n_delays=2, rank=2, center="none")
+    result = windowed_dmd(x, steps, window=40, stride=5, method=method, n_delays=2, rank=2, center="none")
+    assert result.method == method and result.settings["center"] == "none"
     before = np.array(result.step) <= steps[99]  # windows that end before the switch
     after = np.array(result.start_step) >= steps[100]  # windows that start after it
     np.testing.assert_allclose(result.spectral_radius[before], 0.95, atol=1e-8)
@@ -228,3 +230,93 @@ def test_too_few_snapshots_says_how_many_are_needed():
         dmd_rrr(np.ones((40, 3)), n_delays=32, rank=10)
     with pytest.raises(UserError, match=r"^window:"):
         windowed_dmd(np.random.default_rng(0).normal(size=(100, 3)), range(100), window=20, stride=5)
+
+
+def projected_by_hand(y0: np.ndarray, y1: np.ndarray, rank: int) -> np.ndarray:
+    """The dense projected-DMD operator: least squares from the inputs to the outputs, both projected on the top-r
+    POD modes of the inputs, A = P Y1 pinv(P Y0) P with P = U_r U_r^T (Schmid 2010), forming the N x N matrices."""
+    u = np.linalg.svd(y0)[0][:, :rank]
+    projector = u @ u.T
+    return projector @ y1 @ np.linalg.pinv(projector @ y0) @ projector
+
+
+@pytest.mark.parametrize("n_delays", [1, 4, 32])
+def test_projected_dmd_recovers_a_noise_free_linear_system(n_delays):
+    result = dmd_projected(linear_system(), n_delays=n_delays, rank=6, center="none")
+    assert result.method == "projected" and result.rank == 6
+    assert eigenvalue_error(TRUE_EIGENVALUES, result.eigenvalues) < 1e-8
+    assert result.reconstruction_error < 1e-8 and result.free_run_error < 1e-6
+
+
+def test_time_mean_centering_is_the_projected_default_and_adds_the_eigenvalue_one():
+    """x_t - mean_t x_t = C (z_t - z̄) follows z_{t+1} - z̄ = M (z_t - z̄) + (M - I) z̄: an affine map, whose constant
+    term is one more mode with eigenvalue 1. Any constant offset of the data cancels."""
+    x = linear_system()
+    offset = np.random.default_rng(8).normal(size=19)
+    np.testing.assert_allclose(center_snapshots(x + offset, "time_mean").mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(center_snapshots(x + offset, "time_mean"), center_snapshots(x, "time_mean"), atol=1e-12)
+    result = dmd_projected(x + offset, n_delays=4, rank=7)
+    assert result.center == "time_mean"
+    assert eigenvalue_error(np.append(TRUE_EIGENVALUES, 1.0), result.eigenvalues) < 1e-8
+
+
+def test_projected_operator_matches_the_dense_estimator_by_hand():
+    x = linear_system(n_features=5) + 0.05 * np.random.default_rng(3).normal(size=(200, 5))
+    h = hankel(x, 3)
+    y0, y1 = h[:, :-1], h[:, 1:]
+    result = dmd_projected(x, n_delays=3, rank=3, center="none")
+    dense = projected_by_hand(y0, y1, rank=3)
+    assert np.linalg.matrix_rank(dense) == 3
+    nonzero = np.linalg.eigvals(dense)
+    nonzero = nonzero[np.argsort(-np.abs(nonzero))][:3]
+    assert eigenvalue_error(nonzero, result.eigenvalues) < 1e-10
+    for mode, value in zip(result.modes.T, result.eigenvalues, strict=True):
+        np.testing.assert_allclose(dense @ mode, value * mode, atol=1e-10)  # projected modes: its eigenvectors
+    residual = np.linalg.norm(dense @ y0 - y1) / np.linalg.norm(y1)
+    assert result.reconstruction_error == pytest.approx(residual, rel=1e-10)
+    np.testing.assert_allclose(result.fitted_singular_values, np.linalg.svd(y0, compute_uv=False)[:3], rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Input data condition number")
+@pytest.mark.parametrize(("n_delays", "rank"), [(3, 3), (8, 5), (2, 12)])
+def test_projected_agrees_with_pydmd_at_reduced_rank_where_rrr_does_not(n_delays, rank):
+    """Noisy data, truncated below the data's rank: pydmd's projected Hankel DMD is the same estimator; RRR is not."""
+    pydmd = pytest.importorskip("pydmd")
+    x = linear_system() + 0.05 * np.random.default_rng(2).normal(size=(200, 19))
+    reference = pydmd.HankelDMD(svd_rank=rank, d=n_delays, exact=False).fit(x.T)
+    result = dmd_projected(x, n_delays=n_delays, rank=rank, center="none")
+    assert eigenvalue_error(reference.eigs, result.eigenvalues) < 1e-10
+    rrr = dmd_rrr(x, n_delays=n_delays, rank=rank, center="none")
+    assert eigenvalue_error(rrr.eigenvalues, result.eigenvalues) > 1e-3
+    assert rrr.reconstruction_error < result.reconstruction_error  # RRR is the rank-r least-squares minimiser
+
+
+def test_projected_and_rrr_differ_where_the_energetic_direction_is_not_the_predictable_one():
+    """Feature 0: loud white noise (no dynamics); feature 1: a quiet decaying mode 0.99^t. At rank 1 projected DMD
+    keeps the noise (|λ| near 0), RRR the decay; at the full rank of noise-free data the two are the same fit."""
+    rng = np.random.default_rng(4)
+    t = np.arange(300)
+    x = np.stack([20 * rng.normal(size=300), 20 * 0.99**t], axis=1)
+    projected = dmd_projected(x, n_delays=1, rank=1, center="none")
+    rrr = dmd_rrr(x, n_delays=1, rank=1, center="none")
+    assert abs(projected.eigenvalues[0]) < 0.5 and abs(rrr.eigenvalues[0] - 0.99) < 0.01
+    y0, y1 = x[:-1].T, x[1:].T
+    u, s, vt = np.linalg.svd(y0)
+    np.testing.assert_allclose(projected.operator, u[:, :1].T @ y1 @ vt[:1].T / s[0], rtol=1e-12)
+    full_projected = dmd_projected(linear_system(), n_delays=4, rank=6, center="none")
+    full_rrr = dmd_rrr(linear_system(), n_delays=4, rank=6, center="none")
+    assert eigenvalue_error(full_rrr.eigenvalues, full_projected.eigenvalues) < 1e-8
+
+
+def test_fit_dmd_by_method_name():
+    x = linear_system()
+    assert fit_dmd(x, "projected", n_delays=4, rank=7, center=None).center == "time_mean"  # None: the default
+    assert fit_dmd(x, "rrr", n_delays=4, rank=7, center=None).center == "per_snapshot_mean"
+    assert fit_dmd(x, "projected", n_delays=4, rank=6, ridge=0.0).method == "projected"
+    with pytest.raises(UserError, match=r"^ridge: only the rrr method"):
+        fit_dmd(x, "projected", n_delays=4, rank=6, ridge=1.0)
+    with pytest.raises(UserError, match=r"^method: must be one of rrr, projected, got 'exact'"):
+        fit_dmd(x, "exact", n_delays=4, rank=6)
+    payload = dmd_projected(x, n_delays=4, rank=6).to_dict()
+    assert payload["method"] == "projected"
+    assert "POD-projected" in figures(payload, None, [])["dmd_spectrum"].layout.title.text

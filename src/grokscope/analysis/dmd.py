@@ -1,17 +1,23 @@
-"""Dynamic mode decomposition of recorded fingerprints: reduced-rank regression over a Hankel (time-delay) embedding.
+"""Dynamic mode decomposition of recorded fingerprints over a Hankel (time-delay) embedding, by two estimators.
 
 A fingerprint sequence ``X`` (``T`` snapshots of ``D`` features, ascending training steps) is centred, stacked into
-``n_delays``-deep delay vectors, and the linear map ``A`` with ``h_{t+1} ≈ A h_t`` is fitted by the rank-constrained
-least-squares (reduced-rank regression, RRR) estimator of Izenman (1975), "Reduced-rank regression for the
-multivariate linear model", J. Multivariate Anal. 5; in the Koopman/DMD setting this is the RRR estimator of Kostic
-et al. (2022), "Learning dynamical systems via Koopman operator regression in reproducing kernel Hilbert spaces",
-NeurIPS. :func:`windowed_dmd` repeats the fit in sliding windows as an early-warning score for generalization.
+``n_delays``-deep delay vectors, and a linear map ``A`` with ``h_{t+1} ≈ A h_t`` is fitted:
+
+* ``rrr`` (:func:`dmd_rrr`): the rank-constrained least-squares (reduced-rank regression) estimator of Izenman
+  (1975), "Reduced-rank regression for the multivariate linear model", J. Multivariate Anal. 5; in the Koopman/DMD
+  setting the RRR estimator of Kostic et al. (2022), "Learning dynamical systems via Koopman operator regression in
+  reproducing kernel Hilbert spaces", NeurIPS.
+* ``projected`` (:func:`dmd_projected`): plain DMD projected on the leading POD modes of the inputs (Schmid 2010;
+  Tu et al. 2014), with time-mean centering by default: the pipeline the fingerprint study published (its
+  "dmd_rrr" is this estimator, not reduced-rank regression), so its spectra can be reproduced.
+
+:func:`windowed_dmd` repeats a fit in sliding windows as an early-warning score for generalization.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal, get_args
@@ -24,7 +30,9 @@ from grokscope.analysis.common import jsonable
 from grokscope.errors import UserError
 
 NAME = "dmd"
-Centering = Literal["per_snapshot_mean", "relative_to_t0", "none"]
+Centering = Literal["per_snapshot_mean", "time_mean", "relative_to_t0", "none"]
+Method = Literal["rrr", "projected"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 def complex_dict(values: np.ndarray) -> dict[str, Any]:
@@ -37,12 +45,17 @@ def center_snapshots(snapshots: Float[np.ndarray, "T D"], center: Centering) -> 
 
     ``per_snapshot_mean``: ``x_t - mean_d(x_t[d])``, each snapshot minus its own mean over the ``D`` features (removes
     any per-snapshot constant ``c_t`` added to every feature, i.e. projects out the all-ones direction).
+    ``time_mean``: ``x_t - mean_t(x_t)``, each feature minus its mean over the ``T`` snapshots (the usual centering of
+    POD/DMD; a linear system's trajectory minus its mean follows an affine map, which adds an eigenvalue 1 for the
+    constant term unless the data already had one).
     ``relative_to_t0``: ``x_t - x_0``, so the first snapshot is zero (removes any constant vector offset; the
     dynamics gain an eigenvalue 1 for the constant ``-x_0`` unless the data already had one).
     ``none``: the snapshots as given.
     """
     if center == "per_snapshot_mean":
         return snapshots - snapshots.mean(axis=1, keepdims=True)
+    if center == "time_mean":
+        return snapshots - snapshots.mean(axis=0, keepdims=True)
     if center == "relative_to_t0":
         return snapshots - snapshots[:1]
     if center == "none":
@@ -59,20 +72,25 @@ def hankel(snapshots: Float[np.ndarray, "T D"], n_delays: int) -> Float[np.ndarr
 
 @dataclass
 class DMDResult:
-    """A rank-``r`` RRR fit of ``h_{t+1} ≈ A h_t`` on the delay-embedded, centred snapshots.
+    """A rank-``r`` fit of ``h_{t+1} ≈ A h_t`` on the delay-embedded, centred snapshots (``method``: ``rrr`` or
+    ``projected``).
 
-    ``A = basis @ basis.T @ A_ridge`` is never formed: its nonzero eigenvalues are those of the ``r x r`` ``operator =
-    basis.T @ A_ridge @ basis``, and ``modes = basis @ w`` (``w`` the eigenvectors of ``operator``) are its exact
-    eigenvectors, because ``A`` maps everything into the span of ``basis``.
+    Both estimators have the form ``A = basis @ operator @ basis.T`` and ``A`` is never formed: its nonzero eigenvalues
+    are those of the ``r x r`` ``operator``, and ``modes = basis @ w`` (``w`` the eigenvectors of ``operator``) are
+    its eigenvectors, because ``A`` maps everything into the span of ``basis``. For ``rrr``, ``basis`` spans the
+    top-``r`` directions of the fitted values and ``operator = basis.T @ A_ridge @ basis``; for ``projected``,
+    ``basis`` holds the top-``r`` POD modes of the inputs ``Y0`` and ``operator = basis.T @ Y1 @ pinv_r(Y0) @ basis``.
     """
 
     eigenvalues: Complex[np.ndarray, " r"]  # discrete time (per snapshot), sorted by modulus, descending
     continuous_eigenvalues: Complex[np.ndarray, " r"]  # log(eigenvalues) / dt
     modes: Complex[np.ndarray, "N r"]  # eigenvectors in the delay space; the first D rows are the feature-space modes
     amplitudes: Complex[np.ndarray, " r"]  # least-squares fit of modes @ amplitudes to the first Hankel column
-    operator: Float[np.ndarray, "r r"]  # basis.T @ A_ridge @ basis (A_ols when ridge = 0)
-    basis: Float[np.ndarray, "N r"]  # U_r: top-r left singular vectors of the fitted values
-    fitted_singular_values: Float[np.ndarray, " r"]  # their singular values (of the ridge-augmented fit when ridge > 0)
+    operator: Float[np.ndarray, "r r"]  # the r x r operator of A in ``basis`` (see above)
+    basis: Float[np.ndarray, "N r"]  # U_r: top-r left singular vectors of the fitted values (rrr) or of Y0 (projected)
+    # Their singular values: of the fitted values (of the ridge-augmented fit when ridge > 0) for rrr, of Y0 (the POD
+    # energies) for projected.
+    fitted_singular_values: Float[np.ndarray, " r"]
     reconstruction_error: float  # ||A Y0 - Y1||_F / ||Y1||_F, one-step prediction over all snapshot pairs
     free_run_error: float  # ||X_hat - X||_F / ||X||_F, X_hat_t = (modes @ diag(eigenvalues^t) @ amplitudes)[:D]
     rank: int  # rank fitted: the one asked for, or less when the centred data have lower numerical rank
@@ -82,6 +100,7 @@ class DMDResult:
     center: str
     dt: float
     ridge: float
+    method: str = "rrr"
 
     @property
     def feature_modes(self) -> Complex[np.ndarray, "D r"]:
@@ -115,6 +134,7 @@ class DMDResult:
             "center": self.center,
             "dt": self.dt,
             "ridge": self.ridge,
+            "method": self.method,
         }
 
 
@@ -162,8 +182,8 @@ def dmd_rrr(
     """Hankel DMD by reduced-rank regression (Izenman 1975; Kostic et al. 2022).
 
     Centring (``center``, see :func:`center_snapshots`): ``per_snapshot_mean`` subtracts from each snapshot its own
-    mean over the ``D`` features; ``relative_to_t0`` subtracts the first snapshot from every snapshot; ``none`` leaves
-    them. With ``H`` the delay embedding of the centred snapshots (column ``t`` stacks ``x_t, ..., x_{t+n_delays-1}``),
+    mean over the ``D`` features; ``time_mean`` subtracts each feature's mean over time; ``relative_to_t0`` subtracts
+    the first snapshot from every snapshot; ``none`` leaves them. With ``H`` the delay embedding of the centred snapshots (column ``t`` stacks ``x_t, ..., x_{t+n_delays-1}``),
     ``Y0 = H[:, :m]`` and ``Y1 = H[:, 1:]`` (``m = T - n_delays``), the estimate is::
 
         A = argmin_{rank(A) <= r} ||Y1 - A Y0||_F^2 + ridge * ||A||_F^2  =  P_r A_ridge
@@ -171,9 +191,10 @@ def dmd_rrr(
 
     where ``P_r = U_r U_r^T`` projects onto the top-``r`` left singular vectors of the fitted values ``A_ols Y0``
     (for ``ridge > 0``, the top-``r`` eigenvectors of ``Y1 Y0^T (Y0 Y0^T + ridge I)^-1 Y0 Y1^T``; this is the exact
-    minimiser because the ridge problem is plain RRR of ``[Y1, 0]`` on ``[Y0, sqrt(ridge) I]``). This differs from exact/projected DMD, which truncates the SVD of
-    the inputs ``Y0``: RRR keeps the ``r`` directions that best predict the next step, not those where ``Y0`` has the
-    most energy. The two coincide when ``r`` is the full rank of noise-free data.
+    minimiser because the ridge problem is plain RRR of ``[Y1, 0]`` on ``[Y0, sqrt(ridge) I]``). This differs from
+    exact/projected DMD (:func:`dmd_projected`), which truncates the SVD of the inputs ``Y0``: RRR keeps the ``r``
+    directions that best predict the next step, not those where ``Y0`` has the most energy. The two coincide when
+    ``r`` is the full rank of noise-free data.
 
     Everything is computed from the thin SVD of ``Y0`` (``N x k``, ``k`` its numerical rank) and ``r x r`` matrices;
     no ``N x N`` matrix is formed. If the centred data have numerical rank below ``rank``, the fit uses that lower rank
@@ -181,7 +202,6 @@ def dmd_rrr(
     eigenvalues.
     """
     x = _check(snapshots, n_delays, rank, dt, ridge)
-    n_snapshots, n_features = x.shape
     centred = center_snapshots(x, center)
     h = hankel(centred, n_delays)
     y0, y1 = h[:, :-1], h[:, 1:]
@@ -201,14 +221,70 @@ def dmd_rrr(
 
     head = u_r.T @ y1w  # [r, k] = U_r^T Y1 W
     operator = (head * (s / (s**2 + ridge))) @ (v.T @ u_r)
+    prediction = u_r @ ((head * gain) @ w.T)  # A Y0 = U_r U_r^T A_ridge Y0
+    return _decompose(operator, u_r, fitted_s, prediction, h, centred, n_delays, center, dt, ridge, "rrr")
+
+
+def dmd_projected(
+    snapshots: Float[np.ndarray, "T D"],
+    n_delays: int = 32,
+    rank: int = 10,
+    center: Centering = "time_mean",
+    dt: float = 1.0,
+) -> DMDResult:
+    """Hankel DMD projected on the leading POD modes of the inputs: exact/projected DMD (Schmid 2010; Tu et al. 2014).
+
+    Schmid, P. J. (2010), "Dynamic mode decomposition of numerical and experimental data", J. Fluid Mech. 656, §2;
+    Tu, J. H. et al. (2014), "On dynamic mode decomposition: theory and applications", J. Comput. Dyn. 1, Algorithm 2.
+    With ``H`` the delay embedding of the centred snapshots (default ``time_mean``: each feature minus its mean over
+    time, as the fingerprint study's pipeline centres), ``Y0 = H[:, :m]``, ``Y1 = H[:, 1:]`` and the truncated SVD
+    ``Y0 ≈ U_r S_r W_r^T`` (the top-``r`` POD modes ``U_r``)::
+
+        A_tilde = U_r^T Y1 W_r S_r^-1          (r x r: the least-squares map Y1 Y0^+ projected on span U_r)
+        A_tilde w = λ w,    projected modes U_r w  (Schmid 2010)
+
+    Tu et al.'s exact modes ``Y1 W_r S_r^-1 w / λ`` have the same eigenvalues; ``modes`` holds the projected ones,
+    which are eigenvectors of ``A = U_r A_tilde U_r^T``. Unlike :func:`dmd_rrr`, the ``r`` directions kept are those
+    where the *inputs* have the most energy, not those that best predict the next step: the two estimators agree for
+    noise-free data of rank ``r`` and differ when the energetic directions are not the predictable ones. If the
+    centred data have numerical rank below ``rank``, the fit uses that lower rank (``result.rank``).
+    """
+    x = _check(snapshots, n_delays, rank, dt, 0.0)
+    centred = center_snapshots(x, center)
+    h = hankel(centred, n_delays)
+    y0, y1 = h[:, :-1], h[:, 1:]
+    u, s, wt = np.linalg.svd(y0, full_matrices=False)
+    keep = s > s[0] * max(y0.shape) * np.finfo(np.float64).eps  # numerical rank, as in a pseudo-inverse
+    if not keep.any():
+        raise UserError(f"snapshots: all zero after centering with center={center!r}; nothing to fit")
+    r = min(rank, int(keep.sum()))
+    u_r, s_r, w_r = u[:, :r], s[:r], wt[:r].T
+    operator = (u_r.T @ y1 @ w_r) / s_r  # U_r^T Y1 W_r S_r^-1 (columns divided by s_r)
+    prediction = u_r @ ((operator * s_r) @ w_r.T)  # A Y0 = U_r A_tilde U_r^T U_r S_r W_r^T
+    return _decompose(operator, u_r, s_r, prediction, h, centred, n_delays, center, dt, 0.0, "projected")
+
+
+def _decompose(
+    operator: np.ndarray,
+    basis: np.ndarray,
+    singular_values: np.ndarray,
+    prediction: np.ndarray,
+    h: np.ndarray,
+    centred: np.ndarray,
+    n_delays: int,
+    center: str,
+    dt: float,
+    ridge: float,
+    method: str,
+) -> DMDResult:
+    """Eigenvalues, modes, amplitudes and errors of ``A = basis @ operator @ basis.T`` fitted to the Hankel ``h``."""
+    n_snapshots, n_features = centred.shape
     eigenvalues, vectors = np.linalg.eig(operator)
     eigenvalues, vectors = eigenvalues.astype(np.complex128), vectors.astype(np.complex128)
     order = np.lexsort((-eigenvalues.imag, -np.abs(eigenvalues)))
     eigenvalues, vectors = eigenvalues[order], vectors[:, order]
-    modes = u_r @ vectors
+    modes = basis @ vectors
     amplitudes = np.linalg.lstsq(modes, h[:, 0], rcond=None)[0]
-
-    prediction = u_r @ ((head * gain) @ w.T)  # A Y0 = U_r U_r^T A_ridge Y0
     with np.errstate(all="ignore"):  # unstable modes may overflow over a long free run (error inf); log(0) = -inf
         powers = eigenvalues[None, :] ** np.arange(n_snapshots)[:, None]  # [T, r]
         free_run = (powers * amplitudes) @ modes[:n_features].T
@@ -220,23 +296,56 @@ def dmd_rrr(
         modes=modes,
         amplitudes=amplitudes,
         operator=operator,
-        basis=u_r,
-        fitted_singular_values=fitted_s,
-        reconstruction_error=_relative_error(prediction, y1),
+        basis=basis,
+        fitted_singular_values=singular_values,
+        reconstruction_error=_relative_error(prediction, h[:, 1:]),
         free_run_error=free_run_error,
-        rank=r,
+        rank=len(eigenvalues),
         n_delays=n_delays,
         n_features=n_features,
         n_snapshots=n_snapshots,
         center=center,
         dt=float(dt),
         ridge=float(ridge),
+        method=method,
     )
+
+
+FITS: dict[str, Callable[..., DMDResult]] = {"rrr": dmd_rrr, "projected": dmd_projected}
+"""The estimators by ``method`` name."""
+
+
+def fit_dmd(snapshots: Float[np.ndarray, "T D"], method: Method = "rrr", **settings: Any) -> DMDResult:
+    """:func:`dmd_rrr` (``method="rrr"``) or :func:`dmd_projected` (``"projected"``) with ``settings`` (``n_delays``,
+    ``rank``, ``center``, ``dt``; ``ridge`` for ``rrr`` only). ``center=None`` means the method's default."""
+    return method_fit(method)(snapshots, **method_settings(method, settings))
+
+
+def method_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as the method's estimator takes them: ``center=None`` dropped (the method's default), and
+    ``ridge`` dropped for ``projected`` when 0 (any other ridge is refused: projected DMD has none)."""
+    out = {k: v for k, v in settings.items() if not (k == "center" and v is None)}
+    if method != "rrr" and out.pop("ridge", 0.0):
+        raise UserError(f"ridge: only the rrr method takes a ridge, got ridge={settings['ridge']} with {method}")
+    return out
+
+
+def method_fit(method: str) -> Callable[..., DMDResult]:
+    if method not in FITS:
+        raise UserError(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
+    return FITS[method]
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """The keyword defaults of the method's estimator (e.g. its centering)."""
+    fit = method_fit(method)
+    return {k: p.default for k, p in inspect.signature(fit).parameters.items() if p.default is not p.empty}
 
 
 @dataclass
 class WindowedDMD:
-    """:func:`dmd_rrr` in sliding windows; one row per window, in order of training step.
+    """A DMD fit (:func:`dmd_rrr` or :func:`dmd_projected`) in sliding windows; one row per window, in order of
+    training step.
 
     The early-warning signal is a change in the local linear dynamics: a rising one-step residual (the linear model
     stops fitting) and eigenvalues leaving the unit circle (``spectral_radius > 1``: a growing mode). ``score`` is the
@@ -250,7 +359,8 @@ class WindowedDMD:
     residual: Float[np.ndarray, " W"]
     window: int
     stride: int
-    settings: dict[str, Any]  # the dmd_rrr keyword arguments used
+    settings: dict[str, Any]  # the estimator's keyword arguments used
+    method: str = "rrr"
 
     @property
     def score(self) -> Float[np.ndarray, " W"]:
@@ -268,6 +378,7 @@ class WindowedDMD:
             "window": self.window,
             "stride": self.stride,
             "settings": jsonable(self.settings),
+            "method": self.method,
         }
 
 
@@ -276,9 +387,11 @@ def windowed_dmd(
     steps: Sequence[int],
     window: int,
     stride: int,
+    method: Method = "rrr",
     **dmd_kwargs: Any,
 ) -> WindowedDMD:
-    """Fit :func:`dmd_rrr` to snapshots ``[i, i + window)`` for ``i = 0, stride, 2 * stride, ...`` (whole windows only).
+    """Fit the ``method``'s estimator (:data:`FITS`) to snapshots ``[i, i + window)`` for ``i = 0, stride, 2 * stride,
+    ...`` (whole windows only).
 
     ``steps[t]`` is the training step of snapshot ``t``; ``dmd_kwargs`` go to every fit (``n_delays``, ``rank``, ...).
     """
@@ -292,15 +405,15 @@ def windowed_dmd(
         raise UserError(f"stride: must be >= 1, got {stride}")
     if not 1 <= window <= len(x):
         raise UserError(f"window: must be between 1 and the number of snapshots {len(x)}, got {window}")
-    defaults = {k: p.default for k, p in inspect.signature(dmd_rrr).parameters.items() if p.default is not p.empty}
-    settings = {**defaults, **dmd_kwargs}
+    fit_window = method_fit(method)
+    settings = {**method_defaults(method), **method_settings(method, dmd_kwargs)}
     if window < settings["n_delays"] + settings["rank"]:
         raise UserError(f"window: must be >= n_delays + rank = {settings['n_delays'] + settings['rank']}, got {window}")
     starts = range(0, len(x) - window + 1, stride)
     moduli = np.full((len(starts), settings["rank"]), np.nan)
     radius, residual = np.empty(len(starts)), np.empty(len(starts))
     for i, start in enumerate(starts):
-        fit = dmd_rrr(x[start : start + window], **settings)
+        fit = fit_window(x[start : start + window], **settings)
         moduli[i, : fit.rank] = np.abs(fit.eigenvalues)
         radius[i], residual[i] = fit.spectral_radius, fit.reconstruction_error
     return WindowedDMD(
@@ -312,4 +425,5 @@ def windowed_dmd(
         window=window,
         stride=stride,
         settings=settings,
+        method=method,
     )

@@ -1,22 +1,26 @@
-"""Training dynamics of a run: DMD-RRR of its recorded fingerprints, whole-run and in sliding windows.
+"""Training dynamics of a run: DMD of its recorded fingerprints, whole-run and in sliding windows.
 
-Reads ``recordings/fingerprints.safetensors`` (``grokscope train --record fingerprint``), fits
-:func:`~grokscope.analysis.dmd.dmd_rrr` to the quantile sequence of one observable, repeats the fit in sliding
-windows (the early-warning score), and writes ``analysis/dmd.json``, ``analysis/eigenvalues.npy`` and figures.
+Reads ``recordings/fingerprints.safetensors`` (``grokscope train --record fingerprint``), fits DMD
+(:func:`~grokscope.analysis.dmd.dmd_rrr` or :func:`~grokscope.analysis.dmd.dmd_projected`, by ``method``) to the
+quantile sequence of one observable, repeats the fit in sliding windows (the early-warning score), and writes
+``analysis/dmd.json`` (with the probe the recording used), ``analysis/eigenvalues.npy`` and figures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from grokscope.analysis.dmd import dmd_rrr, windowed_dmd
-from grokscope.analysis.fingerprint import load_recording
+from grokscope.analysis.dmd import DMDResult, Method, fit_dmd, method_defaults, method_settings, windowed_dmd
+from grokscope.analysis.fingerprint import Recording, load_recording
 from grokscope.errors import UserError
 from grokscope.store import ANALYSIS_DIR, Run, atomic_write, write_json
+
+PROBE_FIELDS = ("probe_seed", "probe_from", "probe_size", "token_index")
+"""The fingerprint settings a DMD caller may name to check that the recording was made with them."""
 
 
 @dataclass
@@ -24,6 +28,7 @@ class DynamicsReport:
     result: dict[str, Any]
     windowed: dict[str, Any] | None
     files: list[Path]
+    probe: dict[str, Any] | None = None
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -37,36 +42,88 @@ def default_window(n_snapshots: int, n_delays: int, rank: int) -> int:
     return min(n_snapshots, max(2 * (n_delays + rank), n_snapshots // 8))
 
 
+def check_probe(recording: Recording, where: str, **expected: Any) -> None:
+    """A one-line error when the recording was not made with the named fingerprint settings (``probe_seed``,
+    ``probe_from``, ``probe_size``, ``token_index``; None: not checked). DMD reads the recording as it was recorded;
+    the probe is chosen when recording (``record`` settings), not afterwards."""
+    recorded = asdict(recording.spec)
+    for name in PROBE_FIELDS:
+        want = expected.get(name)
+        if want is not None and recorded[name] != want:
+            raise UserError(
+                f"{where} {name} {want}: the recording was made with {name} {recorded[name]!r}; DMD reads the "
+                f"recording as recorded (choose the probe when recording)"
+            )
+
+
+def probe_summary(run: Run, recording: Recording) -> dict[str, Any]:
+    """Which rows the recording watched: its spec, the rows, whether they were saved in the recording or re-derived
+    (recordings made before grokscope saved them), and how many are training and test rows of the run's split."""
+    rows = recording.probe_rows.tolist()
+    out: dict[str, Any] = {"spec": asdict(recording.spec), "rows": rows, "rows_saved": recording.probe_rows_saved}
+    split = run.split()
+    for name in ("train", "test"):
+        out[f"in_{name}"] = len(set(rows) & set(getattr(split, name).tolist()))
+    return out
+
+
+def fit_recording(
+    recording: Recording,
+    *,
+    observable: str = "log_prob",
+    method: Method = "rrr",
+    n_delays: int = 32,
+    rank: int = 10,
+    center: str | None = None,
+    ridge: float = 0.0,
+) -> DMDResult:
+    """The whole-run DMD of one observable of a recording; ``dt`` is the recording interval, so continuous-time
+    eigenvalues are per training step. ``center=None``: the method's default."""
+    snapshots = recording.snapshots(observable).double().numpy()
+    settings = {"n_delays": n_delays, "rank": rank, "center": center, "dt": float(recording.every), "ridge": ridge}
+    return fit_dmd(snapshots, method, **settings)
+
+
 def analyze_dynamics(
     run: Run,
     *,
     observable: str = "log_prob",
+    method: Method = "rrr",
     n_delays: int = 32,
     rank: int = 10,
-    center: str = "per_snapshot_mean",
+    center: str | None = None,
     ridge: float = 0.0,
     window: int | None = None,
     stride: int | None = None,
     out_dir: Path | None = None,
+    probe: dict[str, Any] | None = None,
 ) -> DynamicsReport:
-    """Fit DMD-RRR to the run's fingerprint recording and write the results (see the module docstring)."""
+    """Fit DMD to the run's fingerprint recording and write the results (see the module docstring).
+
+    ``method``: ``rrr`` (reduced-rank regression, centering ``per_snapshot_mean`` by default) or ``projected``
+    (POD-projected DMD, centering ``time_mean`` by default); ``center=None`` takes the method's default. ``probe``:
+    fingerprint settings the recording must have been made with (:func:`check_probe`).
+    """
     recording = load_recording(run)
+    check_probe(recording, "--dmd", **(probe or {}))
     snapshots = recording.snapshots(observable).double().numpy()
     steps = recording.steps.tolist()
     dt = float(recording.every)  # continuous-time eigenvalues per training step
-    settings = {"n_delays": n_delays, "rank": rank, "center": center, "dt": dt, "ridge": ridge}
-    result = dmd_rrr(snapshots, **settings)
+    settings = method_settings(method, {"n_delays": n_delays, "rank": rank, "center": center, "dt": dt, "ridge": ridge})
+    settings = {**method_defaults(method), **settings}
+    result = fit_dmd(snapshots, method, **settings)
+    if window is not None and window < n_delays + rank:
+        raise UserError(f"--dmd-window {window}: must be at least n_delays + rank = {n_delays + rank}")
     window = window or default_window(len(snapshots), n_delays, rank)
     windowed = None
     if window >= n_delays + rank and len(snapshots) >= window:
-        windowed = windowed_dmd(snapshots, steps, window, stride or max(1, window // 4), **settings).to_dict()
-    elif window is not None and window < n_delays + rank:
-        raise UserError(f"--dmd window {window}: must be at least n_delays + rank = {n_delays + rank}")
+        windowed = windowed_dmd(snapshots, steps, window, stride or max(1, window // 4), method, **settings).to_dict()
     out_dir = Path(out_dir) if out_dir is not None else run.root / ANALYSIS_DIR
+    probe_info = probe_summary(run, recording)
     summary = {"observable": observable, "snapshots": len(snapshots), "steps": [steps[0], steps[-1]]}
     result_dict = result.to_dict()
-    write_json(out_dir / "dmd.json", {**summary, "result": result_dict, "windows": windowed})
+    write_json(out_dir / "dmd.json", {**summary, "probe": probe_info, "result": result_dict, "windows": windowed})
     eigenvalues = np.asarray(result.eigenvalues, dtype=np.complex128)
     atomic_write(out_dir / "eigenvalues.npy", lambda tmp: _save_array(tmp, eigenvalues))
     files = [out_dir / "dmd.json", out_dir / "eigenvalues.npy"]
-    return DynamicsReport(result_dict, windowed, files)
+    return DynamicsReport(result_dict, windowed, files, probe_info)

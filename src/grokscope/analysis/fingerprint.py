@@ -1,23 +1,28 @@
 """Quantile fingerprints: the distribution of a per-example observable on a fixed probe set, as a short vector.
 
 A fingerprint at one step is, for each observable, the empirical quantiles (default 0.05, 0.10, ..., 0.95) over a
-fixed probe set (default 100 examples drawn with a seed from every input of the task) of
+fixed probe set (default 100 examples drawn with a seed from every input of the task; ``probe_from`` draws them from
+the run's training or test set instead) of
 
 * ``log_prob``: the log-probability of the correct answer,
 * ``margin``: the correct answer's logit minus the largest other logit,
 * ``entropy``: the entropy of the output distribution,
 
 read at the answer position (or ``token_index``). :class:`FingerprintRecorder` records one every ``every`` training
-steps into ``recordings/fingerprints.safetensors`` (steps, one [T, quantiles] table per observable, the spec in the
-metadata); :func:`compute` gives the same vector for a saved checkpoint. DMD (:mod:`grokscope.analysis.dmd`) reads
-these sequences.
+steps into ``recordings/fingerprints.safetensors`` (steps, one [T, quantiles] table per observable, the probe rows,
+the spec in the metadata); :func:`compute` gives the same vector for a saved checkpoint. DMD
+(:mod:`grokscope.analysis.dmd`) reads these sequences.
+
+The probe is drawn from a random stream of its own (:func:`probe_generator_seed`), never the split's: the two used
+to share ``torch.randperm`` under the same seed, so a seed-0 run's default probe was 100 training pairs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -41,35 +46,93 @@ if TYPE_CHECKING:
 NAME = "fingerprint"
 RECORDING_FILE = "fingerprints.safetensors"
 OBSERVABLES = ("log_prob", "margin", "entropy")
+ProbeFrom = Literal["all", "train", "test"]
+PROBE_FROM: tuple[str, ...] = get_args(ProbeFrom)
+PROBE_STREAM = "grokscope.fingerprint.probe"
+"""The domain tag hashed with ``probe_seed`` into the probe's generator seed (:func:`probe_generator_seed`)."""
+MAX_RUN_SEED = 2**32 - 1
+"""The largest seed a run config accepts (``seed``, ``task.split_seed``): every split, init and batch stream is
+seeded at or below it, and the probe stream above it."""
 
 
 def default_quantiles() -> tuple[float, ...]:
     return tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
+def probe_generator_seed(probe_seed: int) -> int:
+    """The seed of the probe's ``torch.Generator``: SHA-256 of ``"grokscope.fingerprint.probe:<probe_seed>"``, its
+    first 8 bytes read little-endian, mapped into ``[2**32, 2**63)``.
+
+    Splits (:func:`grokscope.tasks.make_split`) seed their generator with the run's split seed, which a config keeps
+    in ``[0, 2**32 - 1]``; the probe's generator seed is always above that range, so the probe's permutation is never
+    the split's, for any pair of seeds. Hashing with a domain tag (rather than adding a constant) also keeps
+    neighbouring probe seeds from giving neighbouring generator seeds.
+    """
+    digest = hashlib.sha256(f"{PROBE_STREAM}:{int(probe_seed)}".encode()).digest()
+    return MAX_RUN_SEED + 1 + int.from_bytes(digest[:8], "little") % (2**63 - MAX_RUN_SEED - 1)
+
+
 @dataclass(frozen=True)
 class FingerprintSpec:
-    """Which probe set, quantiles and position a fingerprint uses."""
+    """Which probe set, quantiles and position a fingerprint uses.
+
+    ``probe_from``: ``all`` draws the probe from every input of the task (the default: a fingerprint describes the
+    model on the task's whole input distribution, training and unseen pairs in the split's proportion, so one vector
+    shows memorization in its upper quantiles and generalization in its lower ones, as the fingerprint study draws
+    it); ``train`` or ``test`` draw it from the run's training or test set only (to follow one of them alone).
+    """
 
     probe_size: int = 100
     probe_seed: int = 0
     quantiles: tuple[float, ...] = field(default_factory=default_quantiles)
     token_index: int | None = None  # None: the task's answer position
+    probe_from: ProbeFrom = "all"
 
     def __post_init__(self) -> None:
         if self.probe_size < 1:
             raise UserError(f"{NAME}: probe_size must be at least 1, got {self.probe_size}")
+        if not 0 <= self.probe_seed <= MAX_RUN_SEED:
+            raise UserError(f"{NAME}: probe_seed must be in 0..{MAX_RUN_SEED}, got {self.probe_seed}")
         if not self.quantiles or not all(0 <= q <= 1 for q in self.quantiles):
             raise UserError(f"{NAME}: quantiles must be in [0, 1], got {list(self.quantiles)}")
+        if self.probe_from not in PROBE_FROM:
+            raise UserError(f"{NAME}: probe_from must be one of {', '.join(PROBE_FROM)}, got {self.probe_from!r}")
 
-    def probe_rows(self, task: ModularTask) -> Int[Tensor, " probe"]:
-        """Rows of ``task.dataset()`` in the probe set: a seeded draw without replacement (all rows if fewer)."""
-        n = task.n_pairs
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.probe_seed))
-        return order[: min(self.probe_size, n)].sort().values
+    def pool(self, task: ModularTask, split: Split | None = None) -> Int[Tensor, " pool"]:
+        """The rows the probe is drawn from, ascending: every row of ``task.dataset()``, or the split's train or test
+        rows (``probe_from``)."""
+        if self.probe_from == "all":
+            return torch.arange(task.n_pairs)
+        if split is None:
+            raise UserError(f"{NAME}: probe_from={self.probe_from} needs the run's train/test split")
+        return getattr(split, self.probe_from).sort().values
+
+    def probe_rows(self, task: ModularTask, split: Split | None = None) -> Int[Tensor, " probe"]:
+        """Rows of ``task.dataset()`` in the probe set, ascending: ``probe_size`` rows of :meth:`pool` drawn without
+        replacement by a permutation from the probe's own stream (:func:`probe_generator_seed`), all if fewer."""
+        pool = self.pool(task, split)
+        generator = torch.Generator().manual_seed(probe_generator_seed(self.probe_seed))
+        order = torch.randperm(len(pool), generator=generator)
+        return pool[order[: min(self.probe_size, len(pool))]].sort().values
 
     def position(self, task: ModularTask) -> int:
-        return task.answer_position if self.token_index is None else self.token_index
+        if self.token_index is None:
+            return task.answer_position
+        if not -task.n_ctx <= self.token_index < task.n_ctx:
+            raise UserError(
+                f"{NAME}: token_index {self.token_index} is outside the task's {task.n_ctx} positions "
+                f"(0..{task.n_ctx - 1}, or negative from the end)"
+            )
+        return self.token_index
+
+
+def legacy_probe_rows(spec: FingerprintSpec, task: ModularTask) -> Int[Tensor, " probe"]:
+    """The probe that recordings without saved probe rows used: the first ``probe_size`` rows of
+    ``torch.randperm(n_pairs)`` seeded with ``probe_seed`` itself, i.e. the split's stream (on a run whose split seed
+    equals ``probe_seed`` these are training rows only). Kept so that those recordings can still say which rows
+    they watched, and resume with the same rows."""
+    order = torch.randperm(task.n_pairs, generator=torch.Generator().manual_seed(spec.probe_seed))
+    return order[: min(spec.probe_size, task.n_pairs)].sort().values
 
 
 @torch.no_grad()
@@ -95,15 +158,26 @@ def fingerprint(
 
 @dataclass
 class FingerprintResult(RowResult):
-    """One checkpoint's fingerprint: quantiles per observable."""
+    """One checkpoint's fingerprint: quantiles per observable, and the probe rows (into ``task.dataset()``) it used.
+
+    ``probe_rows`` is None in rows cached before the rows were recorded."""
 
     quantiles: tuple[float, ...]
     values: dict[str, list[float]]
+    probe_rows: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Each observable's quantiles at the top level (what figures read), its median as a scalar for tables.
         medians = {name: _middle(self.quantiles, row) for name, row in self.values.items()}
-        return jsonable({"quantiles": self.quantiles, "values": self.values, **self.values, "median": medians})
+        return jsonable(
+            {
+                "quantiles": self.quantiles,
+                "values": self.values,
+                **self.values,
+                "median": medians,
+                "probe_rows": self.probe_rows,
+            }
+        )
 
 
 def _middle(quantiles: tuple[float, ...], values: list[float]) -> float | None:
@@ -115,23 +189,34 @@ def _middle(quantiles: tuple[float, ...], values: list[float]) -> float | None:
 
 
 def compute(model: GrokTransformer, task: ModularTask, *, split: Split | None = None, **spec: Any) -> FingerprintResult:
-    """The fingerprint of a saved checkpoint (the same vector the recorder takes during training)."""
-    spec_ = FingerprintSpec(**spec)
-    probe = task.dataset().subset(spec_.probe_rows(task)).to(model_device(model))
+    """The fingerprint of a saved checkpoint (the same vector the recorder takes during training); ``spec``: the
+    :class:`FingerprintSpec` fields (``probe_from`` train or test needs ``split``)."""
+    spec_ = FingerprintSpec(**{**spec, "quantiles": tuple(spec.get("quantiles", default_quantiles()))})
+    rows = spec_.probe_rows(task, split)
+    probe = task.dataset().subset(rows).to(model_device(model))
     table = fingerprint(model, task, probe, spec_).cpu()
     return FingerprintResult(
-        spec_.quantiles, {name: row.tolist() for name, row in zip(OBSERVABLES, table, strict=True)}
+        spec_.quantiles, {name: row.tolist() for name, row in zip(OBSERVABLES, table, strict=True)}, rows.tolist()
     )
 
 
 @dataclass
 class Recording:
-    """Fingerprints recorded during training: ``values[name]`` is [T, n_quantiles] at ``steps``."""
+    """Fingerprints recorded during training: ``values[name]`` is [T, n_quantiles] at ``steps``.
+
+    ``probe_rows``: the rows of ``task.dataset()`` the fingerprints were taken on. Recordings written before grokscope
+    saved them hold none; for those ``probe_rows_saved`` is False and the rows are re-derived exactly by the draw
+    those versions made (:func:`legacy_probe_rows`, the split's random stream, so on a run whose split seed equals
+    ``spec.probe_seed`` they are all training rows). Use ``probe_rows`` rather than ``spec.probe_rows(...)``, which
+    gives the current draw.
+    """
 
     steps: Int[Tensor, " T"]
     values: dict[str, Float[Tensor, "T n_quantiles"]]
     spec: FingerprintSpec
     every: int
+    probe_rows: Int[Tensor, " probe"]
+    probe_rows_saved: bool = True
 
     def snapshots(self, observable: str = "log_prob") -> Float[Tensor, "T n_quantiles"]:
         if observable not in self.values:
@@ -143,8 +228,14 @@ def recording_path(run: Run) -> Path:
     return run.root / RECORDINGS_DIR / RECORDING_FILE
 
 
+def _spec_from_json(text: str) -> FingerprintSpec:
+    fields = json.loads(text)
+    # Recordings from before probe_from drew from every input, which is what the default says.
+    return FingerprintSpec(**{**fields, "quantiles": tuple(fields["quantiles"])})
+
+
 def load_recording(run: Run) -> Recording:
-    """The run's recorded fingerprints; a one-line error when the run has none."""
+    """The run's recorded fingerprints; a one-line error when the run has none or it is damaged."""
     path = recording_path(run)
     if not path.is_file():
         raise UserError(f"{path}: no fingerprint recording (train with --record fingerprint)")
@@ -152,20 +243,23 @@ def load_recording(run: Run) -> Recording:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-        spec = FingerprintSpec(
-            **{**json.loads(meta["spec"]), "quantiles": tuple(json.loads(meta["spec"])["quantiles"])}
-        )
+        spec = _spec_from_json(meta["spec"])
         every = int(meta["every"])
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
+        steps, values = tensors["steps"], {k: tensors[k] for k in OBSERVABLES}
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, UserError) as err:
         raise UserError(f"{path}: corrupt fingerprint recording ({err})") from None
-    return Recording(tensors["steps"], {k: tensors[k] for k in OBSERVABLES}, spec, every)
+    if "probe_rows" in tensors:
+        return Recording(steps, values, spec, every, tensors["probe_rows"])
+    return Recording(steps, values, spec, every, legacy_probe_rows(spec, run.task), probe_rows_saved=False)
 
 
 class FingerprintRecorder(Callback):
     """Record a fingerprint every ``every`` steps (and at the first step) into ``recordings/fingerprints.safetensors``.
 
     Fingerprints stay on the device until a checkpoint writes them, so recording adds no host sync per step. On
-    resume, rows past the resumed step are dropped: the recording continues exactly as if never interrupted.
+    resume, rows past the resumed step are dropped and the recording continues on the probe rows it was started
+    with (also a recording from before probe rows were saved): exactly as if never interrupted. Resuming with
+    another probe, quantiles, position or interval is refused, since one recording must be one sequence.
     """
 
     def __init__(self, every: int = 2, spec: FingerprintSpec | None = None) -> None:
@@ -177,6 +271,7 @@ class FingerprintRecorder(Callback):
         self._values: list[Tensor] = []
         self._run: Run | None = None
         self._probe: Dataset | None = None
+        self._rows: Tensor | None = None
         self._task: ModularTask | None = None
 
     def _record(self, step: int, model: GrokTransformer) -> None:
@@ -185,15 +280,30 @@ class FingerprintRecorder(Callback):
 
     def on_train_begin(self, run: Run, model: GrokTransformer, step: int) -> None:
         self._run, self._task = run, run.task
-        self._probe = self._task.dataset().subset(self.spec.probe_rows(self._task)).to(model_device(model))
+        self.spec.position(self._task)  # a bad token_index fails before the first step, not at the first record
         self._steps, self._values = [], []
+        rows = None
         if step > 0 and recording_path(run).is_file():
             earlier = load_recording(run)
+            self._check_continues(earlier)
             keep = earlier.steps <= step
             self._steps = earlier.steps[keep].tolist()
             self._values = list(torch.stack([earlier.values[k][keep] for k in OBSERVABLES], dim=1).unbind(0))
+            rows = earlier.probe_rows
+        if rows is None:
+            rows = self.spec.probe_rows(self._task, run.split() if self.spec.probe_from != "all" else None)
+        self._rows = rows.to(torch.long)
+        self._probe = self._task.dataset().subset(self._rows).to(model_device(model))
         if step == 0:
             self._record(0, model)
+
+    def _check_continues(self, earlier: Recording) -> None:
+        if earlier.spec != self.spec or earlier.every != self.every:
+            raise UserError(
+                f"{recording_path(self._run)}: recorded every {earlier.every} steps with {asdict(earlier.spec)}; "
+                f"resuming with every {self.every} and {asdict(self.spec)} would mix two probes in one recording "
+                "(resume with the same recorder settings, or move the recording aside)"
+            )
 
     def on_step_end(self, step: int, model: GrokTransformer) -> None:
         if step % self.every == 0:
@@ -203,7 +313,7 @@ class FingerprintRecorder(Callback):
         if self._run is None or not self._steps:
             return
         table = torch.stack([v.cpu() for v in self._values])  # [T, n_observables, n_quantiles]
-        tensors = {"steps": torch.tensor(self._steps, dtype=torch.long)}
+        tensors = {"steps": torch.tensor(self._steps, dtype=torch.long), "probe_rows": self._rows.cpu().contiguous()}
         tensors |= {name: table[:, i].contiguous() for i, name in enumerate(OBSERVABLES)}
         metadata = {
             "spec": json.dumps(asdict(self.spec)),

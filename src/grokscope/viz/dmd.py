@@ -1,25 +1,48 @@
-"""Figures of the DMD of recorded fingerprints: the spectrum against the unit circle, and sliding-window scores."""
+"""Figures of the DMD of recorded fingerprints: the spectrum against the unit circle, spectra of several runs on one
+circle (a colour per condition), sliding-window scores, and the spectrum as PNG and PDF beside the HTML.
+
+Static images go through plotly's export (kaleido), which renders in a Chromium-based browser: the system's
+(``BROWSER_PATH``, then ``chromium``, ``chromium-browser`` or ``google-chrome`` on ``PATH``, then
+``/usr/bin/chromium``). Without one, :func:`write_images` writes nothing and says so in one line.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from grokscope.store import atomic_write_bytes
 from grokscope.viz.common import test_accuracy_trace
 
 N_MODULI = 3  # leading eigenvalue moduli drawn per window; more lines would hide the spectral radius
+METHOD_NAMES = {"rrr": "reduced-rank regression", "projected": "POD-projected DMD"}
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+SYSTEM_CHROMIUM = "/usr/bin/chromium"
+IMAGE_FORMATS = ("png", "pdf")
+IMAGE_SIZE = {"width": 760, "height": 640}  # the spectrum is square in data units; room for the legend and title
+
+
+def _unit_circle(figure: go.Figure) -> None:
+    angle = np.linspace(0, 2 * np.pi, 361)
+    figure.add_scatter(
+        x=np.cos(angle), y=np.sin(angle), mode="lines", name="|λ| = 1", line={"color": "gray", "dash": "dash"}
+    )
 
 
 def _spectrum(result: dict[str, Any]) -> go.Figure:
     """Eigenvalues in the complex plane with the unit circle: outside it a mode grows, inside it decays."""
     figure = go.Figure()
-    angle = np.linspace(0, 2 * np.pi, 361)
-    figure.add_scatter(
-        x=np.cos(angle), y=np.sin(angle), mode="lines", name="|λ| = 1", line={"color": "gray", "dash": "dash"}
-    )
+    _unit_circle(figure)
     eigenvalues = result["eigenvalues"]
     figure.add_scatter(
         x=eigenvalues["re"],
@@ -32,8 +55,8 @@ def _spectrum(result: dict[str, Any]) -> go.Figure:
     )
     figure.update_layout(
         title=(
-            f"DMD spectrum (reduced-rank regression, rank {result['rank']}, {result['n_delays']} delays, "
-            f"one-step residual {result['reconstruction_error']:.3g})"
+            f"DMD spectrum ({METHOD_NAMES.get(result.get('method', 'rrr'), result.get('method'))}, rank "
+            f"{result['rank']}, {result['n_delays']} delays, one-step residual {result['reconstruction_error']:.3g})"
         ),
         xaxis_title="Re λ",
         yaxis={"title": "Im λ", "scaleanchor": "x", "scaleratio": 1},
@@ -89,3 +112,108 @@ def figures(
     if windowed is not None and windowed["step"]:
         out["dmd_windows"] = _windows(windowed, metrics)
     return out
+
+
+def compared_spectra(spectra: list[dict[str, Any]], title: str = "DMD spectra by condition") -> go.Figure:
+    """Eigenvalues of several fits on one unit-circle plot, one colour per condition (its runs share it, a marker
+    symbol per seed). Each entry: ``condition``, ``name`` (the run), ``seed`` and ``eigenvalues`` (``{"re", "im"}``,
+    as ``DMDResult.to_dict()`` stores them)."""
+    figure = go.Figure()
+    _unit_circle(figure)
+    conditions = list(dict.fromkeys(entry["condition"] for entry in spectra))
+    colours = {c: qualitative.Plotly[i % len(qualitative.Plotly)] for i, c in enumerate(conditions)}
+    seeds = list(dict.fromkeys(entry.get("seed") for entry in spectra))
+    symbols = ("circle", "diamond", "square", "triangle-up", "x", "star", "cross", "pentagon")
+    shown: set[str] = set()
+    for entry in spectra:
+        condition = entry["condition"]
+        pairs = [
+            (re, im)
+            for re, im in zip(entry["eigenvalues"]["re"], entry["eigenvalues"]["im"], strict=True)
+            if re is not None and im is not None
+        ]
+        figure.add_scatter(
+            x=[p[0] for p in pairs],
+            y=[p[1] for p in pairs],
+            mode="markers",
+            name=condition or "base",
+            legendgroup=condition,
+            showlegend=condition not in shown,
+            marker={
+                "size": 9,
+                "color": colours[condition],
+                "symbol": symbols[seeds.index(entry.get("seed")) % len(symbols)],
+                "line": {"width": 0.5, "color": "white"},
+            },
+            hovertext=entry.get("name"),
+            hovertemplate="%{hovertext}<br>λ = %{x:.4f} %{y:+.4f}i<extra></extra>",
+        )
+        shown.add(condition)
+    figure.update_layout(
+        title=title,
+        xaxis_title="Re λ",
+        yaxis={"title": "Im λ", "scaleanchor": "x", "scaleratio": 1},
+        legend={"title": {"text": "condition (symbol: seed)"}},
+    )
+    return figure
+
+
+def find_browser() -> str | None:
+    """The Chromium-based browser plotly's static export will use, or None: ``BROWSER_PATH`` when it names an
+    executable, else the first of :data:`BROWSERS` on ``PATH``, else ``/usr/bin/chromium`` when present."""
+    given = os.environ.get("BROWSER_PATH")
+    if given and os.access(given, os.X_OK):
+        return given
+    for name in BROWSERS:
+        if found := shutil.which(name):
+            return found
+    return SYSTEM_CHROMIUM if os.access(SYSTEM_CHROMIUM, os.X_OK) else None
+
+
+async def _render(figure: go.Figure, formats: tuple[str, ...], browser: str) -> list[bytes]:
+    import kaleido
+
+    # One browser for every format: starting Chromium is most of the cost.
+    async with kaleido.Kaleido(path=browser) as k:
+        return [await k.calc_fig(figure, opts={"format": f, **IMAGE_SIZE}) for f in formats]
+
+
+def write_images(
+    figure: go.Figure, folder: Path, stem: str, formats: tuple[str, ...] = IMAGE_FORMATS
+) -> tuple[list[Path], str | None]:
+    """``folder/<stem>.png`` and ``.pdf`` (atomic writes), and None; or no files and one line saying why not (no
+    browser, kaleido missing, the export failed), so that the HTML is still the result. Images of an earlier figure
+    of that name are then removed: an image beside the HTML always shows the same figure."""
+    why_not = None
+    browser = find_browser()
+    if browser is None:
+        why_not = (
+            f"{stem}: no PNG/PDF written: plotly's static export needs Chromium "
+            f"(none at {SYSTEM_CHROMIUM}, on PATH or in BROWSER_PATH; install it, e.g. apt install chromium)"
+        )
+    else:
+        try:
+            import kaleido  # noqa: F401 - a dependency; missing only in a broken environment
+        except ImportError:
+            why_not = (
+                f"{stem}: no PNG/PDF written: plotly's static export needs the kaleido package (pip install kaleido)"
+            )
+    if why_not is None:
+        try:
+            # In a thread of its own, with its own event loop: a notebook's running loop cannot run another.
+            with ThreadPoolExecutor(1) as pool:
+                images = pool.submit(asyncio.run, _render(figure, formats, browser)).result()
+        except Exception as err:  # kaleido and the browser fail in many ways; none of them must lose the HTML
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            why_not = f"{stem}: no PNG/PDF written: static export with {browser} failed ({first})"
+    if why_not is not None:
+        for fmt in formats:
+            with suppress(OSError):
+                (folder / f"{stem}.{fmt}").unlink(missing_ok=True)
+        return [], why_not
+    written = []
+    for fmt, data in zip(formats, images, strict=True):
+        path = folder / f"{stem}.{fmt}"
+        atomic_write_bytes(path, data)
+        written.append(path)
+    return written, None
