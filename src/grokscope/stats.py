@@ -4,6 +4,10 @@ accuracy from grokked, memorized and random inits, a few seeds each.
 A run that never reaches its threshold within the training budget is *censored*: its value is only known to be
 "> budget". Censored runs are counted and reported beside every statistic, never dropped silently and never replaced
 by the budget, which would bias means downwards. Randomness (the bootstrap) comes only from an explicit ``seed``.
+
+Beside the two-group comparisons: Shapiro–Wilk normality checks (:func:`shapiro`, also attached to every Welch test),
+a one-sample test against a fixed value such as chance accuracy (:func:`one_sample`), the speed-up of one group over
+a reference with a bootstrap interval (:func:`speedup`), and mean ± sd summaries (:func:`spread`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from scipy import special
 from scipy import stats as sps
 
 Method = Literal["holm", "bonferroni"]
+Alternative = Literal["greater", "less", "two-sided"]
+
+NORMALITY_ALPHA = 0.05
+"""Shapiro–Wilk rejects normality below this p-value (the conventional level; a flag, not a correction)."""
 
 
 def _num(x: Any) -> float | None:
@@ -147,9 +155,66 @@ def describe(sample: SampleLike, confidence: float = 0.95, n_boot: int = 10_000,
 
 
 @dataclass(frozen=True)
+class Normality:
+    """Shapiro–Wilk test of one group of values (H0: drawn from a normal distribution).
+
+    ``testable`` is False, with the reason in ``note``, for fewer than 3 values (the test is undefined) and for
+    values that are all equal (no spread to test; scipy would return W = 1 with a warning). ``rejected`` is
+    ``p < alpha`` when testable, else None. With 5 seeds the test has little power: not rejected is weak evidence
+    of normality, so a t-test stays paired with the rank test beside it."""
+
+    n: int
+    statistic: float | None
+    p: float | None
+    alpha: float
+    testable: bool
+    note: str = ""
+
+    @property
+    def rejected(self) -> bool | None:
+        return None if self.p is None else self.p < self.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "shapiro_w": _num(self.statistic),
+            "shapiro_p": _num(self.p),
+            "alpha": self.alpha,
+            "testable": self.testable,
+            "rejected": self.rejected,
+            "note": self.note,
+        }
+
+
+def shapiro(values: Sequence[float | None], alpha: float = NORMALITY_ALPHA) -> Normality:
+    """Shapiro–Wilk on the defined values (None and non-finite values are left out and not counted)."""
+    x = np.asarray([v for v in values if _num(v) is not None], dtype=float)
+    n = len(x)
+    if n < 3:
+        return Normality(n, None, None, alpha, False, f"n = {n} < 3: Shapiro–Wilk needs at least 3 values")
+    if x.max() == x.min():
+        return Normality(n, None, None, alpha, False, "all values equal: no spread to test")
+    w, p = sps.shapiro(x)
+    return Normality(n, _num(w), _num(p), alpha, True)
+
+
+def normality_rejected(*checks: Normality) -> bool | None:
+    """Whether a test that assumes normality in every group should be distrusted: True when any testable group
+    rejects normality, False when every group was testable and none rejects, None when some group could not be
+    tested and none rejects (too few values to tell)."""
+    if any(c.rejected for c in checks):
+        return True
+    return False if all(c.testable for c in checks) else None
+
+
+@dataclass(frozen=True)
 class Comparison:
     """Group ``a`` against group ``b``. Welch's t, Cohen's d and Hedges' g use reached values only (d, g and
-    ``mean_difference`` are a - b); Mann–Whitney uses every run. ``*_adjusted`` are set by ``compare_all``."""
+    ``mean_difference`` are a - b); Mann–Whitney uses every run. ``*_adjusted`` are set by ``compare_all``.
+
+    ``shapiro_p_a``/``shapiro_p_b`` test the reached values Welch's t uses for normality (None with fewer than 3 or
+    all equal); ``normality_rejected`` (see :func:`normality_rejected`) flags a Welch p-value not to rely on, in
+    which case read Mann–Whitney's."""
 
     a: str
     b: str
@@ -166,8 +231,12 @@ class Comparison:
     hedges_g: float | None
     welch_p_adjusted: float | None = None
     mann_whitney_p_adjusted: float | None = None
+    shapiro_p_a: float | None = None
+    shapiro_p_b: float | None = None
+    normality_rejected: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        # bool is an int: flags stay True/False/None.
         return {k: v if isinstance(v, int | str) else _num(v) for k, v in asdict(self).items()}
 
 
@@ -209,6 +278,7 @@ def compare(a: SampleLike, b: SampleLike, names: tuple[str, str] = ("a", "b")) -
             yc = np.concatenate([y, np.full(sb.censored, np.inf)])
             mw_u, mw_p = sps.mannwhitneyu(xc, yc, alternative="two-sided")
     d, g = _effect_sizes(x, y)
+    normal_a, normal_b = shapiro(x), shapiro(y)
     return Comparison(
         a=names[0],
         b=names[1],
@@ -223,6 +293,9 @@ def compare(a: SampleLike, b: SampleLike, names: tuple[str, str] = ("a", "b")) -
         mann_whitney_p=_num(mw_p),
         cohens_d=d,
         hedges_g=g,
+        shapiro_p_a=normal_a.p,
+        shapiro_p_b=normal_b.p,
+        normality_rejected=normality_rejected(normal_a, normal_b),
     )
 
 
@@ -286,10 +359,21 @@ def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[floa
     return None if rho is None or p is None else (rho, p)
 
 
+def max_abs_z(n: int) -> float | None:
+    """The largest |z| any of ``n`` values can have, z using the sample sd (ddof=1): (n - 1)/√n (Shiffler 1988),
+    attained when n - 1 values are equal. None below n = 2 (no sample sd).
+
+    So |z| > 3 needs n >= 11 and |z| > 2 needs n >= 6: with 5 seeds the bound is 4/√5 ≈ 1.79 and no threshold of
+    1.79 or more can flag anything (with the population sd, ddof=0, the bound is √(n - 1) = 2 at n = 5, still not
+    above 2)."""
+    return (n - 1) / math.sqrt(n) if n >= 2 else None
+
+
 def zscore_outliers(values: Sequence[float], threshold: float = 3.0) -> list[int]:
     """Indices of values with |z| > threshold, z using the sample sd (ddof=1).
 
-    With ddof=1 no value can have |z| above (n-1)/√n, so a threshold of 3 flags nothing below n = 11."""
+    With ddof=1 no value can have |z| above (n-1)/√n (:func:`max_abs_z`), so a threshold of 3 flags nothing below
+    n = 11, and 2 nothing below n = 6."""
     x = np.asarray(values, dtype=float)
     if len(x) < 3:
         return []
@@ -312,3 +396,165 @@ def first_crossings(
 ) -> dict[float, float | None]:
     """``epochs_to_threshold`` for each threshold."""
     return {t: epochs_to_threshold(steps, values, t) for t in thresholds}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean ± sd (ddof=1) of the defined values, with their count and range; sd is None below 2 values."""
+
+    n: int
+    mean: float | None
+    sd: float | None
+    min: float | None
+    max: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": _num(self.mean), "sd": _num(self.sd), "min": _num(self.min), "max": _num(self.max)}
+
+
+def spread(values: Sequence[float | None]) -> Spread:
+    """:class:`Spread` of ``values``; None and non-finite values are left out and not counted."""
+    x = np.asarray([v for v in values if _num(v) is not None], dtype=float)
+    if not len(x):
+        return Spread(0, None, None, None, None)
+    return Spread(len(x), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else None, float(x.min()), float(x.max()))
+
+
+@dataclass(frozen=True)
+class OneSample:
+    """Values (one per seed) against a fixed ``mu``, e.g. retention accuracy against chance 1/p.
+
+    ``t``, ``p``: one-sample t-test (``alternative``: the mean is greater than, less than or unequal to ``mu``);
+    None below 2 values or when every value is equal (the sd is 0 and t is undefined, not infinite).
+    ``wilcoxon_w``, ``wilcoxon_p``: Wilcoxon signed-rank test, the rank alternative that does not assume normality;
+    ``wilcoxon_w`` is W+, the sum of the ranks of |x - mu| over the values above ``mu``. Values equal to ``mu`` are
+    dropped (Wilcoxon's convention); p is exact (all 2^n sign patterns) when no |x - mu| are tied and n <= 50.
+    With 5 values its smallest one-sided p is 1/32. ``normality`` is Shapiro–Wilk on the values."""
+
+    n: int
+    mean: float | None
+    sd: float | None
+    mu: float
+    alternative: str
+    t: float | None
+    p: float | None
+    wilcoxon_w: float | None
+    wilcoxon_p: float | None
+    normality: Normality
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v if isinstance(v, int | str) else _num(v) for k, v in asdict(self).items() if k != "normality"}
+        out["shapiro_p"] = _num(self.normality.p)
+        out["normality_rejected"] = self.normality.rejected
+        out["normality_note"] = self.normality.note
+        return out
+
+
+def one_sample(values: Sequence[float | None], mu: float, alternative: Alternative = "greater") -> OneSample:
+    """Test the values (None and non-finite ones left out) against ``mu``; see :class:`OneSample`."""
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    x = np.asarray([v for v in values if _num(v) is not None], dtype=float)
+    n = len(x)
+    t = p = w = wp = None
+    if n >= 2 and x.max() != x.min():
+        # scipy turns an all-equal sample into t = ±1e16 from rounding in the sd; the check above keeps it None.
+        t, p = sps.ttest_1samp(x, mu, alternative=alternative)
+    d = x - mu
+    d = d[d != 0]
+    if len(d):
+        w = float(sps.rankdata(np.abs(d))[d > 0].sum())
+        with warnings.catch_warnings():  # small or tied samples warn that the normal approximation is used
+            warnings.simplefilter("ignore")
+            wp = sps.wilcoxon(d, alternative=alternative).pvalue
+    return OneSample(
+        n=n,
+        mean=float(x.mean()) if n else None,
+        sd=float(x.std(ddof=1)) if n > 1 else None,
+        mu=float(mu),
+        alternative=alternative,
+        t=_num(t),
+        p=_num(p),
+        wilcoxon_w=w,
+        wilcoxon_p=_num(wp),
+        normality=shapiro(x),
+    )
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """How many times faster ``name`` reaches a threshold than ``reference``: mean(reference) / mean(name), each mean
+    over the runs that reached it (censored runs are counted beside, not averaged in: a censored reference run makes
+    the ratio an underestimate, a censored run of ``name`` an overestimate).
+
+    ``ci_low``/``ci_high``: percentile bootstrap interval of the ratio, the two groups resampled independently
+    (they are different runs; seeds need not match); None with fewer than 2 reached runs in either group."""
+
+    name: str
+    reference: str
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    mean: float | None
+    reference_mean: float | None
+    n_reached: int
+    n_censored: int
+    reference_n_reached: int
+    reference_n_censored: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v if isinstance(v, int | str) else _num(v) for k, v in asdict(self).items()}
+
+
+def speedup(
+    reference: SampleLike,
+    sample: SampleLike,
+    names: tuple[str, str] = ("sample", "reference"),
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> Speedup:
+    """The speed-up of ``sample`` over ``reference`` (see :class:`Speedup`); ``names`` is (sample, reference).
+
+    The bootstrap draws ``n_boot`` resamples of the reference's reached values, then ``n_boot`` of the sample's,
+    from ``numpy.random.default_rng(seed)``."""
+    r, s = _as_sample(reference), _as_sample(sample)
+    y, x = np.asarray(r.values), np.asarray(s.values)
+    ratio = low = high = None
+    note = ""
+    if not len(x) or not len(y):
+        note = f"no run of {names[0] if not len(x) else names[1]} reached the threshold"
+    elif x.mean() == 0:
+        note = f"every reached run of {names[0]} was at the threshold from the start: no finite speed-up"
+    else:
+        ratio = float(y.mean() / x.mean())
+        if len(x) < 2 or len(y) < 2:
+            note = "fewer than 2 reached runs in a group: no interval"
+    if ratio is not None and len(x) >= 2 and len(y) >= 2:
+        rng = np.random.default_rng(seed)
+        ref_means = y[rng.integers(0, len(y), size=(n_boot, len(y)))].mean(axis=1)
+        means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = ref_means / means
+        if np.isfinite(ratios).all():
+            alpha = 100 * (1 - confidence) / 2
+            low, high = (float(q) for q in np.percentile(ratios, [alpha, 100 - alpha]))
+        else:  # a resample of only zeros (runs at the threshold from the start) has no ratio
+            note = "some resamples had mean 0 (runs at the threshold from the start): no interval"
+    return Speedup(
+        name=names[0],
+        reference=names[1],
+        ratio=ratio,
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+        mean=float(x.mean()) if len(x) else None,
+        reference_mean=float(y.mean()) if len(y) else None,
+        n_reached=len(x),
+        n_censored=s.censored,
+        reference_n_reached=len(y),
+        reference_n_censored=r.censored,
+        note=note,
+    )

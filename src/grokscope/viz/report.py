@@ -286,27 +286,85 @@ def _records(value: Any) -> bool:
 
 def _stats(path: Path) -> list[str]:
     """The statistics tables of ``stats.json``: ``describe`` (threshold -> condition -> statistics) and ``compare``
-    (threshold -> rows); a layout other than that is a note."""
+    (threshold -> rows), then the other sections by their shape (:func:`_more_stats`); a layout other than that is a
+    note."""
     stats, note = _json_or_note(path)
     if note is not None:
         return [_note(f"{note}; statistics left out")]
-    described = stats.get("describe", {}) if isinstance(stats, dict) else None
-    compared = stats.get("compare", {}) if isinstance(stats, dict) else None
-    if (
-        not isinstance(described, dict)
-        or not all(isinstance(g, dict) and all(isinstance(d, dict) for d in g.values()) for g in described.values())
-        or not isinstance(compared, dict)
-        or not all(_records(pairs) for pairs in compared.values())
-    ):
+    if not isinstance(stats, dict) or not _threshold_shape(stats.get("describe", {}), stats.get("compare", {})):
         return [_note(f"{path}: not the statistics an experiment writes (describe, compare); left out")]
+    out = _threshold_tables(stats.get("describe", {}), stats.get("compare", {}), "")
+    return out + _more_stats({k: v for k, v in stats.items() if k not in ("describe", "compare")})
+
+
+def _threshold_shape(described: Any, compared: Any) -> bool:
+    return (
+        isinstance(described, dict)
+        and all(isinstance(g, dict) and all(isinstance(d, dict) for d in g.values()) for g in described.values())
+        and isinstance(compared, dict)
+        and all(_records(pairs) for pairs in compared.values())
+    )
+
+
+def _threshold_tables(described: dict[str, Any], compared: dict[str, Any], prefix: str) -> list[str]:
     out = []
     for threshold, groups in described.items():
         out += [
-            f"<h3>Epochs to {html.escape(threshold)}</h3>",
+            f"<h3>{html.escape(prefix)}Epochs to {html.escape(threshold)}</h3>",
             _table(
                 [{"condition": c, **{k: v for k, v in d.items() if not isinstance(v, list)}} for c, d in groups.items()]
             ),
         ]
     for threshold, pairs in compared.items():
-        out += [f"<h3>Comparisons at {html.escape(threshold)}</h3>", _table(pairs)]
+        out += [f"<h3>{html.escape(prefix)}Comparisons at {html.escape(threshold)}</h3>", _table(pairs)]
+    return out
+
+
+def _spread_table(value: Any) -> bool:
+    """``{group: {measure: {"mean": ..., ...}}}``: a mean ± sd per group and measure."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(
+            isinstance(g, dict) and all(isinstance(m, dict) and "mean" in m for m in g.values()) for g in value.values()
+        )
+    )
+
+
+def _mean_sd_cell(m: dict[str, Any]) -> str:
+    sd = m.get("sd")
+    return _cell(m.get("mean")) + ("" if sd is None else f" ± {_cell(sd)}") + f" (n={_cell(m.get('n'))})"
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float)
+
+
+def _more_stats(sections: dict[str, Any], prefix: str = "") -> list[str]:
+    """The other sections of ``stats.json`` by their shape: a list of rows is a table, ``{threshold: rows}`` a
+    table per threshold, ``{group: {measure: mean/sd}}`` a mean ± sd table, a nested describe/compare its tables,
+    a flat object a one-row table; plain values are gathered in one row, anything else is shown as JSON."""
+    out, plain = [], {}
+    for key, value in sections.items():
+        title = html.escape(prefix + key.replace("_", " "))
+        if _scalar(value):
+            plain[key] = value
+        elif _records(value):
+            out += [f"<h3>{title}</h3>", _table(value)] if value else []
+        elif not isinstance(value, dict):
+            out += [f"<h3>{title}</h3>", f"<pre>{html.escape(json.dumps(value, indent=1)[:4000])}</pre>"]
+        elif _spread_table(value):
+            rows = [{"condition": g, **{k: _mean_sd_cell(m) for k, m in ms.items()}} for g, ms in value.items()]
+            out += [f"<h3>{title} (mean ± sd over seeds)</h3>", _table(rows)]
+        elif value and all(_records(v) for v in value.values()):
+            out += [f"<h3>{title} at {html.escape(k)}</h3>{_table(rows)}" for k, rows in value.items() if rows]
+        elif "describe" in value and _threshold_shape(value["describe"], value.get("compare", {})):
+            out += _threshold_tables(value["describe"], value.get("compare", {}), f"{prefix}{key}: ")
+            out += _more_stats({k: v for k, v in value.items() if k not in ("describe", "compare")}, f"{key} ")
+        elif value and all(_scalar(v) for v in value.values()):
+            out += [f"<h3>{title}</h3>", _table([value])]
+        elif value:
+            out += [f"<h3>{title}</h3>", f"<pre>{html.escape(json.dumps(value, indent=1)[:4000])}</pre>"]
+    if plain:
+        out += [f"<h3>{html.escape(prefix)}values</h3>" if prefix else "<h3>Other values</h3>", _table([plain])]
     return out

@@ -1,5 +1,7 @@
 """Figures of transfer experiments: target accuracy per condition with confidence bands, epochs-to-threshold box
-plots, source retention during target training, and the source runs' generalization epochs."""
+plots, source retention during target training, the source runs' generalization epochs, the final-accuracy
+distribution (a point per seed over a box), the speed-up over the baseline with its bootstrap interval, and
+relearning the source task against learning it from scratch."""
 
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ def _band(curves: list[list[tuple[float, float]]]) -> tuple[list[float], list[fl
     return epochs, mean, low, high
 
 
-def accuracy_bands(result: dict[str, Any]) -> go.Figure:
+def _bands(groups: dict[str, list[list[tuple[float, float]]]], title: str, yaxis: str) -> go.Figure:
+    """One mean line and 95% band per group of curves (each a list of (epoch, value))."""
     figure = go.Figure()
-    for i, condition in enumerate(result["conditions"]):
-        curves = [t["test_acc_curve"] for t in result["targets"] if t["condition"] == condition and t["run_dir"]]
+    for i, (name, curves) in enumerate(groups.items()):
         if not curves:
             continue
         epochs, mean, low, high = _band(curves)
@@ -51,15 +53,19 @@ def accuracy_bands(result: dict[str, Any]) -> go.Figure:
             line={"width": 0},
             hoverinfo="skip",
             showlegend=False,
-            legendgroup=condition,
+            legendgroup=name,
         )
-        figure.add_scatter(
-            x=epochs, y=mean, name=f"{condition} (n={len(curves)})", line={"color": color}, legendgroup=condition
-        )
-    figure.update_layout(
-        title="Target test accuracy: mean and 95% CI across seeds", xaxis_title="epoch", yaxis_title="test accuracy"
-    )
+        figure.add_scatter(x=epochs, y=mean, name=f"{name} (n={len(curves)})", line={"color": color}, legendgroup=name)
+    figure.update_layout(title=title, xaxis_title="epoch", yaxis_title=yaxis)
     return figure
+
+
+def accuracy_bands(result: dict[str, Any]) -> go.Figure:
+    groups = {
+        c: [t["test_acc_curve"] for t in result["targets"] if t["condition"] == c and t["run_dir"]]
+        for c in result["conditions"]
+    }
+    return _bands(groups, "Target test accuracy: mean and 95% CI across seeds", "test accuracy")
 
 
 def epochs_boxes(result: dict[str, Any], threshold: str = "0.999") -> go.Figure:
@@ -113,10 +119,86 @@ def source_generalization(result: dict[str, Any]) -> go.Figure:
     return figure
 
 
+def final_accuracy(result: dict[str, Any]) -> go.Figure:
+    """Final target test accuracy per condition: every seed as a point over the condition's box."""
+    figure = go.Figure()
+    for i, condition in enumerate(result["conditions"]):
+        runs = [t for t in result["targets"] if t["condition"] == condition and t.get("final_test_acc") is not None]
+        if not runs:
+            continue
+        figure.add_box(
+            y=[t["final_test_acc"] for t in runs],
+            name=f"{condition} (n={len(runs)})",
+            boxpoints="all",
+            jitter=0.3,
+            pointpos=0,
+            text=[f"seed {t['seed']}" for t in runs],
+            marker={"color": COLORS[i % len(COLORS)], "size": 8},
+        )
+    figure.update_layout(
+        title="Final target test accuracy: a point per seed", yaxis_title="test accuracy", showlegend=False
+    )
+    return figure
+
+
+def speedup(result: dict[str, Any]) -> go.Figure | None:
+    """Speed-up over the baseline (mean epochs of the baseline / of the condition) per threshold, with the
+    bootstrap interval; None when there is no baseline or nothing to show."""
+    by_threshold = result["statistics"].get("speedup", {})
+    rows = [(t, r) for t, rs in by_threshold.items() for r in rs if r["ratio"] is not None]
+    if not rows:
+        return None
+    figure = go.Figure()
+    for i, threshold in enumerate(dict.fromkeys(t for t, _ in rows)):
+        shown = [r for t, r in rows if t == threshold]
+        low = [r["ratio"] - r["ci_low"] if r["ci_low"] is not None else 0 for r in shown]
+        high = [r["ci_high"] - r["ratio"] if r["ci_high"] is not None else 0 for r in shown]
+        figure.add_bar(
+            x=[r["name"] for r in shown],
+            y=[r["ratio"] for r in shown],
+            error_y={"type": "data", "array": high, "arrayminus": low},
+            name=f"to {float(threshold):.1%}",
+            marker_color=COLORS[i % len(COLORS)],
+            text=[f"{r['n_reached']} vs {r['reference_n_reached']} reached" for r in shown],
+        )
+    figure.add_hline(y=1, line_dash="dot", line_color="gray")
+    reference = rows[0][1]["reference"]
+    figure.update_layout(
+        title=f"Speed-up over {reference}: its mean epochs to threshold / the condition's, with 95% bootstrap CI "
+        "(reached runs only)",
+        yaxis_title="speed-up (x)",
+        barmode="group",
+    )
+    return figure
+
+
+def relearning(result: dict[str, Any]) -> go.Figure | None:
+    """Source test accuracy while relearning the source task from each final target model, against the source
+    runs learning it from scratch over the same budget; None without relearn runs."""
+    budget = result.get("relearn_budget") or 0
+    groups = {
+        c: [
+            t["relearn_test_acc_curve"]
+            for t in result["targets"]
+            if t["condition"] == c and t.get("relearn_test_acc_curve")
+        ]
+        for c in result["conditions"]
+    }
+    if not budget or not any(groups.values()):
+        return None
+    scratch = [[(e, v) for e, v in curve if e <= budget] for curve in result.get("source_test_acc_curves", {}).values()]
+    groups["from scratch"] = [c for c in scratch if c]
+    return _bands(groups, "Relearning the source task: mean and 95% CI across seeds", "source test accuracy")
+
+
 def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
-    return {
+    out = {
         "transfer_accuracy": accuracy_bands(result),
         "transfer_epochs_to_threshold": epochs_boxes(result),
         "transfer_retention": retention(result),
         "transfer_source_generalization": source_generalization(result),
+        "transfer_final_accuracy": final_accuracy(result),
+        "transfer_speedup": speedup(result),
+        "transfer_relearning": relearning(result),
     }
+    return {name: figure for name, figure in out.items() if figure is not None}

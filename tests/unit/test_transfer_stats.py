@@ -1,0 +1,449 @@
+"""The transfer experiment's statistics and per-run measures, each against a brute-force recomputation written here:
+normality, the one-sample test against chance, the outlier bound, speed-ups, spreads, prediction agreement, the
+learning pattern, the final-model summaries, per-condition seeds and budgets, and the stats.json sections."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as sps
+import torch
+import yaml
+
+from conftest import tiny_config
+from grokscope.analysis import neurons
+from grokscope.errors import UserError
+from grokscope.experiments import run as run_experiment
+from grokscope.experiments.transfer import (
+    MIN_GAIN,
+    TargetResult,
+    TransferConfig,
+    attention_summary,
+    gradient_summary,
+    learning_pattern,
+    prediction_agreement,
+    specialization_summary,
+    summarize,
+)
+from grokscope.stats import (
+    Sample,
+    compare,
+    max_abs_z,
+    normality_rejected,
+    one_sample,
+    shapiro,
+    speedup,
+    spread,
+    zscore_outliers,
+)
+from grokscope.store import Run
+from grokscope.training import train
+
+# --- normality ----------------------------------------------------------------------------------------------------
+
+
+def test_shapiro_matches_scipy_and_says_when_it_cannot_test():
+    values = [5545.0, 6102.0, 5321.0, 5790.0, 9800.0]
+    check = shapiro(values)
+    reference = sps.shapiro(values)
+    assert check.testable and check.n == 5
+    assert check.statistic == pytest.approx(reference.statistic) and check.p == pytest.approx(reference.pvalue)
+    assert check.rejected == (reference.pvalue < 0.05)
+    # None and NaN are left out, not counted.
+    assert shapiro([*values, None, math.nan]).p == pytest.approx(reference.pvalue)
+    two = shapiro([1.0, 2.0])
+    assert (two.testable, two.p, two.rejected) == (False, None, None) and "n = 2 < 3" in two.note
+    flat = shapiro([3.0, 3.0, 3.0, 3.0])
+    assert not flat.testable and flat.rejected is None and "equal" in flat.note
+
+
+def test_normality_flag_combines_groups():
+    normal = shapiro([1.0, 2.0, 3.1, 3.9, 5.2])
+    skewed = shapiro([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 50.0])
+    untestable = shapiro([1.0, 2.0])
+    assert skewed.rejected and not normal.rejected
+    assert normality_rejected(normal, skewed) is True
+    assert normality_rejected(normal, normal) is False
+    assert normality_rejected(normal, untestable) is None
+    assert normality_rejected(skewed, untestable) is True
+
+
+def test_welch_comparisons_carry_shapiro_on_the_values_they_use():
+    a = Sample.from_values([10, 12, 11, 13, None], budget=100)
+    b = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 50.0]
+    c = compare(a, Sample.from_values(b, budget=100))
+    assert c.shapiro_p_a == pytest.approx(sps.shapiro([10, 12, 11, 13]).pvalue)
+    assert c.shapiro_p_b == pytest.approx(sps.shapiro(b).pvalue)
+    assert c.normality_rejected is True and c.to_dict()["normality_rejected"] is True
+    assert compare([1.0, 2.0], [3.0, 4.0]).normality_rejected is None  # too few to test
+
+
+# --- one-sample test against chance -------------------------------------------------------------------------------
+
+
+def wilcoxon_exact_greater(x: list[float], mu: float) -> tuple[float, float]:
+    """W+ and P(W+ >= observed) over all 2^n sign patterns of the ranks of |x - mu| (no ties, no zeros)."""
+    d = [v - mu for v in x]
+    order = sorted(range(len(d)), key=lambda i: abs(d[i]))
+    rank = {i: r + 1 for r, i in enumerate(order)}
+    observed = sum(rank[i] for i in range(len(d)) if d[i] > 0)
+    patterns = list(itertools.product([0, 1], repeat=len(d)))
+    at_least = sum(sum(r + 1 for r, s in zip(range(len(d)), signs, strict=True) if s) >= observed for signs in patterns)
+    return observed, at_least / len(patterns)
+
+
+def test_one_sample_t_and_wilcoxon_by_hand():
+    retention = [0.031, 0.012, 0.027, 0.044, 0.019, 0.008]
+    chance = 1 / 59
+    result = one_sample(retention, chance, "greater")
+    x = np.array(retention)
+    t = (x.mean() - chance) / (x.std(ddof=1) / math.sqrt(len(x)))
+    assert result.t == pytest.approx(t) and result.p == pytest.approx(sps.t.sf(t, len(x) - 1))
+    assert (result.n, result.mu) == (6, chance) and result.mean == pytest.approx(x.mean())
+    w, p = wilcoxon_exact_greater(retention, chance)
+    assert result.wilcoxon_w == w and result.wilcoxon_p == pytest.approx(p)
+    assert result.normality.p == pytest.approx(sps.shapiro(retention).pvalue)
+    # Two-sided: twice the smaller tail of the t distribution.
+    both = one_sample(retention, chance, "two-sided")
+    assert both.p == pytest.approx(2 * sps.t.sf(abs(t), len(x) - 1))
+    row = result.to_dict()
+    assert row["shapiro_p"] == pytest.approx(result.normality.p) and row["alternative"] == "greater"
+
+
+def test_one_sample_degenerate_cases():
+    # Complete forgetting on every seed: no spread, so no t (scipy would report t of about 1e16); Wilcoxon still
+    # ranks: every value is below chance, W+ = 0 and the one-sided p is 1.
+    flat = one_sample([0.0, 0.0, 0.0, 0.0, 0.0], 1 / 59)
+    assert flat.t is None and flat.p is None and flat.sd == 0
+    assert flat.wilcoxon_w == 0 and flat.wilcoxon_p == pytest.approx(1.0)
+    # A value exactly at mu is dropped by Wilcoxon (its convention) but kept by the t-test.
+    at_mu = one_sample([0.5, 0.6, 0.7, 0.9], 0.5)
+    w, p = wilcoxon_exact_greater([0.6, 0.7, 0.9], 0.5)
+    assert at_mu.wilcoxon_w == w and at_mu.wilcoxon_p == pytest.approx(p) and at_mu.n == 4
+    one = one_sample([0.3], 0.1)
+    assert one.t is None and one.sd is None and one.mean == 0.3
+    with pytest.raises(ValueError, match="alternative"):
+        one_sample([0.1, 0.2], 0.1, "bigger")  # type: ignore[arg-type]
+
+
+# --- outliers -----------------------------------------------------------------------------------------------------
+
+
+def largest_z(values: list[float]) -> float:
+    x = np.asarray(values, dtype=float)
+    return float(np.max(np.abs(x - x.mean()) / x.std(ddof=1)))
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 10, 11])
+def test_max_abs_z_is_attained_and_never_exceeded(n):
+    bound = max_abs_z(n)
+    assert largest_z([0.0] * (n - 1) + [1.0]) == pytest.approx(bound)
+    rng = np.random.default_rng(n)
+    for _ in range(2000):
+        assert largest_z(list(rng.standard_cauchy(n))) <= bound + 1e-12
+
+
+def test_the_studys_z_of_2_needs_six_seeds():
+    assert max_abs_z(5) == pytest.approx(4 / math.sqrt(5)) and max_abs_z(5) < 2 < max_abs_z(6)
+    assert max_abs_z(10) < 3 < max_abs_z(11) and max_abs_z(1) is None
+    assert zscore_outliers([5545.0, 5545.0, 5545.0, 5545.0, 1e9], threshold=2) == []  # 5 seeds: never
+    assert zscore_outliers([5545.0] * 5 + [1e9], threshold=2) == [5]  # 6 seeds: the extreme one
+
+
+# --- spreads and speed-ups ----------------------------------------------------------------------------------------
+
+
+def test_spread_by_hand():
+    s = spread([2.0, None, 4.0, 9.0, math.nan])
+    assert (s.n, s.mean, s.min, s.max) == (3, 5.0, 2.0, 9.0)
+    assert s.sd == pytest.approx(math.sqrt(((2 - 5) ** 2 + (4 - 5) ** 2 + (9 - 5) ** 2) / 2))
+    assert spread([7.0]).to_dict() == {"n": 1, "mean": 7.0, "sd": None, "min": 7.0, "max": 7.0}
+    assert spread([]).n == 0
+
+
+def test_speedup_ratio_and_bootstrap_by_hand():
+    random_init = Sample.from_values([26000, 24500, None, 28900], budget=30000)
+    grokked = Sample.from_values([5545, 5800, 5300, 5100, 5900], budget=30000)
+    s = speedup(random_init, grokked, names=("grokked", "random"), n_boot=2000, seed=3)
+    ref, x = np.array([26000, 24500, 28900.0]), np.array([5545, 5800, 5300, 5100, 5900.0])
+    assert s.ratio == pytest.approx(ref.mean() / x.mean())
+    assert (s.n_reached, s.n_censored, s.reference_n_reached, s.reference_n_censored) == (5, 0, 3, 1)
+    # The bootstrap: 2000 resamples of the reference, then 2000 of the condition, each mean in a loop.
+    rng = np.random.default_rng(3)
+    ref_draws = rng.integers(0, 3, size=(2000, 3))
+    draws = rng.integers(0, 5, size=(2000, 5))
+    ratios = [sum(ref[j] for j in r) / 3 / (sum(x[j] for j in d) / 5) for r, d in zip(ref_draws, draws, strict=True)]
+    assert (s.ci_low, s.ci_high) == (
+        pytest.approx(np.percentile(ratios, 2.5)),
+        pytest.approx(np.percentile(ratios, 97.5)),
+    )
+    assert s.ci_low < s.ratio < s.ci_high
+    # Nothing reached on one side, at the threshold from the start, or one reached run only: no ratio, or no
+    # interval, and the note says why.
+    none = speedup(Sample.from_values([None, None], budget=10), grokked, names=("grokked", "random"))
+    assert none.ratio is None and none.note == "no run of random reached the threshold"
+    at_start = speedup([100.0, 120.0], [0.0, 0.0])
+    assert at_start.ratio is None and "from the start" in at_start.note
+    single = speedup([100.0], [10.0, 20.0])
+    assert single.ratio == pytest.approx(100 / 15) and single.ci_low is None and "no interval" in single.note
+
+
+# --- prediction agreement -----------------------------------------------------------------------------------------
+
+
+def test_prediction_agreement_matches_a_loop_on_common_seeds():
+    gen = torch.Generator().manual_seed(0)
+    n, p = 60, 7
+    seeds = {"grokked": [0, 1, 2, 3, 4], "random": [0, 1, 2, 3, 4], "random_long": [0, 1, 2]}
+    predictions, test_sets = {}, {}
+    for condition, condition_seeds in seeds.items():
+        for seed in condition_seeds:
+            predictions[(condition, seed)] = torch.randint(0, p, (n,), generator=gen)
+            # Matched seeds share their split; one odd test set shows that only common test inputs count.
+            test = torch.arange(seed, n, 3)
+            test_sets[(condition, seed)] = test[:-2] if (condition, seed) == ("random_long", 2) else test
+    rows = prediction_agreement(predictions, test_sets, list(seeds))
+    assert [(r["a"], r["b"]) for r in rows] == [
+        ("grokked", "random"),
+        ("grokked", "random_long"),
+        ("random", "random_long"),
+    ]
+    for row in rows:
+        expected = {}
+        for seed in range(5):
+            if (row["a"], seed) not in predictions or (row["b"], seed) not in predictions:
+                continue
+            inputs = [i for i in range(n) if i in test_sets[(row["a"], seed)] and i in test_sets[(row["b"], seed)]]
+            same = sum(int(predictions[(row["a"], seed)][i] == predictions[(row["b"], seed)][i]) for i in inputs)
+            expected[seed] = same / len(inputs)
+        assert row["matched_seeds"] == sorted(expected)
+        assert row["per_seed"] == pytest.approx(expected)
+        assert row["n"] == len(expected) and row["mean"] == pytest.approx(np.mean(list(expected.values())))
+        assert row["sd"] == pytest.approx(np.std(list(expected.values()), ddof=1))
+    assert rows[1]["matched_seeds"] == [0, 1, 2]  # random_long ran 3 of the 5 seeds
+    assert prediction_agreement(predictions, test_sets, ["grokked", "nothing"])[0]["n"] == 0
+
+
+# --- learning pattern ---------------------------------------------------------------------------------------------
+
+
+def curve(points: dict[int, float]) -> list[dict]:
+    return [{"step": s, "epoch": s, "test_acc": a} for s, a in points.items()]
+
+
+def test_learning_pattern_by_hand():
+    # A head start: 0.01 at 0, 0.61 by step 100 (10% of 1000), 1.0 by the end.
+    rows = curve({0: 0.01, 50: 0.3, 100: 0.61, 150: 0.7, 500: 0.95, 1000: 1.0})
+    pattern = learning_pattern(rows, 1000, 0.1, 1.0)
+    assert pattern["acc_start"] == 0.01 and pattern["acc_early"] == 0.61 and pattern["acc_late"] == 1.0
+    assert pattern["early_share"] == pytest.approx(0.6 / 0.99)
+    # The last logged row at or before the point counts; a run that stopped early keeps its last accuracy.
+    stopped = learning_pattern(curve({0: 0.0, 90: 0.2, 400: 1.0}), 1000, 0.1, 0.5)
+    assert (stopped["acc_early"], stopped["acc_late"], stopped["early_share"]) == (0.2, 1.0, pytest.approx(0.2))
+    # Grokking: nothing by the early point.
+    assert learning_pattern(curve({0: 0.0, 100: 0.0, 900: 1.0}), 1000, 0.1, 1.0)["early_share"] == 0.0
+    # No gain worth sharing out.
+    flat = learning_pattern(curve({0: 0.02, 100: 0.03, 1000: 0.02 + MIN_GAIN / 2}), 1000, 0.1, 1.0)
+    assert flat["early_share"] is None
+
+
+# --- final-model summaries ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run") / "tiny"
+    train(tiny_config(train={"steps": 40, "checkpoints": {"every": 20}}), root, device="cpu", progress=False)
+    return Run.open(root)
+
+
+def test_specialization_is_the_neurons_analysis(tiny_run):
+    model, task = tiny_run.load_model(), tiny_run.task
+    summary = specialization_summary(model, task)
+    full = neurons.compute(model, task).summary()
+    assert summary == {k: full[k] for k in summary}
+    assert {
+        "residual_distinct_dominant_frequencies",
+        "residual_mean_dominant_share",
+        "residual_dims_specialized",
+        "mean_max_fve",
+        "n_above_half",
+    } <= set(summary)
+
+
+def test_attention_summary_by_hand(tiny_run):
+    model, task = tiny_run.load_model(), tiny_run.task
+    summary = attention_summary(model, task)
+    _, cache = model.run_with_cache(task.dataset().tokens)
+    pattern = cache["blocks.0.attn.hook_pattern"][:, :, task.answer_position].double()  # [input, head, key]
+    for k, name in enumerate(["a", "b", "eq"]):
+        assert summary[f"attention_to_{name}"] == pytest.approx(float(pattern[..., k].mean()), abs=1e-6)
+    # Variance of the attention to a over the inputs, per head, then averaged over heads.
+    to_a = pattern[..., 0]
+    assert summary["attention_a_variance"] == pytest.approx(float(to_a.var(dim=0, correction=0).mean()), abs=1e-6)
+    assert 0 < summary["score_top_fve"] <= 1
+
+
+def test_gradient_summary_by_hand(tiny_run):
+    model, task = tiny_run.load_model(), tiny_run.task
+    train_rows = tiny_run.split().train
+    data = task.dataset()
+    tokens, answers = data.tokens[train_rows], data.answers[train_rows]
+    logits = model(tokens)[:, task.answer_position].double()
+    loss = torch.nn.functional.cross_entropy(logits, answers)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    summary = gradient_summary(tiny_run)
+    assert summary["train_loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert summary["grad_norm"] == pytest.approx(norm, rel=1e-4)
+    mlp = [g for (name, _), g in zip(model.named_parameters(), grads, strict=True) if name.startswith("blocks.0.mlp")]
+    assert summary["grad_norm.blocks.0.mlp"] == pytest.approx(
+        math.sqrt(sum(float(g.double().pow(2).sum()) for g in mlp)), rel=1e-4
+    )
+    # Movement per step between the last two checkpoints (20 and 40).
+    before = {k: v.detach() for k, v in tiny_run.load_model(20).named_parameters()}
+    after = {k: v.detach() for k, v in tiny_run.load_model(40).named_parameters()}
+    moved = math.sqrt(sum(float((after[k] - before[k]).double().pow(2).sum()) for k in after))
+    size = math.sqrt(sum(float(before[k].double().pow(2).sum()) for k in before))
+    assert summary["update_ratio_total_per_step"] == pytest.approx(moved / size / 20, rel=1e-6)
+    assert -1 <= summary["grad_cosine_previous"] <= 1
+
+
+# --- per-condition seeds and budgets ------------------------------------------------------------------------------
+
+PLAN = {
+    "kind": "transfer",
+    "source": "source.yaml",
+    "target_set": ["task.operation=sub"],
+    "seeds": [0, 1, 2, 3, 4],
+    "conditions": [
+        "grokked",
+        {"name": "random", "budget": 5000},
+        {"name": "random_30k", "init": "random", "budget": 30000, "seeds": [0, 1, 2]},
+    ],
+    "budgets": {"grokked": 5000},
+}
+
+
+def test_conditions_inherit_or_set_their_seeds_and_budget():
+    config = TransferConfig.model_validate(PLAN)
+    planned = {c.name: c for c in config.planned_conditions()}
+    assert [c.name for c in config.planned_conditions()] == ["grokked", "random", "random_30k"]
+    assert (planned["grokked"].seeds, planned["grokked"].budget, planned["grokked"].init) == (
+        [0, 1, 2, 3, 4],
+        5000,
+        "grokked",
+    )
+    assert (planned["random"].seeds, planned["random"].budget) == ([0, 1, 2, 3, 4], 5000)
+    assert (planned["random_30k"].seeds, planned["random_30k"].budget, planned["random_30k"].init) == (
+        [0, 1, 2],
+        30000,
+        "random",
+    )
+    assert config.reference == "random" and config.all_seeds == [0, 1, 2, 3, 4]
+    # Bare names are written back as bare names, and the dump validates to the same config.
+    dumped = config.model_dump()
+    assert dumped["conditions"][0] == "grokked" and dumped["conditions"][2]["seeds"] == [0, 1, 2]
+    assert TransferConfig.model_validate(dumped) == config
+    # Seeds no other condition runs still get a source run.
+    extra = TransferConfig.model_validate({**PLAN, "conditions": [{"name": "random", "seeds": [7, 3]}], "budgets": {}})
+    assert extra.all_seeds == [0, 1, 2, 3, 4, 7]
+    # A partial level takes its own seeds and budget too.
+    partial = TransferConfig.model_validate({**PLAN, "partial": [{"name": "half", "test_acc": 0.5, "seeds": [1]}]})
+    assert [(c.name, c.init, c.seeds) for c in partial.planned_conditions()][1] == ("half", "half", [1])
+
+
+BAD_PLANS = {
+    "seeds twice": (
+        {"conditions": [{"name": "random", "seeds": [0, 0]}]},
+        "conditions.0.seeds: each seed once, got [0, 0]",
+    ),
+    "no init": (
+        {"conditions": ["grok"]},
+        "conditions.0.init: condition 'grok' needs init: grokked, memorized or random",
+    ),
+    "renamed init": (
+        {"conditions": [{"name": "random", "init": "grokked"}]},
+        "conditions.0.init: the condition named 'random' starts from random; rename it",
+    ),
+    "budget twice": (
+        {"conditions": [{"name": "random", "budget": 10}], "budgets": {"random": 20}},
+        "budgets: 'random' sets its own budget; give it in one place",
+    ),
+    "budget 0": (
+        {"conditions": [{"name": "random", "budget": 0}]},
+        "conditions.0.budget: Input should be greater than or equal to 1 (got 0)",
+    ),
+    "empty seeds": (
+        {"conditions": [{"name": "random", "seeds": []}]},
+        "conditions.0.seeds: List should have at least 1",
+    ),
+    "same name": (
+        {"conditions": ["random", {"name": "random", "budget": 4}]},
+        "conditions: names must differ from each other and from partial's, got 'random' twice",
+    ),
+    "baseline": ({"baseline": "nope"}, "baseline: 'nope' is not one of the conditions"),
+    "outlier_z": ({"outlier_z": 0}, "outlier_z: Input should be greater than 0 (got 0)"),
+    "pattern order": ({"learning_pattern": {"early": 0.5, "late": 0.2}}, "learning_pattern.early: must be below late"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PLANS))
+def test_bad_condition_settings_are_one_line(tmp_path, case):
+    changes, expected = BAD_PLANS[case]
+    path = tmp_path / "transfer.yaml"
+    path.write_text(yaml.safe_dump({**PLAN, "budgets": {}, **changes}))
+    with pytest.raises(UserError) as err:
+        run_experiment(path, tmp_path / "out", device="cpu", progress=False)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {expected}") and "\n" not in message
+
+
+# --- stats.json sections from per-run results ---------------------------------------------------------------------
+
+
+def target(condition: str, seed: int, budget: int, epochs: float | None, retention: float, **more) -> TargetResult:
+    result = TargetResult(condition, seed, None, "", f"/runs/{condition}/{seed}", budget)
+    result.epochs_to = {"0.9": epochs, "0.95": epochs, "0.99": epochs, "0.999": epochs}
+    result.source_retention = [0.9, retention]
+    result.final_test_acc = 1.0 if epochs is not None else 0.4
+    for key, value in more.items():
+        setattr(result, key, value)
+    return result
+
+
+def test_summarize_on_differing_seeds_and_budgets():
+    grokked = [
+        target("grokked", s, 5000, e, r)
+        for s, e, r in zip(range(5), [4100, 4300, 3900, 4600, None], [0.01, 0.02, 0.0, 0.03, 0.01], strict=True)
+    ]
+    random_short = [target("random", s, 5000, None, 0.02) for s in range(5)]
+    random_long = [
+        target("random_30k", s, 30000, e, 0.01) for s, e in zip(range(3), [26000, 24500, 28900], strict=True)
+    ]
+    targets = grokked + random_short + random_long
+    out = summarize(targets, ["grokked", "random", "random_30k"], baseline="random_30k", outlier_z=2.0, chance=1 / 113)
+    # Speed-ups use each condition's own budget; comparisons censor everything at the smallest one.
+    speed = {r["name"]: r for r in out["speedup"]["0.999"]}
+    assert speed["grokked"]["ratio"] == pytest.approx(
+        np.mean([26000, 24500, 28900]) / np.mean([4100, 4300, 3900, 4600])
+    )
+    assert speed["grokked"]["n_censored"] == 1 and speed["random"]["ratio"] is None
+    assert out["compare_budget"] == 5000
+    vs = {r["a"]: r for r in out["compare"]["0.999"]}
+    assert set(vs) == {"grokked", "random"} and vs["grokked"]["n_censored_b"] == 3
+    # Retention against chance: the one-sample test over each condition's seeds.
+    kept = {r["condition"]: r for r in out["retention_vs_chance"]}
+    expected = one_sample([0.01, 0.02, 0.0, 0.03, 0.01], 1 / 113, "greater")
+    assert kept["grokked"]["t"] == pytest.approx(expected.t) and kept["grokked"]["p"] == pytest.approx(expected.p)
+    assert kept["random"]["t"] is None and kept["random_30k"]["n"] == 3  # no spread: no t
+    # The outlier rule says where it cannot fire: 4 and 3 reached runs.
+    rule = out["outlier_rule"]["by_condition"]
+    assert rule["grokked"]["max_possible_abs_z"] == pytest.approx(3 / 2) and not rule["grokked"]["can_flag"]
+    assert rule["random"] == {"n": 0, "max_possible_abs_z": None, "can_flag": False}
+    # Normality rows per condition and metric, Shapiro–Wilk on the reached values.
+    row = next(r for r in out["normality"] if r["condition"] == "grokked" and r["metric"] == "epochs_to_0.999")
+    assert row["shapiro_p"] == pytest.approx(sps.shapiro([4100, 4300, 3900, 4600]).pvalue)
+    assert out["final"]["random_30k"]["test_acc"]["n"] == 3
+    assert out["final"]["grokked"]["source_retention"]["mean"] == pytest.approx(0.014)
