@@ -156,6 +156,38 @@ def test_perturbation_experiment(tmp_path):
     assert again.exit_code == 0 and again.output == result.output
 
 
+@pytest.mark.slow  # about 8 s: a source and a target run with recorders
+def test_transfer_experiment_attaches_recorders_to_every_run(tmp_path):
+    from grokscope.analysis.fingerprint import load_recording
+    from grokscope.store import Run
+
+    (tmp_path / "source.yaml").write_text(tiny_config(train={"steps": 30}).to_yaml())
+    spec = {
+        "kind": "transfer",
+        "name": "t",
+        "source": "source.yaml",
+        "target_set": ["task.operation=sub", "train.steps=20"],
+        "seeds": [0],
+        "conditions": ["random"],
+        "record": ["fingerprint", "gradients"],
+        "record_every": 5,
+        "fingerprint": {"probe_size": 10, "probe_from": "train"},
+    }
+    config = tmp_path / "transfer.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    result = invoke("experiment", config, "--out", tmp_path / "out", "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for run_dir, steps in (
+        (tmp_path / "out" / "t" / "source" / "seed0", 30),
+        (tmp_path / "out" / "t" / "random" / "seed0", 20),
+    ):
+        run = Run.open(run_dir)
+        recording = load_recording(run)
+        assert recording.steps.tolist() == list(range(0, steps + 1, 5)) and recording.every == 5
+        assert len(recording.probe_rows) == 10 and set(recording.probe_rows.tolist()) <= set(run.split().train.tolist())
+        assert (run_dir / "recordings" / "gradient_norms.jsonl").is_file()
+
+
 def test_experiment_bad_config_is_one_line(tmp_path):
     config = tmp_path / "x.yaml"
     config.write_text("kind: telepathy\n")

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -181,3 +182,89 @@ def test_weight_decay_pairs_share_their_initial_weights(tmp_path):
     # Another seed is another init.
     s0, s1 = runs["wd=0_seed0"].load_state_dict(0), runs["wd=0_seed1"].load_state_dict(0)
     assert any(not torch.equal(s0[k], s1[k]) for k in s0 if s0[k].numel())
+
+
+RECORDED = {
+    "grid": {"optim.weight_decay": [0, 1]},
+    "seeds": [0, 1],
+    "record": ["fingerprint", "gradients"],
+    "record_every": 1,
+    "fingerprint": {"probe_size": 20, "probe_from": "test"},
+    "dmd": {"method": "projected", "n_delays": 3, "rank": 3},
+}
+
+
+@pytest.mark.slow  # about 5 s: four 20-step runs with recorders
+def test_recorders_on_every_run_and_dmd_spectra_compared_across_conditions(tmp_path):
+    from grokscope.analysis.dmd import dmd_projected
+    from grokscope.analysis.fingerprint import load_recording
+
+    config, path = make_sweep(tmp_path, **RECORDED)
+    result = run(config, path, tmp_path / "out")
+    root = tmp_path / "out" / "s"
+    fits = {}
+    for r in result.runs:
+        stored = Run.open(r.run_dir)
+        recording = load_recording(stored)
+        assert recording.steps.tolist() == list(range(21)) and recording.spec.probe_from == "test"
+        assert set(recording.probe_rows.tolist()) <= set(stored.split().test.tolist())
+        assert (stored.root / "recordings" / "gradient_norms.jsonl").is_file()
+        # The comparison's fit, by hand: projected DMD of the log-prob quantiles, time-mean centred.
+        fits[r.name] = dmd_projected(recording.values["log_prob"].double().numpy(), n_delays=3, rank=3)
+
+    dynamics = json.loads((root / "dmd.json").read_text())
+    assert dynamics["skipped"] == [] and [e["name"] for e in dynamics["runs"]] == [r.name for r in result.runs]
+    for entry in dynamics["runs"]:
+        found = np.array(entry["eigenvalues"]["re"]) + 1j * np.array(entry["eigenvalues"]["im"])
+        np.testing.assert_allclose(found, fits[entry["name"]].eigenvalues, atol=1e-10)
+        assert entry["center"] == "time_mean"
+    for entry in dynamics["by_condition"]:
+        radii = [fits[f"{entry['condition']}_seed{s}"].spectral_radius for s in (0, 1)]
+        assert entry["n"] == 2
+        assert entry["spectral_radius"]["mean"] == pytest.approx(np.mean(radii), rel=1e-12)
+        assert entry["spectral_radius"]["sd"] == pytest.approx(np.std(radii, ddof=1), rel=1e-12)
+    assert [e["condition"] for e in dynamics["by_condition"]] == ["wd=0", "wd=1"]
+
+    figure = json.loads((root / "figures" / "dmd_spectra.json").read_text())
+    markers = [t for t in figure["data"] if t.get("mode") == "markers"]
+    assert len(markers) == 4  # one trace per run, a colour per condition
+    colours = {t["legendgroup"]: t["marker"]["color"] for t in markers}
+    assert len(set(colours.values())) == 2 and all(t["marker"]["color"] == colours[t["legendgroup"]] for t in markers)
+    lines = describe(result)
+    assert any(line.startswith("DMD of the recorded fingerprints (projected, log_prob") for line in lines)
+    assert any(line.strip().startswith("wd=1: spectral radius") for line in lines)
+
+
+def test_runs_finished_before_record_was_set_are_listed_as_skipped(tmp_path):
+    config, path = make_sweep(tmp_path, grid={"optim.weight_decay": [0, 1]})
+    run(config, path, tmp_path / "out")
+    recorded, path = make_sweep(tmp_path, grid={"optim.weight_decay": [0, 1]}, record=["fingerprint"])
+    again = run(recorded, path, tmp_path / "out")
+    assert again.trained == []
+    skipped = again.dynamics["skipped"]
+    assert [s["name"] for s in skipped] == ["wd=0_seed0", "wd=1_seed0"]
+    assert all("finished before record: [fingerprint] was set" in s["reason"] for s in skipped)
+    assert not (tmp_path / "out" / "s" / "figures" / "dmd_spectra.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"dmd": {"rank": 3}}, "dmd: compares recorded fingerprints; needs record: [fingerprint]"),
+        ({"record": ["gradients"], "fingerprint": {"probe_from": "test"}}, "fingerprint: probe settings need record"),
+        ({"record": ["weights"]}, "record.0"),
+        ({"record": ["fingerprint"], "record_every": 0}, "record_every"),
+        ({"record": ["fingerprint"], "fingerprint": {"probe_from": "val"}}, "fingerprint.probe_from"),
+    ],
+)
+def test_bad_record_settings_are_one_line(tmp_path, fields, message):
+    from typer.testing import CliRunner
+
+    from grokscope.cli import app
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"kind": "sweep", "name": "s", "base": "base.yaml", **fields}))
+    result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

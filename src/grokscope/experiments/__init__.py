@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from grokscope.config import first_error, read_config_file
 from grokscope.errors import UserError
+from grokscope.experiments.runs import RecordedExperiment, attached_recorders
 
 KINDS = ("perturbation", "transfer", "sweep", "curriculum", "finetune")
 
@@ -42,7 +43,9 @@ def run(
         config = module.CONFIG.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{path}: {first_error(err)}") from None
-    result = module.run_experiment(config, path, out, device=device, progress=progress, **options)
+    plan = config.record_plan() if isinstance(config, RecordedExperiment) else None
+    with attached_recorders(plan):  # `record:` in the config: every run the experiment trains gets recorders
+        result = module.run_experiment(config, path, out, device=device, progress=progress, **options)
     return module.summary_lines(result)
 
 

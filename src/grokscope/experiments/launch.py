@@ -51,24 +51,30 @@ def run_groups(
     progress: bool = True,
     gpus_per_task: float = 0.0,
     max_retries: int = 1,
+    record: dict[str, Any] | None = None,
 ) -> list[list[Outcome]]:
-    """Train every group (reusing finished runs); one list of outcomes per group, in order."""
+    """Train every group (reusing finished runs); one list of outcomes per group, in order. ``record``: a
+    :class:`~grokscope.recorders.RecordPlan` as a dict, the recorders every run trained gets."""
     payloads = [([c.to_dict() for c in configs], [str(d) for d in dirs]) for configs, dirs in groups]
     if launcher == "local":
-        return [train_group(configs, dirs, device, progress) for configs, dirs in payloads]
+        return [train_group(configs, dirs, device, progress, record) for configs, dirs in payloads]
     if launcher == "ray":
-        return _on_ray(payloads, address, device, gpus_per_task, max_retries)
+        return _on_ray(payloads, address, device, gpus_per_task, max_retries, record)
     raise UserError(f"--launcher {launcher}: expected local or ray")
 
 
-def train_group(configs: list[dict[str, Any]], dirs: list[str], device: str, progress: bool) -> list[Outcome]:
+def train_group(
+    configs: list[dict[str, Any]], dirs: list[str], device: str, progress: bool, record: dict[str, Any] | None = None
+) -> list[Outcome]:
     """Train one group (plain data in and out, so it can run in another process); never raises for a run's failure."""
     from grokscope.experiments.runs import train_missing
+    from grokscope.recorders import RecordPlan
 
     parsed = [RunConfig.model_validate(c) for c in configs]
     paths = [Path(d) for d in dirs]
+    plan = RecordPlan.from_dict(record) if record else None
     try:
-        return [_outcome(run) for run in train_missing(parsed, paths, device=device, progress=progress)]
+        return [_outcome(run) for run in train_missing(parsed, paths, device=device, progress=progress, record=plan)]
     except KeyboardInterrupt:
         raise
     except Exception as err:  # pinned on the failing run below
@@ -77,7 +83,7 @@ def train_group(configs: list[dict[str, Any]], dirs: list[str], device: str, pro
     outcomes = []
     for config, path in zip(parsed, paths, strict=True):
         try:
-            (run,) = train_missing([config], [path], device=device, progress=progress)
+            (run,) = train_missing([config], [path], device=device, progress=progress, record=plan)
             outcomes.append(_outcome(run))
         except KeyboardInterrupt:
             raise
@@ -110,6 +116,7 @@ def _on_ray(
     device: str,
     gpus_per_task: float,
     max_retries: int,
+    record: dict[str, Any] | None = None,
 ) -> list[list[Outcome]]:
     try:
         import ray
@@ -123,7 +130,7 @@ def _on_ray(
             raise UserError(f"--address {address}: cannot connect to Ray ({err})") from None
     try:
         task = ray.remote(train_group).options(num_gpus=gpus_per_task, max_retries=max_retries)
-        return ray.get([task.remote(configs, dirs, device, False) for configs, dirs in payloads])
+        return ray.get([task.remote(configs, dirs, device, False, record) for configs, dirs in payloads])
     finally:
         if started_here:
             ray.shutdown()

@@ -8,21 +8,31 @@ keys and inf/nan refused) and use :data:`Seed`, :data:`Name` and :func:`check_se
 Training: an experiment calls :func:`train_missing` with configs that differ only in their seed (and
 ``model.init_from``); rerunning an experiment therefore trains only what is missing, and an interrupted one picks
 up where it stopped.
+
+Recorders: an experiment config derived from :class:`RecordedExperiment` takes ``record: [fingerprint, gradients]``,
+``record_every`` and ``fingerprint`` (probe settings); every run the experiment trains then gets fresh recorders
+(:class:`~grokscope.recorders.RecordPlan`), passed as ``record=`` or attached for the whole experiment by
+:func:`attached_recorders` (``grokscope.experiments.run`` does this). Runs with recorders train one after another.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grokscope.config import RunConfig, apply_overrides, parse_config, read_config_file
 from grokscope.errors import UserError
+from grokscope.recorders import RecordPlan
+from grokscope.rundir import check_claimable
 from grokscope.store import SUMMARY_FILE, Run
 from grokscope.tasks import task_split
+from grokscope.training import train
 from grokscope.training.many import train_many
 
 MAX_RUNS = 10_000
@@ -36,6 +46,53 @@ class ExperimentModel(BaseModel):
     """Base of experiment config models: unknown keys are refused, and so are inf and nan in every float field."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class FingerprintOptions(ExperimentModel):
+    """The fingerprint recorder's probe (:class:`~grokscope.analysis.fingerprint.FingerprintSpec` fields)."""
+
+    probe_size: int = Field(100, ge=1)
+    probe_seed: Seed = 0
+    probe_from: Literal["all", "train", "test"] = "all"
+    token_index: int | None = None
+    quantiles: list[Annotated[float, Field(ge=0, le=1)]] | None = Field(None, min_length=1)
+
+
+class RecordedExperiment(ExperimentModel):
+    """Base of experiment configs whose runs can carry recorders: ``record``, ``record_every``, ``fingerprint``."""
+
+    record: list[Literal["fingerprint", "gradients"]] = Field(
+        default_factory=list, description="recorders attached to every run the experiment trains"
+    )
+    record_every: int = Field(10, ge=1, description="record every N steps")
+    fingerprint: FingerprintOptions | None = Field(None, description="the fingerprint recorder's probe")
+
+    @model_validator(mode="after")
+    def _fingerprint_needs_its_recorder(self) -> RecordedExperiment:
+        if self.fingerprint is not None and "fingerprint" not in self.record:
+            raise ValueError("fingerprint: probe settings need record: [fingerprint]")
+        return self
+
+    def record_plan(self) -> RecordPlan | None:
+        """The recorders every run gets, or None when ``record`` is empty."""
+        if not self.record:
+            return None
+        probe = self.fingerprint.model_dump(exclude_none=True) if self.fingerprint else {}
+        return RecordPlan(tuple(dict.fromkeys(self.record)), self.record_every, probe, where="record")
+
+
+_ATTACHED: ContextVar[RecordPlan | None] = ContextVar("grokscope_attached_recorders", default=None)
+
+
+@contextmanager
+def attached_recorders(plan: RecordPlan | None) -> Iterator[None]:
+    """Within the block, :func:`train_missing` gives every run it trains the recorders of ``plan`` (unless a caller
+    passes ``record=`` itself); None attaches none."""
+    token = _ATTACHED.set(plan)
+    try:
+        yield
+    finally:
+        _ATTACHED.reset(token)
 
 
 def check_seeds(seeds: Sequence[int]) -> None:
@@ -109,20 +166,38 @@ def with_seeds(config: RunConfig, seeds: Sequence[int]) -> list[RunConfig]:
 
 
 def train_missing(
-    configs: Sequence[RunConfig], run_dirs: Sequence[Path], *, device: str = "auto", progress: bool = True
+    configs: Sequence[RunConfig],
+    run_dirs: Sequence[Path],
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    record: RecordPlan | None = None,
 ) -> list[Run]:
     """The finished run in each directory, training (or resuming) those that are not finished yet.
 
     ``resume=True`` continues the started runs and starts the others (also those killed while being created).
+    ``record``: recorders for every run trained here (default: those of :func:`attached_recorders`); recorders
+    watch one model each, so those runs train one after another instead of stacked. A finished run is reused as
+    it is, with or without recordings.
     """
+    plan = record if record is not None else _ATTACHED.get()
     todo = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
-    if todo:
+    if todo and plan is not None and plan.names:
+        check_claimable([d for _, d in todo], resume=True, overwrite=False)  # the whole list, before any trains
+        for config, run_dir in todo:
+            train(config, run_dir, device=device, resume=True, progress=progress, callbacks=plan.recorders())
+    elif todo:
         train_many([c for c, _ in todo], [d for _, d in todo], device=device, resume=True, progress=progress)
     return [Run.open(d) for d in run_dirs]
 
 
 def train_chain(
-    stages: Sequence[Sequence[RunConfig]], stage_dirs: Sequence[Sequence[Path]], *, device: str, progress: bool
+    stages: Sequence[Sequence[RunConfig]],
+    stage_dirs: Sequence[Sequence[Path]],
+    *,
+    device: str,
+    progress: bool,
+    record: RecordPlan | None = None,
 ) -> list[list[Run]]:
     """Train stage after stage; each seed's stage k starts from its stage k-1 final checkpoint (``init_from``).
 
@@ -133,7 +208,7 @@ def train_chain(
     for k, (configs, dirs) in enumerate(zip(stages, stage_dirs, strict=True)):
         if k:
             configs = [_starting_from(c, previous) for c, previous in zip(configs, done[-1], strict=True)]
-        done.append(train_missing(configs, dirs, device=device, progress=progress))
+        done.append(train_missing(configs, dirs, device=device, progress=progress, record=record))
     return done
 
 

@@ -13,6 +13,10 @@ A sweep config names a base run config (``base``, relative to the sweep file, wi
     # runs: [{optim.weight_decay: 0}, {optim.weight_decay: 1, train.batch_size: 512}]   # ... or an explicit list
     seeds: [0, 1, 2]
     rules: {grok_ratio: 2.0}                # regime rules, see grokscope.experiments.regimes
+    record: [fingerprint]                   # recorders on every run (also gradients), every record_every steps
+    record_every: 10
+    fingerprint: {probe_from: all}          # the probe (probe_size, probe_seed, probe_from, token_index)
+    dmd: {method: rrr, n_delays: 32, rank: 10}   # DMD of each run's fingerprints, compared across conditions
 
 Every (condition, seed) is one run directory under ``out/<name>/``, named from the swept fields' values
 (``loss_on=all_wd=1_seed0``). Every run config is built and validated before anything trains, so a bad combination
@@ -32,6 +36,13 @@ failure is pinned on the run that caused it; failed runs are reported in ``resul
 the rest of the sweep goes on. Outputs: ``results.csv`` / ``results.json`` (one row per run: swept values, seed, regime, steps,
 final metrics, loss bounds), ``regimes.json`` (regime counts by condition and by field, and a table over the first
 two swept fields), ``failures.json`` and ``figures/``.
+
+Recorders: with ``record`` every run trains with those recorders (runs then train one after another: a recorder
+watches one model). With fingerprints recorded, each run's recording is fitted by DMD (``dmd`` settings, see
+:func:`grokscope.analysis.dynamics.fit_recording`) and the spectra are compared across conditions: ``dmd.json`` (every
+run's eigenvalues, spectral radius and one-step error, and their mean and spread per condition) and the figure
+``dmd_spectra`` (every run's eigenvalues on one unit circle, a colour per condition; HTML, PNG and PDF). A finished
+run reused from before ``record`` was set has no recording: it is listed as skipped, not retrained.
 """
 
 from __future__ import annotations
@@ -54,6 +65,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from grokscope.analysis.dmd import complex_dict
+from grokscope.analysis.dynamics import fit_recording
+from grokscope.analysis.fingerprint import load_recording, recording_path
 from grokscope.config import RunConfig, config_differences, parse_config, set_field
 from grokscope.errors import UserError
 from grokscope.experiments.launch import Launcher, run_groups
@@ -61,15 +75,18 @@ from grokscope.experiments.regimes import REGIMES, SHORT, LossBounds, RegimeRule
 from grokscope.experiments.runs import (
     ExperimentModel,
     Name,
+    RecordedExperiment,
     Seed,
     check_buildable,
     check_run_count,
     check_seeds,
     load_base,
 )
+from grokscope.recorders import RecordPlan
 from grokscope.stats import Sample, kaplan_meier_median
 from grokscope.store import SUMMARY_FILE, Run, atomic_write_text, write_json
-from grokscope.viz.sweep import figures
+from grokscope.viz.dmd import write_images
+from grokscope.viz.sweep import dmd_figures, figures
 from grokscope.viz.write import write_figures
 
 log = logging.getLogger(__name__)
@@ -78,6 +95,7 @@ RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
 REGIMES_JSON = "regimes.json"
 FAILURES_JSON = "failures.json"
+DMD_JSON = "dmd.json"
 FIGURES_DIR = "figures"
 
 # Short names of common swept fields in run names; any other field goes by the last part of its path.
@@ -87,7 +105,18 @@ MAX_NAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._,+-]")
 
 
-class SweepConfig(ExperimentModel):
+class DMDOptions(ExperimentModel):
+    """How each run's fingerprints are fitted for the comparison (:func:`~grokscope.analysis.dynamics.fit_recording`;
+    ``center`` null: the method's default, per_snapshot_mean for rrr and time_mean for projected)."""
+
+    method: Literal["rrr", "projected"] = "rrr"
+    n_delays: int = Field(32, ge=1)
+    rank: int = Field(10, ge=1)
+    center: Literal["per_snapshot_mean", "time_mean", "relative_to_t0", "none"] | None = None
+    observable: Literal["log_prob", "margin", "entropy"] = "log_prob"
+
+
+class SweepConfig(RecordedExperiment):
     """``grokscope experiment`` config of kind ``sweep`` (see the module docstring)."""
 
     kind: Literal["sweep"]
@@ -98,9 +127,12 @@ class SweepConfig(ExperimentModel):
     runs: list[dict[str, Any]] = Field(default_factory=list, description="explicit overrides, one run each")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     rules: RegimeRules = Field(default_factory=RegimeRules)
+    dmd: DMDOptions | None = Field(None, description="DMD settings for comparing the recorded fingerprints")
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
+        if self.dmd is not None and "fingerprint" not in self.record:
+            raise ValueError("dmd: compares recorded fingerprints; needs record: [fingerprint]")
         if self.grid and self.runs:
             raise ValueError("grid, runs: give one of them, not both")
         for key, values in self.grid.items():
@@ -277,9 +309,10 @@ def launch(
     address: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    record: RecordPlan | None = None,
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Train every unfinished run, each condition's seeds as one group (see :mod:`grokscope.experiments.launch`).
-    Returns the names of the runs trained now and the failures by run name."""
+    """Train every unfinished run, each condition's seeds as one group (see :mod:`grokscope.experiments.launch`),
+    with ``record``'s recorders on each. Returns the names of the runs trained now and the failures by run name."""
     groups: dict[str, list[PlannedRun]] = {}
     for run in planned:
         if not (run.run_dir / SUMMARY_FILE).is_file():
@@ -291,6 +324,7 @@ def launch(
         address=address,
         device=device,
         progress=progress,
+        record=record.to_dict() if record is not None else None,
     )
     failures = {}
     for runs, results in zip(pending, outcomes, strict=True):
@@ -486,6 +520,8 @@ class SweepResult:
     grid: dict[str, Any]
     trained: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
+    dynamics: dict[str, Any] | None = None  # what dmd.json holds, when fingerprints were recorded
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[RunResult]:
@@ -514,6 +550,71 @@ def results_csv(runs: list[RunResult], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
+def _spread(values: list[float]) -> dict[str, float | int | None]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return {"mean": None, "sd": None, "n": 0}
+    mean = sum(finite) / len(finite)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
+    return {"mean": mean, "sd": sd, "n": len(finite)}
+
+
+def compare_dynamics(planned: list[PlannedRun], runs: list[RunResult], options: DMDOptions) -> dict[str, Any]:
+    """DMD of every finished run's fingerprint recording with the same settings, and per condition the mean and
+    sample sd over its seeds of the spectral radius and the one-step error. Runs that cannot be fitted (no
+    recording, too few snapshots) are listed under ``skipped`` with the reason."""
+    settings = options.model_dump()
+    entries, skipped = [], []
+    for plan, result in zip(planned, runs, strict=True):
+        if result.status != "ok":
+            continue
+        run = Run.open(plan.run_dir)
+        if not recording_path(run).is_file():
+            skipped.append(
+                {
+                    "name": plan.name,
+                    "reason": "no fingerprint recording (finished before record: [fingerprint] "
+                    "was set; delete the run to retrain it with recorders)",
+                }
+            )
+            continue
+        try:
+            recording = load_recording(run)
+            fit = fit_recording(recording, **settings)
+        except UserError as err:
+            skipped.append({"name": plan.name, "reason": str(err)})
+            continue
+        entries.append(
+            {
+                "name": plan.name,
+                "condition": plan.condition,
+                "values": plan.values,
+                "seed": plan.seed,
+                "eigenvalues": complex_dict(fit.eigenvalues),
+                "moduli": [float(abs(v)) for v in fit.eigenvalues],
+                "spectral_radius": fit.spectral_radius,
+                "reconstruction_error": fit.reconstruction_error,
+                "rank": fit.rank,
+                "center": fit.center,
+                "snapshots": fit.n_snapshots,
+                "every": recording.every,
+                "probe": {"spec": asdict(recording.spec), "rows_saved": recording.probe_rows_saved},
+            }
+        )
+    by_condition = []
+    for condition in dict.fromkeys(p.condition for p in planned):
+        group = [e for e in entries if e["condition"] == condition]
+        by_condition.append(
+            {
+                "condition": condition,
+                "n": len(group),
+                "spectral_radius": _spread([e["spectral_radius"] for e in group]),
+                "reconstruction_error": _spread([e["reconstruction_error"] for e in group]),
+            }
+        )
+    return {"settings": settings, "runs": entries, "by_condition": by_condition, "skipped": skipped}
+
+
 def run_experiment(
     config: SweepConfig,
     config_path: Path,
@@ -530,7 +631,10 @@ def run_experiment(
     fields, planned = plan_runs(config, Path(config_path), Path(out))
     root = Path(out) / config.name
     root.mkdir(parents=True, exist_ok=True)
-    trained, failures = launch(planned, launcher=launcher, address=address, device=device, progress=progress)
+    record = config.record_plan()
+    trained, failures = launch(
+        planned, launcher=launcher, address=address, device=device, progress=progress, record=record
+    )
     collected = [collect(run, config.rules, failures.get(run.name)) for run in planned]
     runs = [result for result, _ in collected]
     grid = regime_summary(runs, fields)
@@ -562,6 +666,15 @@ def run_experiment(
         if rows
     ]
     write_figures(figures(grid["table"], curves), root / FIGURES_DIR)
+    if "fingerprint" in config.record:
+        result.dynamics = compare_dynamics(planned, runs, config.dmd or DMDOptions())
+        write_json(root / DMD_JSON, result.dynamics)
+        drawn = dmd_figures(result.dynamics)
+        write_figures(drawn, root / FIGURES_DIR)
+        for stem, figure in drawn.items():
+            _, why_not = write_images(figure, root / FIGURES_DIR, stem)
+            if why_not:
+                result.notes.append(why_not)
     result.wall_time_s = time.perf_counter() - started
     return result
 
@@ -635,6 +748,32 @@ def describe(result: SweepResult) -> list[str]:
     if n_failed:
         lines.append("failed runs (see failures.json):")
         lines += [f"  {r.name}: {r.error}" for r in result.failures]
+    lines += describe_dynamics(result.dynamics)
+    lines += result.notes
+    return lines
+
+
+def _mean_sd(stat: dict[str, Any], digits: str = ".4f") -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:{digits}}" + (f" ± {stat['sd']:{digits}}" if stat["sd"] is not None else "")
+
+
+def describe_dynamics(dynamics: dict[str, Any] | None) -> list[str]:
+    """Printable lines for ``dmd.json``: the settings, then per condition the spectral radius and one-step error."""
+    if dynamics is None:
+        return []
+    s = dynamics["settings"]
+    lines = [
+        f"DMD of the recorded fingerprints ({s['method']}, {s['observable']}, {s['n_delays']} delays, rank "
+        f"{s['rank']}; mean ± sd over seeds; figure dmd_spectra):"
+    ]
+    for entry in dynamics["by_condition"]:
+        lines.append(
+            f"  {entry['condition'] or 'base'}: spectral radius {_mean_sd(entry['spectral_radius'])}, one-step error "
+            f"{_mean_sd(entry['reconstruction_error'], '.3g')} ({entry['n']} run{'s' if entry['n'] != 1 else ''})"
+        )
+    lines += [f"  skipped {skip['name']}: {skip['reason']}" for skip in dynamics["skipped"]]
     return lines
 
 

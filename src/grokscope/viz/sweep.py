@@ -1,7 +1,8 @@
-"""Figures of condition sweeps: when each condition generalized, and every run's accuracy (and loss) over training.
+"""Figures of condition sweeps: when each condition generalized, every run's accuracy (and loss) over training, and
+the DMD spectra of the recorded fingerprints compared across conditions.
 
-Inputs are plain data: the regime table of ``regimes.json`` and per-run curves (dicts with name, condition, steps,
-train_acc, test_acc, train_loss, test_loss and, for all-position runs, loss_bound and loss_floor).
+Inputs are plain data: the regime table of ``regimes.json``, per-run curves (dicts with name, condition, steps,
+train_acc, test_acc, train_loss, test_loss and, for all-position runs, loss_bound and loss_floor), and ``dmd.json``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+
+from grokscope.viz.dmd import compared_spectra
 
 PALETTE = qualitative.Plotly
 
@@ -130,3 +133,15 @@ def figures(table: dict[str, Any], curves: list[dict[str, Any]]) -> dict[str, go
     if loss is not None:
         out["loss_vs_bounds"] = loss
     return out
+
+
+def dmd_figures(dynamics: dict[str, Any]) -> dict[str, go.Figure]:
+    """``dmd_spectra``: every fitted run's DMD eigenvalues on one unit circle, a colour per condition (``dmd.json``)."""
+    if not dynamics["runs"]:
+        return {}
+    s = dynamics["settings"]
+    title = (
+        f"DMD spectra of the fingerprints by condition ({s['method']}, {s['observable']}, "
+        f"{s['n_delays']} delays, rank {s['rank']})"
+    )
+    return {"dmd_spectra": compared_spectra(dynamics["runs"], title)}
