@@ -1,6 +1,7 @@
 """Draw the figures of the concept pages from one real quickstart run (about 5 minutes on 2 CPU cores).
 
-    OMP_NUM_THREADS=1 .venv/bin/python docs/figures/make_figures.py
+    OMP_NUM_THREADS=1 .venv/bin/python docs/figures/make_figures.py            # every figure
+    OMP_NUM_THREADS=1 .venv/bin/python docs/figures/make_figures.py dynamics   # the fingerprint and DMD figures only
 
 Trains ``configs/quickstart.yaml`` (with a checkpoint every 20 steps) into ``runs/docs-figures/`` (ignored by git)
 with the fingerprint recorder, analyses its checkpoints with grokscope's analysis runner (the progress measures with
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -24,10 +26,11 @@ from plotly.subplots import make_subplots
 
 from grokscope.analysis import fourier, neurons
 from grokscope.analysis.basis import basis_labels
-from grokscope.analysis.dynamics import analyze_dynamics
+from grokscope.analysis.dynamics import analyze_dynamics, fit_recording
 from grokscope.analysis.fingerprint import FingerprintRecorder, FingerprintSpec, load_recording
 from grokscope.analysis.runner import analyze
 from grokscope.config import load_config
+from grokscope.errors import UserError
 from grokscope.store import Run
 from grokscope.training import train
 from grokscope.viz import dmd as viz_dmd
@@ -44,9 +47,8 @@ ROOT = HERE.parents[1]
 RUN = ROOT / "runs" / "docs-figures" / "quickstart"
 CHECKPOINTS = "train.checkpoints={every: 20, dense_every: 10, dense_until: 100}"
 LLC_STEPS = (0, 20, 40, 100, 200, 300)  # plus the last checkpoint
-# The default probe seed (0) equals this run's split seed: both draw the same permutation, so the default probe set
-# would hold training pairs only. Seed 1 mixes training and test pairs.
-PROBE = FingerprintSpec(probe_seed=1)
+# The default probe: 100 inputs drawn from every pair of the task on the probe's own random stream.
+PROBE = FingerprintSpec()
 
 
 def rounded(value, digits: int = 5):
@@ -81,14 +83,57 @@ def save(name: str, figure: go.Figure) -> None:
     print(f"wrote {name}.json")
 
 
-def main() -> None:
+def recorded_with_probe(run: Run) -> bool:
+    """Whether the run's recording was made with :data:`PROBE` and saved its probe rows."""
+    try:
+        recording = load_recording(run)
+    except UserError:
+        return False
+    return recording.spec == PROBE and recording.probe_rows_saved
+
+
+def trained_run() -> Run:
+    """The quickstart run with its fingerprint recording, trained again when the recording used another probe."""
     config = load_config(ROOT / "configs" / "quickstart.yaml", [CHECKPOINTS])
-    if (RUN / "summary.json").is_file():
-        run = Run.open(RUN)
-    else:
-        train(config, RUN, device="cpu", overwrite=True, callbacks=[FingerprintRecorder(every=2, spec=PROBE)])
-        run = Run.open(RUN)
+    if (RUN / "summary.json").is_file() and recorded_with_probe(Run.open(RUN)):
+        return Run.open(RUN)
+    train(config, RUN, device="cpu", overwrite=True, callbacks=[FingerprintRecorder(every=2, spec=PROBE)])
+    return Run.open(RUN)
+
+
+def dynamics_figures(run: Run, metrics: list[dict]) -> dict:
+    """The fingerprint recording and its DMD (the default rrr fit, and the projected fit beside it); their facts."""
+    recording = load_recording(run)
+    save(
+        "fingerprint_recording",
+        viz_fingerprint.quantile_figure(
+            recording.steps.tolist(),
+            list(recording.spec.quantiles),
+            recording.values["log_prob"].tolist(),
+            f"Fingerprint every {recording.every} steps: quantiles of log p(answer), 100 probe inputs",
+        ),
+    )
+    dynamics = analyze_dynamics(run, out_dir=RUN / "analysis")
+    for name, figure in viz_dmd.figures(dynamics.result, dynamics.windowed, metrics).items():
+        save(name, figure)
+    projected = fit_recording(recording, method="projected")
+    save("dmd_spectrum_projected", viz_dmd.figures(projected.to_dict(), None, metrics)["dmd_spectrum"])
+    keys = ("rank", "n_delays", "n_snapshots", "spectral_radius", "reconstruction_error", "center")
+    return {
+        "dmd": {k: dynamics.result[k] for k in keys},
+        "dmd_projected": {k: projected.to_dict()[k] for k in keys},
+        "probe": {k: dynamics.probe[k] for k in ("in_train", "in_test")} | {"size": len(dynamics.probe["rows"])},
+    }
+
+
+def main() -> None:
+    run = trained_run()
     summary, metrics = run.summary(), run.metrics()
+    if sys.argv[1:] == ["dynamics"]:
+        facts = json.loads((HERE / "facts.json").read_text())
+        facts.update(rounded(dynamics_figures(run, metrics), 4))
+        (HERE / "facts.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+        return
     last = run.steps()[-1]
 
     # Grokking: the training curves with the memorization and generalization steps marked.
@@ -172,19 +217,7 @@ def main() -> None:
     save("neuron_activation", heatmap)
 
     # Fingerprints recorded during training, and their DMD.
-    recording = load_recording(run)
-    save(
-        "fingerprint_recording",
-        viz_fingerprint.quantile_figure(
-            recording.steps.tolist(),
-            list(recording.spec.quantiles),
-            recording.values["log_prob"].tolist(),
-            f"Fingerprint every {recording.every} steps: quantiles of log p(answer), 100 probe inputs",
-        ),
-    )
-    dynamics = analyze_dynamics(run, out_dir=RUN / "analysis")
-    for name, figure in viz_dmd.figures(dynamics.result, dynamics.windowed, metrics).items():
-        save(name, figure)
+    dynamics = dynamics_figures(run, metrics)
 
     # The local learning coefficient at a few checkpoints (default sampler settings).
     steps = sorted({*LLC_STEPS, last} & set(run.steps()))
@@ -212,10 +245,7 @@ def main() -> None:
         "phases": phases,
         "gini": {k: [r["step"], r[k]] for r in progress_rows[-1:] for k in ("gini_embed", "gini_unembed")},
         "neuron": {"index": neuron, "frequency": frequency, "fve": fve},
-        "dmd": {
-            k: dynamics.result[k]
-            for k in ("rank", "n_delays", "n_snapshots", "spectral_radius", "reconstruction_error")
-        },
+        **dynamics,
         "llc": [{k: r[k] for k in ("step", "llc_mean", "llc_std", "converged", "r_hat", "drift")} for r in llc],
     }
     (HERE / "facts.json").write_text(json.dumps(rounded(facts, 4), indent=1) + "\n", encoding="utf-8")

@@ -60,6 +60,7 @@ def _spectrum(result: dict[str, Any]) -> go.Figure:
         ),
         xaxis_title="Re λ",
         yaxis={"title": "Im λ", "scaleanchor": "x", "scaleratio": 1},
+        legend={"orientation": "h", "x": 0, "y": -0.15},  # below the plot: the colour bar holds the right side
     )
     return figure
 
