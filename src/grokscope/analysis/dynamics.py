@@ -51,8 +51,8 @@ def check_probe(recording: Recording, where: str, **expected: Any) -> None:
         want = expected.get(name)
         if want is not None and recorded[name] != want:
             raise UserError(
-                f"{where} {name} {want}: the recording was made with {name} {recorded[name]!r}; DMD reads the "
-                f"recording as recorded (choose the probe when recording)"
+                f"{where}: {name} {want}: the fingerprint recording was made with {name} {recorded[name]!r}; DMD "
+                "reads the recording as recorded (choose the probe when recording)"
             )
 
 
@@ -114,6 +114,8 @@ def analyze_dynamics(
     result = fit_dmd(snapshots, method, **settings)
     if window is not None and window < n_delays + rank:
         raise UserError(f"--dmd-window {window}: must be at least n_delays + rank = {n_delays + rank}")
+    if window is not None and window > len(snapshots):
+        raise UserError(f"--dmd-window {window}: the recording has only {len(snapshots)} fingerprints")
     window = window or default_window(len(snapshots), n_delays, rank)
     windowed = None
     if window >= n_delays + rank and len(snapshots) >= window:
