@@ -51,8 +51,8 @@ PROBE_FROM: tuple[str, ...] = get_args(ProbeFrom)
 PROBE_STREAM = "grokscope.fingerprint.probe"
 """The domain tag hashed with ``probe_seed`` into the probe's generator seed (:func:`probe_generator_seed`)."""
 MAX_RUN_SEED = 2**32 - 1
-"""The largest seed a run config accepts (``seed``, ``task.split_seed``): every split, init and batch stream is
-seeded at or below it, and the probe stream above it."""
+"""The largest seed a run config accepts (``seed``, ``task.split_seed``): a split's generator is seeded at or below
+it, the probe's above it."""
 
 
 def default_quantiles() -> tuple[float, ...]:
@@ -63,9 +63,9 @@ def probe_generator_seed(probe_seed: int) -> int:
     """The seed of the probe's ``torch.Generator``: SHA-256 of ``"grokscope.fingerprint.probe:<probe_seed>"``, its
     first 8 bytes read little-endian, mapped into ``[2**32, 2**63)``.
 
-    Splits (:func:`grokscope.tasks.make_split`) seed their generator with the run's split seed, which a config keeps
-    in ``[0, 2**32 - 1]``; the probe's generator seed is always above that range, so the probe's permutation is never
-    the split's, for any pair of seeds. Hashing with a domain tag (rather than adding a constant) also keeps
+    Splits (:func:`grokscope.tasks.make_split` and the task's nested split) seed their generator with the run's split
+    seed itself, which a config keeps in ``[0, 2**32 - 1]``; the probe's generator seed is always above that range,
+    so the probe's permutation is never the split's, for any pair of seeds. Hashing with a domain tag (rather than adding a constant) also keeps
     neighbouring probe seeds from giving neighbouring generator seeds.
     """
     digest = hashlib.sha256(f"{PROBE_STREAM}:{int(probe_seed)}".encode()).digest()
