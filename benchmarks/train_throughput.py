@@ -59,6 +59,19 @@ def variants(config_name: str, seed_counts: list[int], device: torch.device) -> 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=1.0)
     out[label] = (1, plain_tl_step(model, opt, train.tokens, train.answers, objective.dtype))
 
+    # grokscope's step before token tables: the general forward (loss window, batched GEMMs), for the side-by-side
+    general = build_model(cfg.model, task, seed=0, device=device)
+    arch = general.cfg.architecture()
+    general_params = forward.parameter_views(general)
+    general_opt = adamw(list(general.parameters()), cfg.optim, device)
+
+    def general_step() -> None:
+        logits = forward.logits(general_params, train.tokens[None], arch, objective.window, tables=False)
+        objective.loss(logits, train.labels[None]).sum().backward()
+        apply_update(general_opt, list(general.parameters()), None)
+
+    out["grokscope, 1 seed, general forward (no tables)"] = (1, general_step)
+
     for n in seed_counts:
         models = [build_model(cfg.model, task, seed=s, device=device) for s in range(n)]
         if n == 1:

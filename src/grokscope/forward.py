@@ -9,9 +9,14 @@ models at once, and only where the loss reads:
 * embedding is ``F.embedding`` (its backward is a cheap scatter, not the indexing of ``W_E[tokens]``);
 * the last layer's queries, MLP and unembedding run only at the ``query`` positions — after the last attention
   nothing mixes positions, so this is exact (for the answer-only loss, 1/3 of the work in the Nanda format);
-* N models' matrix products are batched GEMMs.
+* N models' matrix products are batched GEMMs;
+* a one-layer model without normalization (Nanda et al.'s) trains through token tables (:func:`table_logits`):
+  everything before the MLP's nonlinearity depends on a row only through its attention weights, so the products with
+  ``W_K``, ``W_V``, ``W_O``, ``W_in`` and ``W_U`` are taken on ``(position, token)`` tables (``n_ctx x d_vocab`` rows)
+  instead of on every row, and each row gathers and weighs its rows of them.
 
-A test holds it to TransformerLens 3.9's ``HookedTransformer`` (logits and gradients) within 1e-10 in float64.
+A test holds it to TransformerLens 3.9's ``HookedTransformer`` (logits and gradients) within 1e-10 in float64, and
+the table path to the general one.
 """
 
 from __future__ import annotations
@@ -140,11 +145,25 @@ def _attention(
     return _linear(z.reshape(n, b, -1, h * e), w_o, params[f"{prefix}.b_O"])
 
 
+def tables_apply(arch: Architecture, hook: Hook) -> bool:
+    """Whether :func:`table_logits` computes this forward: one layer, no normalization, nothing hooked."""
+    return hook is None and arch.n_layers == 1 and arch.normalization is None and not arch.attn_result
+
+
 def logits(
-    params: Params, tokens: Int[Tensor, "n batch pos"], arch: Architecture, query: slice, hook: Hook = None
+    params: Params,
+    tokens: Int[Tensor, "n batch pos"],
+    arch: Architecture,
+    query: slice,
+    hook: Hook = None,
+    *,
+    tables: bool = True,
 ) -> Float[Tensor, "n batch q d_vocab_out"]:
     """Logits at positions ``query`` for each model's own token batch (``tokens[i]`` goes through model ``i``);
-    ``hook`` sees (and may replace) every activation TransformerLens names, in its order."""
+    ``hook`` sees (and may replace) every activation TransformerLens names, in its order. ``tables=False`` keeps the
+    general path where :func:`table_logits` would apply (for comparisons)."""
+    if tables and tables_apply(arch, hook):
+        return table_logits(params, tokens, arch, query)
     w_e = params["embed.W_E"]
     n, d_vocab, d_model = w_e.shape
     # One embedding table of n * d_vocab rows: model i reads rows offset by i * d_vocab.
@@ -173,3 +192,111 @@ def logits(
         x = _at(hook, f"{prefix}.hook_resid_post", x + _at(hook, f"{prefix}.hook_mlp_out", mlp_out))
     x = _at(hook, "unembed.hook_in", _norm(x, params, "ln_final", arch, hook))
     return _at(hook, "unembed.hook_out", _linear(x, params["unembed.W_U"], params["unembed.b_U"]))
+
+
+def table_logits(
+    params: Params, tokens: Int[Tensor, "n batch pos"], arch: Architecture, query: slice
+) -> Float[Tensor, "n batch q d_vocab_out"]:
+    """:func:`logits` of a one-layer model without normalization, through ``(position, token)`` tables.
+
+    With ``x[t] = W_E[tok_t] + W_pos[t]`` and ``p_h(q, t)`` the attention of query ``q`` to key ``t``:
+
+    * ``resid_mid[q] = x[q] + b_O + sum_{h,t} p_h(q, t) (x[t] W_V^h + b_V^h) W_O^h``, so its product with ``W_in``
+      (and with ``W_U``) is a weighted sum of rows of tables indexed by ``(t, tok_t, h)``: one ``embedding_bag``;
+    * ``logits[q] = resid_mid[q] W_U + act(resid_mid[q] W_in + b_in) (W_out W_U) + b_out W_U + b_U``.
+
+    Per row this leaves the attention scores (gathered query and key rows), one ``d_mlp``-wide weighted sum and the
+    ``d_mlp x d_vocab_out`` product; every ``d_model``-wide product is taken once per table row. Exact up to
+    floating-point reassociation (the tests hold it to :func:`logits`' general path in float64).
+    """
+    n, batch, t = tokens.shape
+    if n > 1 and tokens.device.type == "cpu":
+        # One model at a time on the CPU: the reductions of the table products' backward are blocked by the
+        # tensors' shapes, so a stack would give a seed other bits than it gets alone (or in a stack of another
+        # size, as when a resumed stack has fewer seeds left), and CPU runs are bitwise reproducible per seed.
+        one = [
+            table_logits({k: v[i : i + 1] for k, v in params.items()}, tokens[i : i + 1], arch, query) for i in range(n)
+        ]
+        return torch.cat(one)
+    w_e, w_pos = params["embed.W_E"], params["pos_embed.W_pos"][:, :t]
+    d_vocab, h = w_e.shape[1], arch.n_heads
+    a = "blocks.0.attn"
+    w_q, w_k, w_v, w_o = (params[f"{a}.W_{k}"] for k in "QKVO")  # (n, h, d, e); W_O (n, h, e, d)
+    w_in, b_in = params["blocks.0.mlp.W_in"], params["blocks.0.mlp.b_in"]
+    w_out, b_out = params["blocks.0.mlp.W_out"], params["blocks.0.mlp.b_out"]
+    w_u, b_u = params["unembed.W_U"], params["unembed.b_U"]
+    query_pos = torch.arange(t, device=tokens.device)[query]
+    n_q = len(query_pos)
+
+    x = w_e[:, None] + w_pos[:, :, None]  # (n, t, vocab, d): the residual stream of every (position, token)
+    keys = torch.einsum("ntvd,nhde->ntvhe", x, w_k) + params[f"{a}.b_K"][:, None, None]
+    x_q = x[:, query_pos]
+    queries = torch.einsum("nqvd,nhde->nqvhe", x_q, w_q) + params[f"{a}.b_Q"][:, None, None]
+    values = torch.einsum("ntvd,nhde->ntvhe", x, w_v) + params[f"{a}.b_V"][:, None, None]
+    d_mlp, d_out = w_in.shape[-1], w_u.shape[-1]
+    # What a unit of attention to (key position, key token, head) adds to the MLP input and to the logits ...
+    from_keys = torch.einsum("ntvhe,nhem->ntvhm", values, torch.einsum("nhed,ndm->nhem", w_o, w_in))
+    from_keys_u = torch.einsum("ntvhe,nheu->ntvhu", values, torch.einsum("nhed,ndu->nheu", w_o, w_u))
+    # ... and the query's own residual stream with the biases after attention (b_out reaches only the logits).
+    b_o = params[f"{a}.b_O"][:, None, None]
+    own = torch.einsum("nqvd,ndm->nqvm", x_q + b_o, w_in) + b_in[:, None, None]
+    own_u = torch.einsum("nqvd,ndu->nqvu", x_q + b_o + b_out[:, None, None], w_u) + b_u[:, None, None]
+    # One table per product, per model its t * vocab * h key rows, then its n_q * vocab own rows.
+    table = torch.cat([from_keys.reshape(n, -1, d_mlp), own.reshape(n, -1, d_mlp)], 1)
+    table_u = torch.cat([from_keys_u.reshape(n, -1, d_out), own_u.reshape(n, -1, d_out)], 1)
+    per_model = table.shape[1]
+
+    model = torch.arange(n, device=tokens.device).view(n, 1, 1)
+    positions = torch.arange(t, device=tokens.device)
+    q_index = torch.arange(n_q, device=tokens.device)
+    q_tokens = tokens[:, :, query_pos]
+    scores = _table_scores(queries, keys, tokens, q_tokens) / arch.attn_scale  # (n, batch, q, h, t)
+    future = positions[None, :] > query_pos[:, None]  # (q, t)
+    pattern = scores.masked_fill(future[:, None], float("-inf")).softmax(-1)
+
+    # Every (query, head, key) weighs its table row (key position, key token, head); then the own row, weight 1.
+    start = (model * per_model).view(n, 1, 1, 1, 1)
+    heads = torch.arange(h, device=tokens.device)[:, None]
+    key_entries = start + ((positions * d_vocab + tokens) * h)[:, :, None, None, :] + heads  # (n, batch, 1, h, t)
+    own_entries = model * per_model + t * d_vocab * h + q_index * d_vocab + q_tokens
+    bag = torch.cat(
+        [key_entries.expand(n, batch, n_q, h, t).reshape(n, batch, n_q, h * t), own_entries[..., None]], -1
+    ).reshape(-1, h * t + 1)
+    weights = torch.cat([pattern.reshape(n, batch, n_q, h * t), pattern.new_ones(n, batch, n_q, 1)], -1)
+    weights = weights.reshape(bag.shape)
+    # Two bags with the same entries rather than one wide one: measured faster (the backward's per-entry dot
+    # products stay in cache).
+    pre = F.embedding_bag(bag, table.reshape(-1, d_mlp), per_sample_weights=weights, mode="sum")
+    direct = F.embedding_bag(bag, table_u.reshape(-1, d_out), per_sample_weights=weights, mode="sum")
+    post = ACTIVATIONS[arch.act_fn](pre).view(n, batch * n_q, d_mlp)
+    w_out_u = torch.bmm(w_out, w_u)  # (n, d_mlp, d_vocab_out): W_out and W_U in one product per row
+    return torch.baddbmm(direct.view(n, batch * n_q, d_out), post, w_out_u).view(n, batch, n_q, d_out)
+
+
+def _table_scores(
+    queries: Float[Tensor, "n q vocab h e"],
+    keys: Float[Tensor, "n t vocab h e"],
+    tokens: Int[Tensor, "n batch t"],
+    q_tokens: Int[Tensor, "n batch q"],
+) -> Float[Tensor, "n batch q h t"]:
+    """Each row's unscaled attention scores from the query and key tables.
+
+    When the vocabulary is small against the batch (``vocab^2 <= 4 batch``, the full-batch Nanda case), every
+    (query token, key token) score is computed once and gathered; otherwise each row's query and key rows are
+    gathered and multiplied elementwise (a few keys per row, where a batched GEMM would be many tiny ones).
+    """
+    n, n_q, d_vocab, h, e = queries.shape
+    t, batch = keys.shape[1], tokens.shape[1]
+    model = torch.arange(n, device=tokens.device).view(n, 1, 1)
+    key_pos = torch.arange(t, device=tokens.device)
+    q_pos = torch.arange(n_q, device=tokens.device)
+    if d_vocab * d_vocab <= 4 * batch:
+        table = torch.einsum("nqvhe,ntwhe->nqvtwh", queries, keys).reshape(-1, h)
+        q_part = ((model * n_q + q_pos) * d_vocab + q_tokens) * (t * d_vocab)  # (n, batch, q)
+        k_part = key_pos * d_vocab + tokens  # (n, batch, t)
+        rows = q_part[..., None] + k_part[:, :, None, :]  # (n, batch, q, t)
+        return F.embedding(rows, table).transpose(-1, -2)
+    k_row = F.embedding((model * t + key_pos) * d_vocab + tokens, keys.reshape(-1, h * e)).view(n, batch, 1, t, h, e)
+    q_rows = (model * n_q + q_pos) * d_vocab + q_tokens
+    q_row = F.embedding(q_rows, queries.reshape(-1, h * e)).view(n, batch, n_q, 1, h, e)
+    return (q_row * k_row).sum(-1).transpose(-1, -2)

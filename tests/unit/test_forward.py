@@ -19,7 +19,7 @@ from grokscope import forward
 from grokscope.config import parse_config
 from grokscope.models import GrokConfig, GrokTransformer, build_model
 from grokscope.tasks import ModularTask
-from grokscope.training.loop import Objective
+from grokscope.training.loop import Objective, reproducible
 
 REFERENCE = Path(__file__).parents[1] / "fixtures" / "tl39_reference.safetensors"
 TL3 = version("transformer-lens").startswith("3.")
@@ -33,7 +33,14 @@ ARCHITECTURES = {
     },
     "LNPre, gelu": {"task": {"modulus": 13}, "model": {"normalization": "LNPre", "act_fn": "gelu"}},
     "RMSPre, silu": {"task": {"modulus": 13}, "model": {"normalization": "RMSPre", "act_fn": "silu", "n_layers": 2}},
+    # One layer without normalization: the training path goes through the token tables (forward.table_logits).
+    "power, one layer, no norm, all positions, gelu": {
+        "task": {"modulus": 11, "format": "power", "loss_on": "all"},
+        "model": {"preset": "power", "n_layers": 1, "normalization": "none", "act_fn": "gelu"},
+    },
+    "nanda, two operations": {"task": {"modulus": 13, "operation": ["add", "sub"]}, "model": {"preset": "nanda"}},
 }
+TABLE_PATH = ["nanda", "power, one layer, no norm, all positions, gelu", "nanda, two operations"]
 
 
 def models_and_task(sections: dict, n: int = 3):
@@ -107,6 +114,31 @@ def test_gradients_of_the_training_path_reach_the_models_own_parameters():
     task.loss(model(data.tokens), data.labels, torch.float64).backward()
     for name, p in model.named_parameters():
         assert torch.allclose(fast_grads[name], p.grad, atol=1e-12, rtol=0), name
+
+
+@pytest.mark.parametrize("rows", [150, 20])  # scores from a (query token, key token) table, or per row
+@pytest.mark.parametrize("name", TABLE_PATH)
+def test_the_token_table_path_matches_the_general_forward_in_logits_and_every_gradient(name, rows):
+    models, task, config = models_and_task(ARCHITECTURES[name], n=2)
+    objective = Objective.of(config, task)
+    arch = models[0].cfg.architecture()
+    assert forward.tables_apply(arch, None)
+    assert (task.d_vocab**2 <= 4 * rows) == (rows == 150)  # both ways of scoring are exercised
+    data = task.dataset()
+    tokens = torch.stack([data.tokens[:rows], data.tokens[-rows:]])  # each model its own rows
+    labels = torch.stack([data.labels[:rows], data.labels[-rows:]])
+    results = []
+    for tables in (True, False):
+        params = forward.stack_parameters(models)
+        out = forward.logits(params, tokens, arch, objective.window, tables=tables)
+        torch.manual_seed(0)
+        (out * torch.randn_like(out)).sum().backward()  # a random probe: every logit's gradient counts
+        objective.loss(forward.logits(params, tokens, arch, objective.window, tables=tables), labels).sum().backward()
+        results.append((out.detach(), {k: p.grad for k, p in params.items()}))
+    (fast, fast_grads), (general, general_grads) = results
+    assert (fast - general).abs().max().item() <= 1e-10
+    for k, grad in general_grads.items():
+        assert (fast_grads[k] - grad).abs().max().item() <= 1e-10, k
 
 
 def test_hooks_see_transformer_lens_shapes_and_can_change_the_output():
@@ -255,3 +287,26 @@ def test_a_fully_masked_attention_row_reads_as_zeros_as_in_transformer_lens():
 
     logits = model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_attn_scores", mask_last_row)])
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("tables", [True, False])
+def test_a_seed_gets_the_same_bits_alone_and_in_a_stack(tables):
+    # What bitwise resume of a stacked seed list rests on: a resumed stack may hold fewer seeds than it started with.
+    models, task, config = models_and_task(ARCHITECTURES["nanda"], n=3)
+    for m in models:
+        m.float()
+    objective = Objective.of(config, task)
+    arch = models[0].cfg.architecture()
+    data = task.dataset().subset(slice(0, 120))
+
+    def run(stack):
+        params = forward.stack_parameters(stack)
+        n = len(stack)
+        out = forward.logits(params, data.tokens.expand(n, -1, -1), arch, objective.window, tables=tables)
+        objective.loss(out, data.labels.expand(n, -1, -1)).sum().backward()
+        return out.detach()[-1], {k: p.grad[-1] for k, p in params.items()}
+
+    with reproducible(torch.device("cpu")):
+        (alone, alone_grads), (stacked, stacked_grads) = run(models[2:]), run(models)
+    assert torch.equal(alone, stacked)
+    assert all(torch.equal(alone_grads[k], stacked_grads[k]) for k in alone_grads)
