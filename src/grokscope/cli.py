@@ -259,6 +259,16 @@ def analyze(
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Quantile fingerprint per checkpoint.")] = False,
     dmd: Annotated[bool, typer.Option("--dmd", help="DMD of the recorded fingerprints (--dmd-* settings).")] = False,
     llc: Annotated[bool, typer.Option("--llc", help="Local learning coefficient (extra grokscope\\[llc]).")] = False,
+    llc_lr: Annotated[float | None, typer.Option(help="LLC: SGLD step size. [default: 2e-4]")] = None,
+    llc_n_beta: Annotated[float | None, typer.Option(help="LLC: inverse temperature. [default: n / ln n]")] = None,
+    llc_localization: Annotated[float | None, typer.Option(help="LLC: localization strength. [default: 100]")] = None,
+    llc_num_chains: Annotated[int | None, typer.Option(help="LLC: SGLD chains. [default: 4]")] = None,
+    llc_num_draws: Annotated[int | None, typer.Option(help="LLC: draws per chain. [default: 150]")] = None,
+    llc_num_burnin: Annotated[int | None, typer.Option(help="LLC: burn-in steps per chain. [default: 150]")] = None,
+    llc_batch_size: Annotated[
+        str | None, typer.Option(help="LLC: mini-batch rows, or full for the full batch. [default: 128]")
+    ] = None,
+    llc_seed: Annotated[int | None, typer.Option(help="LLC: sampler seed. [default: 0]")] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Every checkpoint analysis (default when none is named).")
     ] = False,
@@ -358,6 +368,17 @@ def analyze(
         dmd_settings = dmd_options(dmd_method, dmd_delays, dmd_rank, dmd_center, dmd_observable, dmd_window)
         if dmd_settings and not want_dmd:
             raise UserError(f"{DMD_FLAGS[next(iter(dmd_settings))]}: needs --dmd")
+        llc_settings = llc_options(
+            "llc" in names,
+            lr=llc_lr,
+            n_beta=llc_n_beta,
+            localization=llc_localization,
+            num_chains=llc_num_chains,
+            num_draws=llc_num_draws,
+            num_burnin=llc_num_burnin,
+            batch_size=llc_batch_size,
+            seed=llc_seed,
+        )
         run = Run.open(path)
         if run.full_task.is_multi and operation is None:
             ops = run.full_task.operation_names
@@ -379,7 +400,7 @@ def analyze(
                 skip_inapplicable=everything,
                 key_frequencies=keys,
                 key_from=key_from,
-                options={"fingerprint": probe} if probe else None,
+                options={name: o for name, o in (("fingerprint", probe), ("llc", llc_settings)) if o} or None,
             )
             for line in report.notes:
                 typer.echo(line)
@@ -466,6 +487,36 @@ def dmd_options(
             raise UserError(f"{flag} {value}: expected one of {', '.join(known)}")
     given = dict(method=method, n_delays=delays, rank=rank, center=center, observable=observable, window=window)
     return {k: v for k, v in given.items() if v is not None}
+
+
+def llc_options(wanted: bool, **given: Any) -> dict[str, Any]:
+    """The ``--llc-*`` flags given (None: not given) as ``llc.compute`` keywords, checked by
+    :class:`~grokscope.analysis.llc.SamplerSettings`; those equal to compute's defaults are left out, so that the
+    cached rows of a default estimate are found again. A flag without ``--llc`` is a one-line error."""
+    given = {name: value for name, value in given.items() if value is not None}
+    flag = {name: f"--llc-{name.replace('_', '-')}" for name in given}
+    if given and not wanted:
+        raise UserError(f"{flag[next(iter(given))]}: needs --llc")
+    if not given:
+        return {}
+    from pydantic import ValidationError
+
+    from grokscope.analysis.llc import SamplerSettings
+
+    if "batch_size" in given:
+        size = given["batch_size"]
+        if size == "full":
+            given["batch_size"] = None
+        elif re.fullmatch(r"\s*[0-9]{1,12}\s*", size):
+            given["batch_size"] = int(size)
+        else:
+            raise UserError(f"--llc-batch-size {size}: expected a number of rows or full")
+    try:
+        return SamplerSettings.model_validate(given).options()
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        name = str(first["loc"][0]) if first["loc"] else next(iter(given))
+        raise UserError(f"{flag.get(name, name)} {given.get(name)}: {first['msg']}") from None
 
 
 def _complex_pairs(values: dict) -> list[tuple[float, float]]:

@@ -259,11 +259,18 @@ def _finite(value: Any) -> bool:
 
 
 def llc_cell(value: StageLLC | None) -> str:
-    """One summary-table cell: the final LLC, mean ± between-chain sd, flagged when the sampler did not converge."""
+    """One summary-table cell: the final LLC, mean ± between-chain sd, flagged when the sampler did not converge and
+    when it is negative (the chains found lower loss than the checkpoint's: it is not at a local minimum, where the
+    LLC is defined, e.g. in a loss spike)."""
     if value is None or value.llc_mean is None:
         return "—"
     sd = "" if value.llc_std is None else f" ± {value.llc_std:.1f}"
-    return f"{value.llc_mean:.1f}{sd}" + ("" if value.converged else " (unconverged)")
+    flags = []
+    if not value.converged:
+        flags.append("unconverged")
+    if value.llc_mean < 0:
+        flags.append("negative: not at a minimum")
+    return f"{value.llc_mean:.1f}{sd}" + (f" ({'; '.join(flags)})" if flags else "")
 
 
 def llc_lines(results: list[Any]) -> list[str]:
