@@ -195,3 +195,12 @@ def test_llc_settings_are_checked_before_anything_trains(tmp_path):
             run(path, tmp_path / "out", device="cpu", progress=False)
         assert "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_staged_experiments_attach_recorders_to_every_run(tmp_path):
+    spec = {"kind": "curriculum", "name": "rec", "stages": [7, 13], "stage_steps": 10, "seeds": [0]}
+    path = write(tmp_path, {**spec, "record": ["gradients"], "record_every": 5}, train={"checkpoints": {"every": 10}})
+    run(path, tmp_path / "out", device="cpu", progress=False)
+    for folder in ("range7", "range13", "direct"):
+        recordings = tmp_path / "out" / "rec" / "seed0" / folder / "recordings"
+        assert recordings.is_dir() and any(recordings.iterdir()), folder

@@ -32,8 +32,8 @@ from grokscope.analysis.runner import analyze, select_steps
 from grokscope.config import RunConfig
 from grokscope.errors import UserError
 from grokscope.experiments.runs import (
-    ExperimentModel,
     Name,
+    RecordedExperiment,
     Seed,
     check_run_count,
     check_seeds,
@@ -60,8 +60,9 @@ class LLCConfig(SamplerSettings):
     )
 
 
-class StagedConfig(ExperimentModel):
-    """Fields every staged experiment has (``base`` is a run config, relative to the experiment file)."""
+class StagedConfig(RecordedExperiment):
+    """Fields every staged experiment has (``base`` is a run config, relative to the experiment file); ``record``
+    attaches recorders to every stage and direct run."""
 
     name: Name
     base: str
