@@ -439,9 +439,17 @@ def test_summarize_on_differing_seeds_and_budgets():
     assert kept["grokked"]["t"] == pytest.approx(expected.t) and kept["grokked"]["p"] == pytest.approx(expected.p)
     assert kept["random"]["t"] is None and kept["random_30k"]["n"] == 3  # no spread: no t
     # The outlier rule says where it cannot fire: 4 and 3 reached runs.
-    rule = out["outlier_rule"]["by_condition"]
+    rule = {r["condition"]: r for r in out["outlier_rule"]}
     assert rule["grokked"]["max_possible_abs_z"] == pytest.approx(3 / 2) and not rule["grokked"]["can_flag"]
-    assert rule["random"] == {"n": 0, "max_possible_abs_z": None, "can_flag": False}
+    assert (rule["random"]["n"], rule["random"]["max_possible_abs_z"], rule["random"]["can_flag"]) == (0, None, False)
+    # With 6 reached runs a z of 2 can fire, and here it does: one run far from the others.
+    six = [target("grokked", s, 5000, e, 0.01) for s, e in enumerate([4100, 4200, 4150, 4120, 4180, 4990])]
+    flagged = summarize(six, ["grokked"], outlier_z=2.0)["outlier_rule"][0]
+    x = np.array([4100, 4200, 4150, 4120, 4180, 4990.0])
+    assert flagged["can_flag"] and flagged["flagged_seeds"] == [
+        int(i) for i in np.flatnonzero(np.abs(x - x.mean()) / x.std(ddof=1) > 2)
+    ]
+    assert flagged["flagged_seeds"] == [5]
     # Normality rows per condition and metric, Shapiro–Wilk on the reached values.
     row = next(r for r in out["normality"] if r["condition"] == "grokked" and r["metric"] == "epochs_to_0.999")
     assert row["shapiro_p"] == pytest.approx(sps.shapiro([4100, 4300, 3900, 4600]).pvalue)

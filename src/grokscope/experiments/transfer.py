@@ -835,18 +835,24 @@ def summarize(
     out["compare_budget"] = common
     rho = stats.spearman([t.early_test_acc for t in trained], [t.epochs_to["0.999"] for t in trained])
     out["spearman_early_acc_vs_epochs_to_0.999"] = None if rho is None else {"rho": rho[0], "p": rho[1]}
-    rule: dict[str, Any] = {"metric": "epochs_to_0.999", "z": outlier_z, "by_condition": {}}
+    out["outlier_rule"] = []
     for condition in conditions:
         runs = [t for t in trained if t.condition == condition and t.epochs_to["0.999"] is not None]
         flagged = stats.zscore_outliers([t.epochs_to["0.999"] for t in runs], threshold=outlier_z)
         out["outliers"][condition] = [runs[i].seed for i in flagged]
         bound = stats.max_abs_z(len(runs))
-        rule["by_condition"][condition] = {
-            "n": len(runs),
-            "max_possible_abs_z": bound,
-            "can_flag": bound is not None and len(runs) >= 3 and bound > outlier_z,
-        }
-    out["outlier_rule"] = rule
+        out["outlier_rule"].append(
+            {
+                "condition": condition,
+                "metric": "epochs_to_0.999",
+                "z": outlier_z,
+                "n": len(runs),
+                "max_possible_abs_z": bound,
+                # zscore_outliers needs 3 values, and no |z| can pass a threshold at or above the bound.
+                "can_flag": bound is not None and len(runs) >= 3 and bound > outlier_z,
+                "flagged_seeds": out["outliers"][condition],
+            }
+        )
     out["normality"] = _normality(by_condition)
     if chance is not None:
         out["retention_vs_chance"] = [
@@ -980,11 +986,10 @@ def _more_lines(result: TransferResult) -> list[str]:
             lines += [f"  {c} | " + " | ".join(_mean_sd(m.get(k)) for k in measures) for c, m in table.items()]
     rule = statistics.get("outlier_rule")
     if rule:
-        blind = [c for c, r in rule["by_condition"].items() if r["n"] and not r["can_flag"]]
-        flagged = {c: seeds for c, seeds in statistics["outliers"].items() if seeds}
-        text = ", ".join(f"{c} seeds {s}" for c, s in flagged.items()) or "none"
+        blind = [r["condition"] for r in rule if r["n"] and not r["can_flag"]]
+        text = ", ".join(f"{r['condition']} seeds {r['flagged_seeds']}" for r in rule if r["flagged_seeds"]) or "none"
         lines.append(
-            f"outliers (|z| > {rule['z']:g} in epochs to 99.9%): {text}"
+            f"outliers (|z| > {rule[0]['z']:g} in epochs to 99.9%): {text}"
             + (f"; cannot flag any with so few runs: {', '.join(blind)}" if blind else "")
         )
     rejected = [f"{r['condition']} {r['metric']}" for r in statistics.get("normality", []) if r["rejected"]]

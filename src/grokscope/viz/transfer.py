@@ -159,13 +159,19 @@ def speedup(result: dict[str, Any]) -> go.Figure | None:
             error_y={"type": "data", "array": high, "arrayminus": low},
             name=f"to {float(threshold):.1%}",
             marker_color=COLORS[i % len(COLORS)],
-            text=[f"{r['n_reached']} vs {r['reference_n_reached']} reached" for r in shown],
+            # Hatched: no interval (fewer than 2 reached runs in a group), so the zero-width bar is not a CI.
+            marker_pattern_shape=["" if r["ci_low"] is not None else "/" for r in shown],
+            hovertext=[
+                f"{r['n_reached']}/{r['n_reached'] + r['n_censored']} vs "
+                f"{r['reference_n_reached']}/{r['reference_n_reached'] + r['reference_n_censored']} runs reached"
+                for r in shown
+            ],
         )
     figure.add_hline(y=1, line_dash="dot", line_color="gray")
     reference = rows[0][1]["reference"]
     figure.update_layout(
-        title=f"Speed-up over {reference}: its mean epochs to threshold / the condition's, with 95% bootstrap CI "
-        "(reached runs only)",
+        title=f"Speed-up over {reference} (its mean epochs to threshold / the condition's; reached runs), "
+        "95% bootstrap CI<br><sup>hatched: no interval (fewer than 2 reached runs in a group)</sup>",
         yaxis_title="speed-up (x)",
         barmode="group",
     )
