@@ -55,6 +55,7 @@ CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.pt"
 RECORDINGS_DIR = "recordings"
 ANALYSIS_DIR = "analysis"
+_METRIC_COLUMN = re.compile(r"(train|test|val)_(acc|loss)(_.+)?$")  # overall or per-operation split metrics
 CHECKPOINT_FORMAT = "grokscope-checkpoint/1"
 # Written first into every run directory grokscope creates: only marked folders are ever cleared (rundir.py).
 MARKER_FILE = ".grokscope-run"
@@ -603,10 +604,13 @@ class Run:
         if self.operation is None:
             return rows
         suffix = f"_{self.operation}"
-        return [
-            {"step": row["step"], **{k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)}}
-            for row in rows
-        ]
+
+        def seen(row: dict[str, Any]) -> dict[str, Any]:
+            out = {k: v for k, v in row.items() if not _METRIC_COLUMN.match(k)}  # step, epoch, lr, ...
+            out.update({k.removesuffix(suffix): v for k, v in row.items() if k.endswith(suffix)})
+            return out
+
+        return [seen(row) for row in rows]
 
     def summary(self) -> dict[str, Any] | None:
         path = self.root / SUMMARY_FILE

@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from scipy import stats as scipy_stats
 
 from conftest import tiny_config
+from grokscope.analysis.common import answer_logits
+from grokscope.errors import UserError
 from grokscope.experiments import run
 from grokscope.experiments import transfer as transfer_module
 from grokscope.store import SUMMARY_FILE, Run
@@ -188,3 +191,58 @@ def test_study_plan_in_one_experiment_with_every_transfer_output(tmp_path):
         assert heading in page
     assert any(line.startswith("speed-up to 99.9%") for line in lines)
     assert any(line.startswith("agreement random vs random_long") for line in lines)
+
+
+def test_replay_conditions_train_both_tasks_and_measure_retention_through_the_source_token(tmp_path):
+    source = tiny_config(train={"steps": 120, "eval_every": 10, "checkpoints": {"every": 10}})
+    (tmp_path / "source.yaml").write_text(source.to_yaml())
+    spec = {
+        "kind": "transfer",
+        "name": "replayed",
+        "source": "source.yaml",
+        "target_set": ["task.operation=sub", "train.steps=40"],
+        "seeds": [0],
+        "conditions": ["random"],
+        "partial": [{"name": "at50", "step": 50}],  # a checkpoint every source has
+        "replay": {"fraction": 0.2},
+    }
+    path = tmp_path / "transfer.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run(path, tmp_path / "out", device="cpu", progress=False)
+    root = tmp_path / "out" / "replayed"
+    results = json.loads((root / "results.json").read_text())
+    assert results["conditions"] == ["at50", "at50_replay", "random"]
+    twin = next(t for t in results["targets"] if t["condition"] == "at50_replay")
+    plain = next(t for t in results["targets"] if t["condition"] == "at50")
+    replayed = Run.open(twin["run_dir"])
+    assert replayed.config.task.operation == ["add", "sub"] and replayed.config.task.replay == 0.2
+    assert Run.open(plain["run_dir"]).config.task.operation == "sub"
+    # Retention by hand: the final replay model asked (a + b) with the source's "=" token, on the source's test pairs.
+    src = Run.open(root / "source" / "seed0")
+    task = replayed.full_task.view_of("add")
+    data = task.dataset()
+    with torch.no_grad():
+        guess = answer_logits(replayed.load_model(), task, data).argmax(-1)
+    test = src.split().test
+    by_hand = float((guess[test] == (data.pairs[test, 0] + data.pairs[test, 1]) % 13).double().mean())
+    assert twin["source_retention"][-1] == pytest.approx(by_hand, abs=1e-12)
+    # The target's own measures read the subtraction examples only.
+    sub = replayed.for_operation("sub")
+    assert twin["final_test_acc"] == pytest.approx(sub.metrics()[-1]["test_acc"], abs=1e-12)
+    stats_json = json.loads((root / "stats.json").read_text())
+    assert "at50_replay" in stats_json["final"]
+
+
+def test_replay_needs_tasks_that_differ_only_in_the_operation(tmp_path):
+    (tmp_path / "source.yaml").write_text(tiny_config().to_yaml())
+    spec = {
+        "kind": "transfer",
+        "source": "source.yaml",
+        "target_set": ["task.operation=sub", "task.modulus=11"],
+        "replay": {"fraction": 0.1},
+    }
+    path = tmp_path / "transfer.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(UserError, match=r"replay: task\.modulus is 11 in the target but 13"):
+        run(path, tmp_path / "out", device="cpu", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ from grokscope.config import first_error, read_config_file
 from grokscope.errors import UserError
 from grokscope.experiments.runs import RecordedExperiment, attached_recorders
 
-KINDS = ("perturbation", "transfer", "sweep", "curriculum", "finetune")
+KINDS = ("perturbation", "transfer", "similarity", "sweep", "curriculum", "finetune")
 
 
 def run(

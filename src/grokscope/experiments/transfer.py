@@ -7,7 +7,12 @@ first checkpoint at a test accuracy or a step. Target runs start from each chose
 with the shared-token rule of :func:`grokscope.models.transplant` across moduli) or from a random init; everything
 else is identical: architecture, optimizer, target split, seeds, per-condition budgets, frozen components. A
 condition may set its own ``seeds`` and ``budget`` (e.g. a 30k-step random baseline on 3 seeds beside 5k-step
-conditions on 5); otherwise it takes the experiment's.
+conditions on 5); otherwise it takes the experiment's. With ``replay: {fraction: f}`` each condition that starts
+from a source checkpoint gets a twin, ``<name>_replay``, whose runs train the source and target operations in one
+model (``task.operation: [source, target]``, each with its own token) with a seeded sample of the source's training
+pairs making the share ``f`` of the training set (``task.replay``); their target measures read the target operation's
+examples only, and retention asks the source task with the source's own token, so retention with and without
+replay sit side by side.
 
 Measures per target run (:func:`measure_run`): epochs to 90/95/99/99.9% target test accuracy (a run that never gets
 there is censored at its budget, never averaged in), test accuracy at an early epoch and at fractions of the budget
@@ -26,7 +31,7 @@ import csv
 import io
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -151,15 +156,26 @@ class LearningPattern(ExperimentModel):
         return self
 
 
+class Replay(ExperimentModel):
+    """Replay of the source task while the target trains (the transfer study's proposed fix for forgetting)."""
+
+    fraction: float = Field(gt=0, lt=1, description="share of the target's training set drawn from the source's")
+
+
 @dataclass(frozen=True)
 class Condition:
     """A condition as planned: its name, where its runs start (grokked, memorized, random or a partial's name: the
-    source checkpoint chosen under that name), its seeds and its budget (None: the target's ``train.steps``)."""
+    source checkpoint chosen under that name), its seeds and its budget (None: the target's ``train.steps``), and
+    the share of replayed source examples (None: no replay)."""
 
     name: str
     init: str
     seeds: list[int]
     budget: int | None
+    replay: float | None = None
+
+
+REPLAY_SUFFIX = "_replay"
 
 
 class TransferConfig(RecordedExperiment):  # record: recorders on every run (runs.attached_recorders)
@@ -188,6 +204,11 @@ class TransferConfig(RecordedExperiment):  # record: recorders on every run (run
         None, description="the condition others are compared with and sped up against (default: random, if run)"
     )
     outlier_z: float = Field(2.0, gt=0, description="flag seeds whose epochs to 99.9% have |z| above this")
+    replay: Replay | None = Field(
+        None,
+        description="add, beside each condition that starts from a source checkpoint, <name>_replay: the same runs "
+        "with the source task's examples replayed (task.operation [source, target], task.replay)",
+    )
     learning_pattern: LearningPattern = Field(default_factory=LearningPattern)
 
     @field_validator("conditions", mode="before")
@@ -209,11 +230,14 @@ class TransferConfig(RecordedExperiment):  # record: recorders on every run (run
             budget = spec.budget if spec.budget is not None else self.budgets.get(name)
             return Condition(name, init, list(spec.seeds or self.seeds), budget)
 
-        return (
-            [planned(c.name, c.init, c) for c in own]
-            + [planned(p.name, p.name, p) for p in self.partial]
-            + [planned(c.name, RANDOM, c) for c in randoms]
-        )
+        from_source = [planned(c.name, c.init, c) for c in own] + [planned(p.name, p.name, p) for p in self.partial]
+        if self.replay is not None:  # each source-initialised condition, and right after it its replay twin
+            from_source = [
+                x
+                for c in from_source
+                for x in (c, replace(c, name=c.name + REPLAY_SUFFIX, replay=self.replay.fraction))
+            ]
+        return from_source + [planned(c.name, RANDOM, c) for c in randoms]
 
     @property
     def condition_names(self) -> list[str]:
@@ -392,19 +416,28 @@ def source_scores(target: Run, source: Run) -> tuple[list[int], list[float] | No
     inputs scored against the source labels. None where the two tasks do not share their inputs."""
     t_task, s_task = target.task, source.task
     steps = target.steps()
-    if (t_task.d_vocab, t_task.format, t_task.input_range) != (s_task.d_vocab, s_task.format, s_task.input_range) or (
-        t_task.operation.b_nonzero != s_task.operation.b_nonzero
+    # A replay run (several operations, seen through the target's) asks for the source task with its own token.
+    names = target.full_task.operation_names
+    on_source = target if len(names) == 1 else None
+    if on_source is None and not s_task.is_multi and s_task.operation.name in names:
+        on_source = target.for_operation(s_task.operation.name)
+    same = ("modulus", "format", "input_range")
+    if (
+        on_source is None
+        or any(getattr(t_task, k) != getattr(s_task, k) for k in same)
+        or t_task.operation.b_nonzero != s_task.operation.b_nonzero
     ):
         return steps, None, None  # other inputs (another modulus, format or pair set): no common grid to score
-    data = t_task.dataset()
-    source_answers = s_task.answers(data.pairs)
+    data, s_data = t_task.dataset(), on_source.task.dataset()
+    source_answers, s_answers = s_task.answers(data.pairs), s_task.answers(s_data.pairs)
     s_test, t_test = source.split().test, target.split().test
     retention, sanity = [], []
     for step in steps:
-        predictions = answer_logits(target.load_model(step), t_task, data).argmax(-1)
-        correct = predictions == source_answers
-        retention.append(float(correct[s_test].double().mean()))
-        sanity.append(float(correct[t_test].double().mean()))
+        model = target.load_model(step)
+        predictions = answer_logits(model, t_task, data).argmax(-1)
+        asked = predictions if on_source is target else answer_logits(model, on_source.task, s_data).argmax(-1)
+        retention.append(float((asked == s_answers)[s_test].double().mean()))
+        sanity.append(float((predictions == source_answers)[t_test].double().mean()))
     return steps, retention, sanity
 
 
@@ -434,11 +467,17 @@ def plan(config: TransferConfig, config_path: Path) -> Plan:
     conditions = config.planned_conditions()
     if any(c.init != RANDOM for c in conditions) or config.relearn_steps:
         _check_transferable(source, target, config_path)
+    if config.replay is not None:
+        _check_replayable(source, target, config_path)
     targets = {}
     for condition in conditions:
         data = target.to_dict()
         data["train"]["steps"] = condition.budget if condition.budget is not None else target.train.steps
-        targets[condition.name] = parse_config(data, source=f"{config_path}: budget of {condition.name}")
+        if condition.replay is not None:
+            data["task"]["operation"] = [source.task.operation, target.task.operation]
+            data["task"]["replay"] = condition.replay
+        where = f"{config_path}: {'replay' if condition.replay is not None else 'budget'} of {condition.name}"
+        targets[condition.name] = checked(data, where)
     relearn = None
     if config.relearn_steps:
         data = source.to_dict()
@@ -463,6 +502,28 @@ def _check_transferable(source: RunConfig, target: RunConfig, config_path: Path)
         raise UserError(f"{config_path}: target_set: {err}") from None
 
 
+def _check_replayable(source: RunConfig, target: RunConfig, config_path: Path) -> None:
+    """Replay trains both tasks in one model, told apart by the operation token: they may differ only there."""
+    s, t = source.task, target.task
+    if isinstance(s.operation, list) or isinstance(t.operation, list) or s.operation == t.operation:
+        raise UserError(
+            f"{config_path}: replay: needs one source and one other target operation, got {s.operation} -> "
+            f"{t.operation}"
+        )
+    for name in ("modulus", "format", "input_range"):
+        if getattr(s, name) != getattr(t, name):
+            raise UserError(
+                f"{config_path}: replay: task.{name} is {getattr(t, name)!r} in the target but "
+                f"{getattr(s, name)!r} in the source; replayed examples need the same inputs"
+            )
+
+
+def target_view(run: Run) -> Run:
+    """A target run seen through its own task: a replay run (several operations) through its last, the target's."""
+    names = run.full_task.operation_names
+    return run.for_operation(names[-1]) if len(names) > 1 else run
+
+
 def _with(config: RunConfig, seed: int, init_from: str | None) -> RunConfig:
     """``config`` for ``seed``, starting from the checkpoint ``init_from`` (None: as configured)."""
     if init_from is None:
@@ -473,18 +534,28 @@ def _with(config: RunConfig, seed: int, init_from: str | None) -> RunConfig:
 
 
 def run_experiment(
-    config: TransferConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
+    config: TransferConfig,
+    config_path: Path,
+    out: Path,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    source_root: Path | None = None,
 ) -> TransferResult:
-    """Train sources and targets (reusing finished runs), measure every target run and write the results."""
+    """Train sources and targets (reusing finished runs), measure every target run and write the results.
+
+    ``source_root``: where the source runs live (default ``<out>/<name>/source``); experiments that transfer one
+    source to several targets share them (:mod:`grokscope.experiments.similarity`)."""
     planned = plan(config, config_path)
     root = out / config.name
+    source_root = root / "source" if source_root is None else source_root
     seeds = config.all_seeds
     sources = dict(
         zip(
             seeds,
             train_missing(
                 [planned.source.with_seed(s) for s in seeds],
-                [root / "source" / f"seed{s}" for s in seeds],
+                [source_root / f"seed{s}" for s in seeds],
                 device=device,
                 progress=progress,
             ),
@@ -511,7 +582,7 @@ def run_experiment(
             jobs.append((_with(target_config, seed, init_from), Path(result.run_dir)))
         train_missing([c for c, _ in jobs], [d for _, d in jobs], device=device, progress=progress)
 
-    runs = {(t.condition, t.seed): Run.open(t.run_dir) for t in targets if t.run_dir is not None}
+    runs = {(t.condition, t.seed): target_view(Run.open(t.run_dir)) for t in targets if t.run_dir is not None}
     relearned = _relearn(runs, planned.relearn, root, device, progress)
     predictions: dict[tuple[str, int], Tensor] = {}
     test_sets: dict[tuple[str, int], Tensor] = {}

@@ -1,0 +1,73 @@
+"""Figures of a task-similarity experiment: speed-up and source retention against the target task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+PALETTE = qualitative.Plotly  # a condition keeps its colour in both panels (one legend entry)
+
+
+def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
+    """``similarity``: speed-up over the baseline at 99% test accuracy (bootstrap 95% interval) and final source
+    retention (mean ± sd over seeds, chance 1/p dashed), one trace per condition, targets in the config's order."""
+    targets = [t["target"] for t in result["targets"]]
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("speed-up over the baseline (99% test acc)", "source task kept (final retention)"),
+    )
+    for i, condition in enumerate(result["conditions"]):
+        colour = PALETTE[i % len(PALETTE)]
+        ratio, low, high = [], [], []
+        kept, kept_sd = [], []
+        for t in result["targets"]:
+            s = t["speedup"].get(condition) or {}
+            r = s.get("ratio")
+            ratio.append(r)
+            low.append(None if r is None or s.get("ci_low") is None else r - s["ci_low"])
+            high.append(None if r is None or s.get("ci_high") is None else s["ci_high"] - r)
+            m = t["retention"].get(condition) or {}
+            kept.append(m.get("mean"))
+            kept_sd.append(m.get("sd"))
+        is_baseline = all(t.get("baseline") == condition for t in result["targets"])
+        if not is_baseline:
+            fig.add_trace(
+                go.Scatter(
+                    x=targets,
+                    y=ratio,
+                    name=condition,
+                    legendgroup=condition,
+                    mode="lines+markers",
+                    line={"color": colour},
+                    error_y={"type": "data", "array": high, "arrayminus": low, "visible": True},
+                ),
+                row=1,
+                col=1,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=targets,
+                y=kept,
+                name=condition,
+                legendgroup=condition,
+                showlegend=is_baseline,
+                mode="lines+markers",
+                line={"color": colour},
+                error_y={"type": "data", "array": kept_sd, "visible": True},
+            ),
+            row=1,
+            col=2,
+        )
+    fig.add_hline(y=1.0, line={"dash": "dot", "color": "grey"}, row=1, col=1)
+    chance = next((t["chance"] for t in result["targets"] if t.get("chance") is not None), None)
+    if chance is not None:
+        fig.add_hline(y=chance, line={"dash": "dash", "color": "grey"}, row=1, col=2)
+    fig.update_xaxes(title_text="target task (most similar first)", type="category")
+    fig.update_yaxes(title_text="speed-up (x)", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy on the source task", range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    fig.update_layout(title="task similarity: what transfers, and what is kept", height=420, width=980)
+    return {"similarity": fig}
