@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from grokscope.viz.common import test_accuracy_trace
+from grokscope.viz.common import ACCURACY_AXIS, test_accuracy_trace
+
+# What figures() draws, in the order a report shows them.
+FIGURES = ("attention_over_training", "attention_heatmaps", "attention_fourier")
+HEAD_COLORS = qualitative.D3  # one colour per head, the same in every panel (the legend shows the first panel's)
 
 
 def _heatmaps(row: dict[str, Any]) -> go.Figure:
@@ -65,20 +70,31 @@ def _fourier(row: dict[str, Any]) -> go.Figure:
 
 
 def _over_training(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> go.Figure:
-    """Mean attention from the answer position to each earlier position, per head, with test accuracy below."""
+    """Mean attention from the answer position to a, b and =, one panel each, per head (a colour per head in every
+    panel), with test accuracy below."""
     positions = [name for name in rows[-1]["positions"] if name in ("a", "b", "=")]
-    panels = [f"mean attention to {name}" for name in positions] + (["test accuracy"] if metrics else [])
-    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=panels, vertical_spacing=0.05)
+    # Each panel says what it shows on its y axis: a title above a panel would meet the phase labels.
+    panels = [f"attention to {name}" for name in positions] + (["test accuracy"] if metrics else [])
+    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     steps = [r["step"] for r in rows]
     for i, name in enumerate(positions, start=1):
         for k, head in enumerate(rows[-1]["heads"]):
             values = [r["heads"][k]["mean_attention"][name] for r in rows]
             figure.add_scatter(
-                x=steps, y=values, name=head["label"], legendgroup=head["label"], showlegend=i == 1, row=i, col=1
+                x=steps,
+                y=values,
+                name=head["label"],
+                legendgroup=head["label"],
+                showlegend=i == 1,
+                line={"color": HEAD_COLORS[k % len(HEAD_COLORS)]},
+                row=i,
+                col=1,
             )
-        figure.update_yaxes(range=[0, 1], row=i, col=1)
     if metrics:
         figure.add_trace(test_accuracy_trace(metrics), row=len(panels), col=1)
+    figure.update_yaxes(**ACCURACY_AXIS)  # attention weights and accuracy both lie in [0, 1]
+    for i, title in enumerate(panels, start=1):
+        figure.update_yaxes(title_text=title, row=i, col=1)
     figure.update_xaxes(title_text="step", row=len(panels))
     figure.update_layout(title="Attention from the answer position over training", height=250 * len(panels))
     return figure

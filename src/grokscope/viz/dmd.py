@@ -22,13 +22,27 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from grokscope.store import atomic_write_bytes
-from grokscope.viz.common import test_accuracy_trace
+from grokscope.viz.common import (
+    ACCURACY_AXIS,
+    ACCURACY_COLOR,
+    LEGEND_BELOW,
+    linear_axis,
+    log_axis,
+    right_axis,
+    test_accuracy_trace,
+    trace_values,
+)
+from grokscope.viz.phases import mark_phases
 
+# What figures() draws, in the order a report shows them.
+FIGURES = ("dmd_windows", "dmd_spectrum")
 N_MODULI = 3  # leading eigenvalue moduli drawn per window; more lines would hide the spectral radius
 METHOD_NAMES = {"rrr": "reduced-rank regression", "projected": "POD-projected DMD"}
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
 IMAGE_FORMATS = ("png", "pdf")
+MODULUS_COLORS = ("#1f77b4", "#2ca02c", "#9467bd")
+RESIDUAL_COLOR = "#d62728"
 IMAGE_SIZE = {"width": 760, "height": 640}  # the spectrum is square in data units; room for the legend and title
 
 
@@ -66,13 +80,14 @@ def _spectrum(result: dict[str, Any]) -> go.Figure:
 
 
 def _windows(windowed: dict[str, Any], metrics: list[dict[str, Any]]) -> go.Figure:
-    """Leading eigenvalue moduli (top) and the one-step residual score (bottom) per window, test accuracy beside."""
+    """Leading eigenvalue moduli (top) and the one-step residual score (bottom) per window, test accuracy beside on a
+    right axis of each panel (0 to 1, its own ticks)."""
     figure = make_subplots(
         rows=2,
         cols=1,
         shared_xaxes=True,
         specs=[[{"secondary_y": True}], [{"secondary_y": True}]],
-        vertical_spacing=0.08,
+        vertical_spacing=0.1,
     )
     steps = windowed["step"]
     moduli = windowed["moduli"]
@@ -82,36 +97,54 @@ def _windows(windowed: dict[str, Any], metrics: list[dict[str, Any]]) -> go.Figu
             y=[row[k] for row in moduli],
             name="spectral radius" if k == 0 else f"|λ_{k + 1}|",
             mode="lines+markers",
+            line={"color": MODULUS_COLORS[k % len(MODULUS_COLORS)]},
             row=1,
             col=1,
         )
     figure.add_hline(y=1.0, line={"color": "gray", "dash": "dash"}, row=1, col=1)
     figure.add_scatter(
-        x=steps, y=windowed["residual"], name="one-step residual (score)", mode="lines+markers", row=2, col=1
+        x=steps,
+        y=windowed["residual"],
+        name="one-step residual (score)",
+        mode="lines+markers",
+        line={"color": RESIDUAL_COLOR},
+        row=2,
+        col=1,
     )
     if metrics:
         for row in (1, 2):
             trace = test_accuracy_trace(metrics)
             trace.update(showlegend=row == 1, legendgroup="test_acc")
             figure.add_trace(trace, row=row, col=1, secondary_y=True)
-        figure.update_yaxes(title_text="test accuracy", range=[0, 1.05], secondary_y=True)
     figure.update_layout(
-        title=f"Windowed DMD: {windowed['window']} snapshots every {windowed['stride']}, plotted at each window's last step"
+        title=f"Windowed DMD: {windowed['window']} snapshots every {windowed['stride']}, plotted at each window's "
+        "last step",
+        yaxis={"title": "|λ|", **linear_axis(trace_values(figure, "y"), include=(1.0,))},
+        yaxis3={"title": "||A Y0 − Y1|| / ||Y1||", **log_axis(trace_values(figure, "y3"))},
+        legend=LEGEND_BELOW,
+        height=640,
     )
-    figure.update_yaxes(title_text="|λ|", row=1, col=1, secondary_y=False)
-    figure.update_yaxes(title_text="||A Y0 - Y1|| / ||Y1||", type="log", row=2, col=1, secondary_y=False)
+    if metrics:
+        figure.update_layout(
+            yaxis2=right_axis(ACCURACY_AXIS, "test accuracy", ACCURACY_COLOR, overlaying="y"),
+            yaxis4=right_axis(ACCURACY_AXIS, "test accuracy", ACCURACY_COLOR, overlaying="y3"),
+        )
     figure.update_xaxes(title_text="step", row=2, col=1)
     return figure
 
 
 def figures(
-    result: dict[str, Any], windowed: dict[str, Any] | None, metrics: list[dict[str, Any]]
+    result: dict[str, Any],
+    windowed: dict[str, Any] | None,
+    metrics: list[dict[str, Any]],
+    phases: dict[str, Any] | None = None,
 ) -> dict[str, go.Figure]:
     """``dmd_spectrum`` from ``DMDResult.to_dict()``, and ``dmd_windows`` from ``WindowedDMD.to_dict()`` when given;
-    ``metrics`` are the run's logged rows (``step``, ``test_acc``)."""
+    ``metrics`` are the run's logged rows (``step``, ``test_acc``), ``phases`` the run's phases (``progress.summary``)
+    to shade on the windows' figure."""
     out = {"dmd_spectrum": _spectrum(result)}
     if windowed is not None and windowed["step"]:
-        out["dmd_windows"] = _windows(windowed, metrics)
+        out["dmd_windows"] = mark_phases(_windows(windowed, metrics), phases)
     return out
 
 

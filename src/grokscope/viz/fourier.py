@@ -6,6 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+# What figures() draws, in the order a report shows them.
+FIGURES = ("fourier_embedding_spectrum", "fourier_key_frequencies")
 KEY_COLOR = "crimson"
 
 

@@ -5,36 +5,46 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from grokscope.viz.common import loss_trace
+from grokscope.viz.common import LEGEND_BELOW, linear_axis, log_axis, loss_trace, right_axis, trace_values
 
+# What figures() draws, in the order a report shows them.
+FIGURES = ("llc_over_training", "llc_chains")
+LLC_COLOR = "black"
 LOSS_COLORS = {"train": "steelblue", "test": "darkorange"}
+LOSS_AXIS_COLOR = "dimgray"  # the right axis serves two lines; the legend tells them apart
 
 
 def _llc_over_training(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> go.Figure:
-    """LLC mean ± between-chain std per checkpoint (left axis), train and test loss (right, log axis).
+    """LLC mean ± between-chain std per checkpoint (left axis, from 0), train and test loss (right, log axis).
 
     Checkpoints whose sampler did not converge are drawn as open markers, so a reader does not trust them blindly.
     """
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure = go.Figure()
     figure.add_scatter(
         x=[r["step"] for r in rows],
         y=[r["llc_mean"] for r in rows],
         error_y={"type": "data", "array": [r.get("llc_std") or 0.0 for r in rows]},
         mode="lines+markers",
         marker={"symbol": ["circle" if r.get("converged") else "circle-open" for r in rows], "size": 8},
-        line={"color": "black"},
+        line={"color": LLC_COLOR},
         name="LLC (open: not converged)",
-        secondary_y=False,
     )
     for split, color in LOSS_COLORS.items():
         trace = loss_trace(metrics, split, {"color": color, "dash": "dot"})
         if trace is not None:
-            figure.add_trace(trace, secondary_y=True)
-    figure.update_layout(title="Local learning coefficient over training", xaxis_title="step")
-    figure.update_yaxes(title_text="LLC", secondary_y=False)
-    figure.update_yaxes(title_text="cross-entropy loss", type="log", secondary_y=True)
+            trace.update(yaxis="y2")
+            figure.add_trace(trace)
+    figure.update_layout(
+        title="Local learning coefficient over training",
+        xaxis_title="step",
+        yaxis={"title": "LLC", **linear_axis(trace_values(figure), include=(0.0,))},
+        legend=LEGEND_BELOW,
+    )
+    if any(t.yaxis == "y2" for t in figure.data):
+        figure.update_layout(
+            yaxis2=right_axis(log_axis(trace_values(figure, "y2")), "cross-entropy loss", LOSS_AXIS_COLOR)
+        )
     return figure
 
 

@@ -6,7 +6,12 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from grokscope.viz.common import test_accuracy_trace
+from grokscope.viz.common import ACCURACY_AXIS, test_accuracy_trace
+
+# What figures() draws, in the order a report shows them.
+FIGURES = ("neuron_specialization", "neuron_frequencies")
+FVE_COLOR = "steelblue"
+CLUSTERED_COLOR = "crimson"
 
 
 def _frequencies(rows: list[dict[str, Any]]) -> go.Figure:
@@ -33,14 +38,24 @@ def _specialization(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -
     steps = [r["step"] for r in rows]
     threshold = rows[-1]["cluster_threshold"]
     figure = go.Figure()
-    figure.add_scatter(x=steps, y=[r["mean_max_fve"] for r in rows], name="mean of each neuron's largest FVE")
-    figure.add_scatter(x=steps, y=[r["fraction_clustered"] for r in rows], name=f"fraction with FVE ≥ {threshold}")
+    figure.add_scatter(
+        x=steps,
+        y=[r["mean_max_fve"] for r in rows],
+        name="mean of each neuron's largest FVE",
+        line={"color": FVE_COLOR},
+    )
+    figure.add_scatter(
+        x=steps,
+        y=[r["fraction_clustered"] for r in rows],
+        name=f"fraction with FVE ≥ {threshold}",
+        line={"color": CLUSTERED_COLOR},
+    )
     if metrics:
         figure.add_trace(test_accuracy_trace(metrics))
     figure.update_layout(
         title="Neuron frequency specialization over training (live neurons)",
         xaxis_title="step",
-        yaxis={"title": "fraction", "range": [0, 1.02]},
+        yaxis={"title": "fraction", **ACCURACY_AXIS},
     )
     return figure
 

@@ -6,11 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from plotly.colors import qualitative
 
-from grokscope.viz.common import loss_trace
+from grokscope.viz.common import (
+    ACCURACY_AXIS,
+    LEGEND_BELOW,
+    linear_axis,
+    log_axis,
+    loss_trace,
+    right_axis,
+    trace_values,
+    value_axis,
+)
 
+# What figures() draws, in the order a report shows them.
+FIGURES = ("progress_measures", "single_frequency_excluded", "logit_cos_coefficients", "gini_and_weight_norm")
 SPLIT_COLORS = {"train": "steelblue", "test": "darkorange", "all": "seagreen"}
+KEY_COLORS = qualitative.D3
+GINI_COLORS = {"gini_embed": "steelblue", "gini_unembed": "crimson"}
+WEIGHT_COLOR = "dimgray"
 # Each measure on the split the paper headlines it on, and where present the other ones.
 MEASURES = (
     ("restricted", "all", "seagreen", "dot"),
@@ -52,7 +66,7 @@ def _progress_measures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]
     figure.update_layout(
         title=f"Progress measures (Nanda et al. 2023), key frequencies {keys} ({reference})",
         xaxis_title="step",
-        yaxis={"title": "cross-entropy loss", "type": "log"},
+        yaxis={"title": "cross-entropy loss", **log_axis(trace_values(figure))},
     )
     return figure
 
@@ -60,9 +74,17 @@ def _progress_measures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]
 def _per_key_frequency(rows: list[dict[str, Any]], value: Any, title: str, y_title: str, log: bool) -> go.Figure:
     figure = go.Figure()
     steps = [r["step"] for r in rows]
-    for k in rows[-1]["key_frequencies"]:
-        figure.add_scatter(x=steps, y=[value(r, k) for r in rows], name=f"k = {k}", mode="lines")
-    figure.update_layout(title=title, xaxis_title="step", yaxis={"title": y_title, "type": "log" if log else "linear"})
+    for i, k in enumerate(rows[-1]["key_frequencies"]):
+        figure.add_scatter(
+            x=steps,
+            y=[value(r, k) for r in rows],
+            name=f"k = {k}",
+            mode="lines",
+            line={"color": KEY_COLORS[i % len(KEY_COLORS)]},
+        )
+    figure.update_layout(
+        title=title, xaxis_title="step", yaxis={"title": y_title, **value_axis(trace_values(figure), log=log)}
+    )
     return figure
 
 
@@ -75,21 +97,26 @@ def _single_excluded(row: dict[str, Any], k: int) -> float | None:
 
 
 def _gini_and_weight_norm(rows: list[dict[str, Any]]) -> go.Figure:
-    """Gini coefficients of the W_E and W_L frequency norms (left axis) and the sum of squared weights (right)."""
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    """Gini coefficients of the W_E and W_L frequency norms (left axis, 0 to 1) and the sum of squared weights (right
+    axis, its own range and ticks, in its line's colour)."""
+    figure = go.Figure()
     steps = [r["step"] for r in rows]
-    for key, name, color in (("gini_embed", "Gini of W_E", "steelblue"), ("gini_unembed", "Gini of W_L", "crimson")):
-        figure.add_scatter(x=steps, y=[r[key] for r in rows], name=name, line={"color": color}, secondary_y=False)
+    for key, name in (("gini_embed", "Gini of W_E"), ("gini_unembed", "Gini of W_L")):
+        figure.add_scatter(x=steps, y=[r[key] for r in rows], name=name, line={"color": GINI_COLORS[key]})
     figure.add_scatter(
         x=steps,
         y=[r["weight_norm_sq"] for r in rows],
         name="sum of squared weights",
-        line={"color": "gray", "dash": "dash"},
-        secondary_y=True,
+        line={"color": WEIGHT_COLOR, "dash": "dash"},
+        yaxis="y2",
     )
-    figure.update_layout(title="Sparsity in frequency (Gini) and total sum of squared weights", xaxis_title="step")
-    figure.update_yaxes(title_text="Gini coefficient", range=[0, 1], secondary_y=False)
-    figure.update_yaxes(title_text="sum of squared weights", secondary_y=True)
+    figure.update_layout(
+        title="Sparsity in frequency (Gini) and total sum of squared weights",
+        xaxis_title="step",
+        yaxis={"title": "Gini coefficient", **ACCURACY_AXIS},
+        yaxis2=right_axis(linear_axis(trace_values(figure, "y2")), "sum of squared weights", WEIGHT_COLOR),
+        legend=LEGEND_BELOW,
+    )
     return figure
 
 
