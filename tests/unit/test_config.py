@@ -44,6 +44,9 @@ def test_shipped_configs_load(path, tmp_path):
         experiment = module.CONFIG.model_validate(data)
         if data["kind"] == "transfer":
             module.plan(experiment, path)  # source and target (transfer.plan, formerly _configs)
+        elif data["kind"] == "similarity":
+            for target in experiment.targets:
+                importlib.import_module("grokscope.experiments.transfer").plan(experiment.transfer_config(target), path)
         elif data["kind"] == "sweep":
             assert module.plan_runs(experiment, path, tmp_path)[1]
         else:
