@@ -34,34 +34,22 @@ def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
             kept.append(m.get("mean"))
             kept_sd.append(m.get("sd"))
         is_baseline = all(t.get("baseline") == condition for t in result["targets"])
-        if not is_baseline:
-            fig.add_trace(
-                go.Scatter(
-                    x=targets,
-                    y=ratio,
-                    name=condition,
-                    legendgroup=condition,
-                    mode="lines+markers",
-                    line={"color": colour},
-                    error_y={"type": "data", "array": high, "arrayminus": low, "visible": True},
-                ),
-                row=1,
-                col=1,
-            )
-        fig.add_trace(
-            go.Scatter(
+
+        def trace(y: list, error: dict, legend: bool, colour: str = colour, condition: str = condition) -> go.Scatter:
+            return go.Scatter(
                 x=targets,
-                y=kept,
+                y=y,
                 name=condition,
                 legendgroup=condition,
-                showlegend=is_baseline,
+                showlegend=legend,
                 mode="lines+markers",
                 line={"color": colour},
-                error_y={"type": "data", "array": kept_sd, "visible": True},
-            ),
-            row=1,
-            col=2,
-        )
+                error_y={"type": "data", "visible": True, **error},
+            )
+
+        if not is_baseline:  # the baseline's speed-up over itself is 1 by definition
+            fig.add_trace(trace(ratio, {"array": high, "arrayminus": low}, True), row=1, col=1)
+        fig.add_trace(trace(kept, {"array": kept_sd}, is_baseline), row=1, col=2)
     fig.add_hline(y=1.0, line={"dash": "dot", "color": "grey"}, row=1, col=1)
     chance = next((t["chance"] for t in result["targets"] if t.get("chance") is not None), None)
     if chance is not None:
