@@ -117,6 +117,28 @@ def right_axis(axis: dict[str, Any], title: str, color: str, overlaying: str = "
     }
 
 
+def level_line(
+    figure: go.Figure, value: float, text: str, line: dict[str, Any], log: bool, xref: str = "x", yref: str = "y"
+) -> None:
+    """A horizontal line at ``value`` across the panel of ``xref``/``yref``, labelled at its right end below it.
+    (plotly's ``add_hline`` puts its label at ``value`` in the axis's own units, which on a log axis is decades:
+    the label of a line at 4.08 landed at 12 000.)"""
+    figure.add_shape(
+        type="line", xref=f"{xref} domain", x0=0, x1=1, yref=yref, y0=value, y1=value, line=line, layer="above"
+    )
+    figure.add_annotation(
+        x=1,
+        xref=f"{xref} domain",
+        xanchor="right",
+        y=math.log10(value) if log else value,
+        yref=yref,
+        yanchor="top",
+        text=text,
+        showarrow=False,
+        font={"size": 10, "color": line.get("color", "black")},
+    )
+
+
 def trace_values(figure: go.Figure, axis: str = "y") -> list[float]:
     """Every finite y value (and error bar end) of the traces of ``figure`` drawn on the y axis ``axis``."""
     values: list[float] = []

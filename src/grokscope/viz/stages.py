@@ -8,6 +8,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from grokscope.viz.common import ACCURACY_AXIS
+
 
 def figures(rows: list[dict[str, Any]], title: str, value: str = "full_acc") -> dict[str, go.Figure]:
     figure = go.Figure()
@@ -31,7 +33,7 @@ def figures(rows: list[dict[str, Any]], title: str, value: str = "full_acc") -> 
             legendgroup=str(seed),
             showlegend=False,
         )
-    figure.update_layout(title=title, xaxis_title="stage", yaxis_title=value.replace("_", " "), yaxis_range=[0, 1.02])
+    figure.update_layout(title=title, xaxis_title="stage", yaxis={"title": value.replace("_", " "), **ACCURACY_AXIS})
     return {"stages": figure}
 
 

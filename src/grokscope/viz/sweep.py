@@ -12,6 +12,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from grokscope.viz.common import ACCURACY_AXIS, level_line, log_axis, trace_values
 from grokscope.viz.dmd import compared_spectra
 
 PALETTE = qualitative.Plotly
@@ -76,8 +77,7 @@ def accuracy_curves(curves: list[dict[str, Any]]) -> go.Figure:
     figure.update_layout(
         title="Answer accuracy by condition (solid: test, dotted: train)",
         xaxis_title="step",
-        yaxis_title="accuracy",
-        yaxis={"range": [0, 1.02]},
+        yaxis={"title": "accuracy", **ACCURACY_AXIS},
     )
     return figure
 
@@ -112,17 +112,16 @@ def loss_vs_bounds(curves: list[dict[str, Any]]) -> go.Figure | None:
             line={"color": colour, "dash": "dot"},
         )
         shown.add(cond)
-    for value in sorted({c["loss_bound"] for c in runs}):
-        figure.add_hline(y=value, line={"color": "black", "dash": "dash"}, annotation_text=f"bound {value:.3g}")
-    for value in sorted({c["loss_floor"] for c in runs}):
-        figure.add_hline(
-            y=value, line={"color": "grey", "dash": "dot"}, annotation_text=f"memorization floor {value:.3g}"
-        )
+    bounds = sorted({c["loss_bound"] for c in runs})
+    floors = sorted({c["loss_floor"] for c in runs})
+    for value in bounds:
+        level_line(figure, value, f"bound {value:.3g}", {"color": "black", "dash": "dash"}, log=True)
+    for value in floors:
+        level_line(figure, value, f"memorization floor {value:.3g}", {"color": "grey", "dash": "dot"}, log=True)
     figure.update_layout(
         title="All-position loss against its bounds (solid: test, dotted: train)",
         xaxis_title="step",
-        yaxis_title="mean loss per position",
-        yaxis={"type": "log"},
+        yaxis={"title": "mean loss per position", **log_axis(trace_values(figure) + bounds + floors)},
     )
     return figure
 
