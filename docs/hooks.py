@@ -27,8 +27,8 @@ EXAMPLES = ROOT / "examples"
 FIGURES = Path(__file__).resolve().parent / "figures"
 PLOTLY_JS = "assets/javascripts/plotly.min.js"
 CLI_MARKER = "<!-- grokscope-cli-help -->"
-CLI_COMMANDS = ([], ["train"], ["analyze"], ["experiment"], ["report"])
-CLI_WIDTH = 74  # fits the content column of the theme
+CLI_COMMANDS = ([], ["train"], ["analyze"], ["experiment"], ["report"], ["configs"], ["configs", "show"])
+CLI_WIDTH = 100  # the help column stays readable (at 74 it was a narrow strip); the code block scrolls sideways
 
 log = mkdocs.plugins.get_plugin_logger(__name__)
 

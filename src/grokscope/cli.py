@@ -6,7 +6,9 @@ A :class:`~grokscope.errors.UserError` becomes one line on stderr and exit code 
 
 from __future__ import annotations
 
+import glob
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -52,7 +54,7 @@ class OneLineUsageErrors(TyperGroup):
 
 app = typer.Typer(
     cls=OneLineUsageErrors,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Train, analyze and compare grokking transformers on modular arithmetic.",
@@ -130,6 +132,35 @@ def parse_seeds(text: str) -> list[int]:
     return [s for lo, hi in merged for s in range(lo, hi + 1)]
 
 
+def config_file(config: Path, command: str) -> Path:
+    """The file a CONFIG argument names (a path that exists, else a preset), checked to be the kind ``command``
+    runs: ``train`` a run config, ``experiment`` one with a ``kind``."""
+    from grokscope.presets import RUN, config_kind, resolve
+
+    path = resolve(config)
+    kind = config_kind(path)
+    if command == "train" and kind != RUN:
+        raise UserError(f"{config}: an experiment config (kind: {kind}); run it with grokscope experiment {config}")
+    if command == "experiment" and kind == RUN:
+        raise UserError(f"{config}: a run config (it has no kind:); train it with grokscope train {config}")
+    return path
+
+
+def complete_config(incomplete: str) -> list[str]:
+    """Shell completion of CONFIG: the presets starting with what was typed, and the config files and folders here
+    that do. Nothing once a folder is typed, so that the shell completes the path itself."""
+    if "/" in incomplete or "\\" in incomplete:
+        return []
+    from grokscope.presets import SUFFIXES, names
+
+    here = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in Path.cwd().glob(f"{glob.escape(incomplete)}*")
+        if p.is_dir() or p.suffix in SUFFIXES
+    )
+    return [n for n in names() if n.startswith(incomplete)] + here
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"grokscope {__version__}")
@@ -147,32 +178,62 @@ def main(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="A YAML or TOML run config, e.g. configs/quickstart.yaml.")],
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="A YAML or TOML run config, or a preset's name (grokscope configs lists them): "
+            "quickstart, configs/quickstart.yaml.",
+            autocompletion=complete_config,
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder in which run directories are created.")] = Path("runs"),
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field: --set optim.lr=3e-3 (repeatable).")
     ] = None,
-    seeds: Annotated[str | None, typer.Option(help="Train these seeds (0-4, 1,3,7) into <out>/<name>_seed<k>.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Run name: the run directory under --out (default: the config's name, else its file name). "
+            "--set does not rename a run: give runs that differ a --name of their own."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Train these seeds (0-4, 1,3,7) into OUT/NAME_seedK, one folder each.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Delete an existing run directory and start over.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete an existing run directory and start over.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     record: Annotated[
         list[str] | None,
         typer.Option(help="Record into recordings/: gradients (per-component norms), fingerprint (quantiles)."),
     ] = None,
-    record_every: Annotated[int, typer.Option(min=1, help="Record every N steps.")] = 10,
+    record_every: Annotated[int, typer.Option(min=1, metavar="N", help="Record every N steps.")] = 10,
+    log: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also log every evaluation's metrics to tensorboard (into RUN/tensorboard/; extra "
+            "grokscope\\[tensorboard]) or wandb (RUN/wandb/, offline unless WANDB_MODE says otherwise; extra "
+            "grokscope\\[wandb]). Repeatable."
+        ),
+    ] = None,
     pack: Annotated[
         int | None,
         typer.Option(
-            min=1, help="With --seeds: train this many seeds at once (default 1 on the CPU, what fits on a GPU)."
+            min=1,
+            metavar="N",
+            help="With --seeds: train this many seeds at once (default 1 on the CPU, what fits on a GPU).",
         ),
     ] = None,
 ) -> None:
     """Train a model (or several seeds) on a modular-arithmetic task; writes runs/<name>/ and prints where it grokked."""
 
     def work() -> None:
-        from grokscope.config import load_config
+        from grokscope.config import load_config, parse_config
         from grokscope.training import describe
         from grokscope.training import train as train_run
 
@@ -180,22 +241,31 @@ def train(
             raise UserError("--resume and --overwrite contradict each other; pick one")
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: is a file, not a folder")
-        base = load_config(config, set_ or [])
+        base = load_config(config_file(config, "train"), set_ or [])
+        if name is not None:
+            base = parse_config({**base.to_dict(), "name": name}, source="--name")
         jobs = (
             [(base, out / base.name)]
             if seeds is None
             else [(base.with_seed(s), out / f"{base.name}_seed{s}") for s in parse_seeds(seeds)]
         )
+        from grokscope.loggers import make_loggers
         from grokscope.recorders import make_recorders
 
-        make_recorders(record or [], record_every)  # a bad name fails before any run starts
+        make_recorders(record or [], record_every)  # a bad name (or a logger not installed) fails before any run
+        make_loggers(log or [])
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
-        if record:  # recorders watch one GrokTransformer each: seeds then train one after another
+        if record or log:  # callbacks watch one GrokTransformer each: seeds then train one after another
             from grokscope.rundir import check_claimable
 
             check_claimable([run_dir for _, run_dir in jobs], resume=resume, overwrite=overwrite)
             results = [
-                train_run(cfg, run_dir, callbacks=make_recorders(record, record_every), **options)
+                train_run(
+                    cfg,
+                    run_dir,
+                    callbacks=[*make_recorders(record or [], record_every), *make_loggers(log or [])],
+                    **options,
+                )
                 for cfg, run_dir in jobs
             ]
         else:
@@ -254,27 +324,37 @@ def analyze(
     neurons: Annotated[bool, typer.Option("--neurons", help="Neuron frequency specialization.")] = False,
     progress: Annotated[bool, typer.Option("--progress", help="Restricted/excluded loss, Gini, weight norm.")] = False,
     attention: Annotated[bool, typer.Option("--attention", help="Attention patterns and their Fourier terms.")] = False,
-    ablate: Annotated[bool, typer.Option("--ablate", help="Head, neuron and frequency ablations.")] = False,
+    ablate: Annotated[
+        bool, typer.Option("--ablate", "--ablation", help="Head, neuron and frequency ablations (--only ablation).")
+    ] = False,
     gradients: Annotated[bool, typer.Option("--gradients", help="Gradient norms, movement and alignment.")] = False,
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Quantile fingerprint per checkpoint.")] = False,
     dmd: Annotated[bool, typer.Option("--dmd", help="DMD of the recorded fingerprints (--dmd-* settings).")] = False,
     llc: Annotated[bool, typer.Option("--llc", help="Local learning coefficient (extra grokscope\\[llc]).")] = False,
-    llc_lr: Annotated[float | None, typer.Option(help="LLC: SGLD step size. [default: 2e-4]")] = None,
-    llc_n_beta: Annotated[float | None, typer.Option(help="LLC: inverse temperature. [default: n / ln n]")] = None,
-    llc_localization: Annotated[float | None, typer.Option(help="LLC: localization strength. [default: 100]")] = None,
-    llc_num_chains: Annotated[int | None, typer.Option(help="LLC: SGLD chains. [default: 4]")] = None,
-    llc_num_draws: Annotated[int | None, typer.Option(help="LLC: draws per chain. [default: 150]")] = None,
-    llc_num_burnin: Annotated[int | None, typer.Option(help="LLC: burn-in steps per chain. [default: 150]")] = None,
+    llc_lr: Annotated[float | None, typer.Option(help="LLC: SGLD step size. \\[default: 2e-4]")] = None,
+    llc_n_beta: Annotated[float | None, typer.Option(help="LLC: inverse temperature. \\[default: n / ln n]")] = None,
+    llc_localization: Annotated[float | None, typer.Option(help="LLC: localization strength. \\[default: 100]")] = None,
+    llc_num_chains: Annotated[int | None, typer.Option(help="LLC: SGLD chains. \\[default: 4]")] = None,
+    llc_num_draws: Annotated[int | None, typer.Option(help="LLC: draws per chain. \\[default: 150]")] = None,
+    llc_num_burnin: Annotated[int | None, typer.Option(help="LLC: burn-in steps per chain. \\[default: 150]")] = None,
     llc_batch_size: Annotated[
-        str | None, typer.Option(help="LLC: mini-batch rows, or full for the full batch. [default: 128]")
+        str | None, typer.Option(help="LLC: mini-batch rows, or full for the full batch. \\[default: 128]")
     ] = None,
-    llc_seed: Annotated[int | None, typer.Option(help="LLC: sampler seed. [default: 0]")] = None,
+    llc_seed: Annotated[int | None, typer.Option(help="LLC: sampler seed. \\[default: 0]")] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Every checkpoint analysis (default when none is named).")
     ] = False,
-    only: Annotated[str | None, typer.Option(help="Analyses by name, comma-separated (e.g. fourier,ablation).")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Analyses by name, comma-separated: the flags' names (fourier,ablate) or the analyses' "
+            "(fourier,ablation), as analysis/<name>.json names them."
+        ),
+    ] = None,
     steps: Annotated[str | None, typer.Option(help="Only these checkpoint steps, e.g. 1000,2000.")] = None,
-    every: Annotated[int | None, typer.Option(min=1, help="Only checkpoints whose step is a multiple of N.")] = None,
+    every: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Only checkpoints whose step is a multiple of N.")
+    ] = None,
     key_frequencies: Annotated[
         str | None, typer.Option(help="Reference key set for every checkpoint, e.g. 1,21,49 (default: --key-from).")
     ] = None,
@@ -286,51 +366,62 @@ def analyze(
         typer.Option(help="A multi-operation run: analyse this operation's examples (into analysis/<operation>/)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results (default: <run>/analysis).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     figures: Annotated[bool, typer.Option(help="Write plotly figures under analysis/figures/.")] = True,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     dmd_method: Annotated[
         str | None,
         typer.Option(
-            help="DMD estimator: rrr (reduced-rank regression) or projected (POD-projected DMD). [default: rrr]"
+            help="DMD estimator: rrr (reduced-rank regression) or projected (POD-projected DMD). \\[default: rrr]"
         ),
     ] = None,
-    dmd_delays: Annotated[int | None, typer.Option(min=1, help="DMD delay-embedding depth. [default: 32]")] = None,
-    dmd_rank: Annotated[int | None, typer.Option(min=1, help="DMD rank. [default: 10]")] = None,
+    dmd_delays: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="DMD delay-embedding depth. \\[default: 32]")
+    ] = None,
+    dmd_rank: Annotated[int | None, typer.Option(min=1, metavar="N", help="DMD rank. \\[default: 10]")] = None,
     dmd_center: Annotated[
         str | None,
         typer.Option(
             help="Centering before the DMD fit: per_snapshot_mean, time_mean, relative_to_t0 or none. "
-            "[default: per_snapshot_mean for rrr, time_mean for projected]"
+            "\\[default: per_snapshot_mean for rrr, time_mean for projected]"
         ),
     ] = None,
     dmd_observable: Annotated[
         str | None,
-        typer.Option(help="Fingerprint observable for DMD: log_prob, margin or entropy. [default: log_prob]"),
+        typer.Option(help="Fingerprint observable for DMD: log_prob, margin or entropy. \\[default: log_prob]"),
     ] = None,
     dmd_window: Annotated[
-        int | None, typer.Option(min=1, help="Snapshots per sliding DMD window. [default: max(2 (delays + rank), T/8)]")
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="Snapshots per sliding DMD window. \\[default: max(2 (delays + rank), T/8)]"
+        ),
     ] = None,
     probe_seed: Annotated[
-        int | None, typer.Option(min=0, help="Fingerprint probe seed (--fingerprint; --dmd checks the recording's).")
+        int | None,
+        typer.Option(min=0, metavar="N", help="Fingerprint probe seed (--fingerprint; --dmd checks the recording's)."),
     ] = None,
     probe_from: Annotated[
         str | None,
-        typer.Option(help="Draw the fingerprint probe from all inputs, the train set or the test set. [default: all]"),
+        typer.Option(
+            help="Draw the fingerprint probe from all inputs, the train set or the test set. \\[default: all]"
+        ),
     ] = None,
-    probe_size: Annotated[int | None, typer.Option(min=1, help="Fingerprint probe size. [default: 100]")] = None,
+    probe_size: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Fingerprint probe size. \\[default: 100]")
+    ] = None,
     token_index: Annotated[
-        int | None, typer.Option(help="Fingerprint token position. [default: the answer position]")
+        int | None, typer.Option(help="Fingerprint token position. \\[default: the answer position]")
     ] = None,
 ) -> None:
     """Analyze a run's checkpoints through TransformerLens hooks; writes analysis/<name>.json, tables and figures.
 
-    --all (the default) runs every checkpoint analysis the task supports except the slow LLC; --dmd and --llc run
-    only when named. DMD reads the fingerprints recorded by `grokscope train --record fingerprint`; the --probe-* and
-    --token-index settings choose the probe of --fingerprint, and with --dmd they must match the recording's. Measures
-    that use key frequencies (progress, ablation) use one reference key set for the whole run: by default the final
-    analysed checkpoint's, as Nanda et al. (2023) do.
+    --all (the default) runs every checkpoint analysis the task supports except the slow LLC; --dmd and --llc run only when named. A flag and --only name the same analyses (--ablate is --only ablation).
+
+    DMD reads the fingerprints recorded by `grokscope train --record fingerprint`; the --probe-* and --token-index settings choose the probe of --fingerprint, and with --dmd they must match the recording's.
+
+    Measures that use key frequencies (progress, ablation) use one reference key set for the whole run: by default the final analysed checkpoint's, as Nanda et al. (2023) do.
     """
+    # The paragraphs above are one line each: typer's help keeps a docstring's line breaks where they are.
 
     def work() -> None:
         from grokscope.analysis.runner import analysis_summary, default_analyses
@@ -352,7 +443,7 @@ def analyze(
             dmd=dmd,
         )
         names = [name for name, on in flags.items() if on]
-        names += [n.strip() for n in (only or "").split(",") if n.strip()]
+        names += only_names(only)
         want_dmd = "dmd" in names
         names = [n for n in names if n != "dmd"]
         everything = all_ or not (names or want_dmd)
@@ -442,6 +533,24 @@ def analyze(
         typer.echo(f"wrote {files} file(s) under {folder}")
 
     _guard(work, "interrupted: the checkpoints analysed so far are cached; run the same command again to continue")
+
+
+# --only takes the analyses' names and, like the flags, ``ablate`` for ``ablation``.
+ANALYSIS_ALIASES = {"ablate": "ablation"}
+
+
+def only_names(only: str | None) -> list[str]:
+    """``--only fourier,ablate`` -> ``["fourier", "ablation"]``; an unknown name is a one-line error."""
+    names = [n.strip() for n in (only or "").split(",") if n.strip()]
+    if not names:
+        return []
+    from grokscope.analysis.runner import registry
+
+    known = [*registry(), "dmd"]
+    for name in names:
+        if ANALYSIS_ALIASES.get(name, name) not in known:
+            raise UserError(f"--only {name}: unknown analysis (known: {', '.join(known)}; ablate for ablation)")
+    return [ANALYSIS_ALIASES.get(n, n) for n in names]
 
 
 def fingerprint_options(
@@ -541,24 +650,82 @@ def report(
 
 @app.command()
 def experiment(
-    config: Annotated[Path, typer.Argument(help="An experiment config with a `kind`, e.g. configs/perturbation.yaml.")],
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="An experiment config (it has a kind:), or a preset's name (grokscope configs lists them): "
+            "transfer_quick, configs/perturbation.yaml.",
+            autocompletion=complete_config,
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder in which the experiment's directory is created.")] = Path("runs"),
     launcher: Annotated[
-        str, typer.Option(help="Where runs execute: local, or ray (sweeps; extra grokscope[ray]).")
+        str, typer.Option(help="Where runs execute: local, or ray (sweeps; extra grokscope\\[ray]).")
     ] = "local",
     address: Annotated[
         str | None, typer.Option(help="Ray cluster: auto or HOST:PORT (default: start a local Ray instance).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run an experiment (perturbation, transfer, sweep, curriculum, finetune); finished runs are reused."""
 
     def work() -> None:
         from grokscope.experiments import run as run_experiment
 
-        lines = run_experiment(config, out, device=device, progress=not quiet, launcher=launcher, address=address)
+        path = config_file(config, "experiment")
+        lines = run_experiment(path, out, device=device, progress=not quiet, launcher=launcher, address=address)
         for line in lines:
             typer.echo(line)
 
     _guard(work, "interrupted: run the same command again; finished runs are reused and interrupted ones resumed")
+
+
+configs_app = typer.Typer(
+    help="The presets: configs shipped with grokscope, usable by name wherever a config path goes.",
+    no_args_is_help=False,
+)
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.callback(invoke_without_command=True)
+def configs(ctx: typer.Context) -> None:
+    """List the presets (name, kind, first comment line): grokscope train NAME or grokscope experiment NAME runs one
+    from any folder, grokscope configs show NAME prints it. A file of the same name in the current folder wins."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def work() -> None:
+        from grokscope.presets import available
+
+        presets = available()
+        wide = max(len(p.name) for p in presets)
+        kinds = max(len(p.kind) for p in presets)
+        # In a terminal, one line each (`configs show` has the whole text); piped, nothing is cut.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        for p in presets:
+            line = f"{p.name:<{wide}}  {p.kind:<{kinds}}  {p.description}"
+            typer.echo(line if width is None or len(line) <= width else line[: width - 1] + "…")
+
+    _guard(work)
+
+
+def complete_preset(incomplete: str) -> list[str]:
+    """Shell completion of a preset's name."""
+    from grokscope.presets import names
+
+    return [n for n in names() if n.startswith(incomplete)]
+
+
+@configs_app.command("show")
+def configs_show(
+    name: Annotated[str, typer.Argument(help="A preset's name, e.g. quickstart.", autocompletion=complete_preset)],
+) -> None:
+    """Print a preset's file as shipped; grokscope configs show quickstart > mine.yaml starts a config of your own."""
+
+    def work() -> None:
+        from grokscope.presets import find
+
+        typer.echo(find(name).path.read_text(encoding="utf-8"), nl=False)
+
+    _guard(work)

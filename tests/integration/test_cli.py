@@ -102,3 +102,99 @@ def test_record_gradients_during_training(tmp_path, config_file):
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "tiny" / "recordings" / "gradient_norms.jsonl").read_text().splitlines()
     assert [yaml.safe_load(line)["step"] for line in lines] == [0, 20, 40]
+
+
+def test_name_gives_a_changed_run_a_folder_of_its_own(tmp_path, config_file):
+    assert invoke("train", config_file, "--out", tmp_path, "--quiet").exit_code == 0
+    # --set alone keeps the name, so it meets the first run's folder ...
+    clash = invoke("train", config_file, "--out", tmp_path, "--quiet", "--set", "optim.lr=3e-3")
+    assert clash.exit_code == 2 and "tiny: already exists" in clash.output
+    # ... and --name gives it its own, for one seed or several.
+    renamed = invoke("train", config_file, "--out", tmp_path, "--quiet", "--set", "optim.lr=3e-3", "--name", "lr3e-3")
+    assert renamed.exit_code == 0, renamed.output
+    config = yaml.safe_load((tmp_path / "lr3e-3" / "config.yaml").read_text())
+    assert config["name"] == "lr3e-3" and config["optim"]["lr"] == 3e-3
+    seeds = invoke("train", config_file, "--out", tmp_path, "--quiet", "--name", "many", "--seeds", "0-1")
+    assert seeds.exit_code == 0 and (tmp_path / "many_seed1" / "summary.json").is_file(), seeds.output
+    bad = invoke("train", config_file, "--out", tmp_path, "--quiet", "--name", "../up")
+    assert bad.exit_code == 2 and bad.output.startswith("error: --name: name: ")
+
+
+def command_help(args: list[str], width: int) -> str:
+    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def all_commands() -> list[list[str]]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    found = [[]]
+    for name, command in group.commands.items():
+        found.append([name])
+        found += [[name, sub] for sub in getattr(command, "commands", {})]
+    return found
+
+
+def click_command(args: list[str]):
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for name in args:
+        command = command.commands[name]
+    return command
+
+
+def test_help_shows_every_help_text_whole():
+    """Rich markup must not eat a bracketed word ([llc], [ray], [default: 2e-4]): in a terminal wide enough for one
+    line per option, each option's help and each command's description is in the output as written."""
+    commands = all_commands()
+    assert ["configs", "show"] in commands and ["train"] in commands
+    for args in commands:
+        shown = " ".join(command_help(args, 400).split())
+        command = click_command(args)
+        texts = [p.help for p in command.params if getattr(p, "help", None)]
+        texts += [paragraph for paragraph in (command.help or "").split("\n\n") if paragraph.strip()]
+        for text in texts:
+            assert " ".join(text.replace("\\[", "[").split()) in shown, (args, text)
+
+
+def test_help_at_80_columns_names_the_extras():
+    assert "grokscope[llc]" in command_help(["analyze"], 80)
+    assert "grokscope[ray]" in command_help(["experiment"], 80)
+    train = command_help(["train"], 80)
+    assert "grokscope[tensorboard]" in train and "grokscope[wandb]" in train
+    assert "OUT/NAME_seedK" in train  # not cut to "<out>/<name>_seed<k…"
+
+
+def test_commands_default_to_the_same_device():
+    defaults = {
+        name: next(p.default for p in click_command([name]).params if p.name == "device")
+        for name in ("train", "analyze", "experiment")
+    }
+    assert defaults == {"train": "auto", "analyze": "auto", "experiment": "auto"}
+
+
+def test_shell_completion_is_on_and_completes_presets(tmp_path, monkeypatch):
+    shown = runner.invoke(app, ["--show-completion", "bash"], prog_name="grokscope")
+    assert shown.exit_code == 0 and "_GROKSCOPE_COMPLETE=complete_bash" in shown.output, shown.output
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick_mine.yaml").write_text("name: mine\n")
+    env = {"_GROKSCOPE_COMPLETE": "complete_bash", "COMP_WORDS": "grokscope train quick", "COMP_CWORD": "2"}
+    completed = runner.invoke(app, [], env=env, prog_name="grokscope")
+    assert completed.output.split() == ["quickstart", "quick_mine.yaml"]
+    env = {"_GROKSCOPE_COMPLETE": "complete_bash", "COMP_WORDS": "grokscope configs show transfer_q", "COMP_CWORD": "3"}
+    assert runner.invoke(app, [], env=env, prog_name="grokscope").output.split() == ["transfer_quick"]
+
+
+def test_ablate_and_only_ablation_name_one_analysis(tmp_path, config_file):
+    assert invoke("train", config_file, "--out", tmp_path, "--quiet").exit_code == 0
+    run = tmp_path / "tiny"
+    first = invoke("analyze", run, "--only", "ablate", "--steps", "60", "--no-figures", "--quiet")
+    assert first.exit_code == 0 and "ablation: 1 checkpoint(s) analysed, 0 from cache" in first.output, first.output
+    for args in (["--ablate"], ["--ablation"], ["--only", "ablation"]):  # the same analysis: read from the cache
+        again = invoke("analyze", run, *args, "--steps", "60", "--no-figures", "--quiet")
+        assert "ablation: 0 checkpoint(s) analysed, 1 from cache" in again.output, (args, again.output)
+    unknown = invoke("analyze", run, "--only", "fourier,ablat")
+    assert unknown.exit_code == 2 and unknown.output.startswith("error: --only ablat: unknown analysis (known: ")

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grokscope.config import RunConfig, apply_overrides, parse_config, read_config_file
 from grokscope.errors import UserError
+from grokscope.presets import resolve_base
 from grokscope.recorders import RecordPlan
 from grokscope.rundir import check_claimable
 from grokscope.store import SUMMARY_FILE, Run
@@ -115,7 +116,7 @@ def load_base(
     Returns the raw data (overrides applied) and the validated config. Mistakes name the base file when the base
     alone is wrong, else the experiment file and ``field`` (``set.1: ...`` for a malformed entry).
     """
-    path = Path(config_path).parent / base
+    path = resolve_base(config_path, base)  # beside the experiment file, else a preset of that name
     original = read_config_file(path)
     original.setdefault("name", path.stem)
     data = apply_set(copy.deepcopy(original), overrides, config_path, field)
