@@ -9,7 +9,10 @@
 * links in the notebooks, written for the repository, are pointed at the site's pages;
 * the reST roles of the docstrings (``:func:`name```) are shown as plain code in the API reference;
 * on notebook pages, the MathJax loaders that nbconvert and plotly always add are dropped: they point at a CDN
-  and the notebooks contain no LaTeX, so the pages load nothing from the network.
+  and the notebooks contain no LaTeX, so the pages load nothing from the network;
+* on notebook pages, the copy of plotly.js that plotly's notebook renderer inlines (about 5 MB per notebook, so that
+  the .ipynb shows its figures offline in Jupyter) is dropped and the figures are drawn with the site's
+  ``assets/javascripts/plotly.min.js`` once the page is parsed, as the concept pages' figures are.
 """
 
 from __future__ import annotations
@@ -140,7 +143,26 @@ def on_page_content(content: str, page, config, files) -> str:
 _MATHJAX = re.compile(r'<script[^>]*\bsrc="(?:|https?://[^"]*mathjax[^"]*)"[^>]*>\s*</script>', re.IGNORECASE)
 
 
+# The bundle plotly's notebook renderer writes into the first output that shows a figure: a script that starts with
+# plotly.js's licence header. (An inline script cannot contain "</script>", so the first one ends it.)
+_PLOTLY_BUNDLE = re.compile(r"<script[^>]*>\s*/\*\*\s*\*\s*plotly\.js v[0-9].*?</script>", re.DOTALL)
+# A figure's own script: it calls Plotly.newPlot as soon as it runs.
+_FIGURE_SCRIPT = re.compile(
+    r"(<script[^>]*>)((?:(?!</script>).)*?Plotly\.newPlot(?:(?!</script>).)*)</script>", re.DOTALL
+)
+
+
+def share_plotly(output: str) -> str:
+    """A notebook page without its inlined plotly.js, each figure drawn once the page is parsed: the site's
+    plotly.min.js (``extra_javascript``) is loaded at the end of the page, after the figures' own scripts."""
+    output = _PLOTLY_BUNDLE.sub("", output)
+    return _FIGURE_SCRIPT.sub(
+        lambda m: f'{m.group(1)}document.addEventListener("DOMContentLoaded", function () {{{m.group(2)}}});</script>',
+        output,
+    )
+
+
 def on_post_page(output: str, page, config) -> str:
     if page.file.src_uri.endswith(".ipynb"):
-        output = _MATHJAX.sub("", output)
+        output = share_plotly(_MATHJAX.sub("", output))
     return output

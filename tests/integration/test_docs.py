@@ -151,6 +151,35 @@ def test_concept_figures_are_drawn(site: Path):
     assert "data-figure=" not in html, "a figure marker was left unreplaced"
 
 
+# plotly.js's licence header, which starts every copy of the bundle: the site ships it once, as an asset.
+PLOTLY_BUNDLE = re.compile(r"/\*\*\s*\*\s*plotly\.js v[0-9]")
+
+
+@pytest.mark.slow
+def test_no_page_inlines_plotly_js(site: Path):
+    bundle = (site / "assets" / "javascripts" / "plotly.min.js").read_text(encoding="utf-8")
+    assert PLOTLY_BUNDLE.search(bundle[:500])  # the pattern does find the bundle
+    pages = sorted(site.rglob("*.html"))
+    inlined = [str(p.relative_to(site)) for p in pages if PLOTLY_BUNDLE.search(p.read_text(encoding="utf-8"))]
+    assert not inlined, f"pages that inline plotly.js: {inlined}"
+    for path in NOTEBOOKS:  # the tutorials load the site's copy (relative, so the site works from any folder)
+        html = (site / "examples" / path.stem / "index.html").read_text(encoding="utf-8")
+        assert 'src="../../assets/javascripts/plotly.min.js"' in html, path.name
+        assert html.count('class="plotly-graph-div"') >= 1, path.name
+
+
+@pytest.mark.slow
+def test_notebook_figures_draw_with_the_sites_plotly_in_a_browser(site: Path, tmp_path: Path):
+    from .test_report import chromium, render
+
+    browser = chromium()
+    page = site / "examples" / "quickstart" / "index.html"
+    figures = page.read_text(encoding="utf-8").count('class="plotly-graph-div"')
+    dom = render(browser, page, tmp_path)
+    # Each figure div holds the SVG plotly.js drew (two main-svg layers per figure).
+    assert dom.count('class="main-svg"') >= 2 * figures > 0, (figures, dom.count('class="main-svg"'))
+
+
 @pytest.mark.slow
 def test_site_loads_nothing_from_the_network(site: Path):
     pages = sorted(site.rglob("*.html"))
