@@ -1,7 +1,8 @@
 # Two commands: `make quickstart` (set up, train a tiny model to grokking on the CPU, analyze it) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
-# The torch build to install first. The default is the CPU build; on a CUDA machine use e.g. TORCH=torch.
+# The torch requirement installed first: by default torch 2.13.0 in whichever build pip resolves for the platform
+# (a CPU-only or a particular CUDA build: install it into .venv first, or pass it as TORCH=...).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 # The oldest supported TransformerLens, in an environment of its own: `make test` runs the model and analysis tests

@@ -504,9 +504,9 @@ def analyze(
                 if latest is not None:
                     with suppress(KeyError, TypeError, ValueError, AttributeError, IndexError):  # a damaged cached row
                         typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
+                if name == "progress" and "progress" in report.summaries:  # under the progress lines it comes from
+                    typer.echo(f"  {describe_phases(report.summaries['progress'])}")
             phases = report.summaries.get("progress") or analysis_summary(run, "progress")
-            if "progress" in report.summaries:
-                typer.echo(f"  {describe_phases(phases)}")
             files += len(report.files)
             if figures:
                 files += len(write_analysis_figures(report.rows, run.metrics(), folder / "figures", phases))
