@@ -4,9 +4,9 @@ Each target is a transfer experiment (:mod:`grokscope.experiments.transfer`) wit
 seeds, budgets and criteria; all of them start from the same source runs (trained once, ``<name>/source/``), and each
 writes its own results, statistics and figures under ``<name>/<target>/``. The targets are listed from most to
 least similar as the user orders them (e.g. ``sub``, ``mul``, ``quad``, and ``random``: a fixed random table that no
-circuit of the source can share). Collected per target and condition: the speed-up over the baseline at 99% test
-accuracy (bootstrap interval) and the final retention of the source task (mean ± sd, against chance 1/p), in
-``results.json`` and in one figure against the target.
+circuit of the source can share). Collected per target and condition: the speed-up over the baseline to the
+``speedup_at`` test accuracy (bootstrap interval) and the final retention of the source task (mean ± sd, against
+chance 1/p), in ``results.json`` and in one figure against the target.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from grokscope.store import write_json
 from grokscope.viz.similarity import figures
 from grokscope.viz.write import write_figures
 
-THRESHOLD = "0.99"
 TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=60)]
 
 
@@ -36,6 +35,9 @@ class SimilarityConfig(transfer.TransferConfig):
     name: Name = "similarity"
     target_set: list[str] = Field(default_factory=list, description="unused: each target has its own in targets")
     targets: dict[TargetName, list[str]] = Field(min_length=1, description="target name -> --set overrides")
+    speedup_at: Literal[0.9, 0.95, 0.99, 0.999] = Field(
+        0.99, description="the test accuracy whose epochs-to-threshold the speed-ups compare"
+    )
 
     @model_validator(mode="after")
     def _check_targets(self) -> SimilarityConfig:
@@ -53,7 +55,7 @@ class SimilarityConfig(transfer.TransferConfig):
 
     def transfer_config(self, target: str) -> transfer.TransferConfig:
         """The transfer experiment of one target (named after it, inside this experiment's folder)."""
-        data = self.model_dump(exclude={"kind", "name", "targets", "target_set"})
+        data = self.model_dump(exclude={"kind", "name", "targets", "target_set", "speedup_at"})
         return transfer.TransferConfig.model_validate(
             {**data, "kind": "transfer", "name": target, "target_set": self.targets[target]}
         )
@@ -66,7 +68,8 @@ class TargetSummary:
     target: str
     target_set: list[str]
     baseline: str | None
-    speedup: dict[str, dict[str, Any]] = field(default_factory=dict)  # condition -> Speedup at THRESHOLD
+    threshold: str  # the test accuracy of the speed-ups
+    speedup: dict[str, dict[str, Any]] = field(default_factory=dict)  # condition -> Speedup at threshold
     retention: dict[str, dict[str, Any]] = field(default_factory=dict)  # condition -> mean ± sd of final retention
     final_test_acc: dict[str, dict[str, Any]] = field(default_factory=dict)
     chance: float | None = None
@@ -91,22 +94,23 @@ def run_experiment(
         result = transfer.run_experiment(
             target_config, config_path, root, device=device, progress=progress, source_root=root / "source"
         )
-        summaries.append(_summarize(name, config.targets[name], result))
+        summaries.append(_summarize(name, config.targets[name], result, str(config.speedup_at)))
     outcome = SimilarityResult(summaries, config.condition_names)
     write_json(root / "results.json", jsonable({"config": config.model_dump(), **vars(outcome)}))
     write_figures(figures(jsonable(vars(outcome))), root / "figures")
     return outcome
 
 
-def _summarize(name: str, target_set: list[str], result: transfer.TransferResult) -> TargetSummary:
+def _summarize(name: str, target_set: list[str], result: transfer.TransferResult, threshold: str) -> TargetSummary:
     statistics = result.statistics
     settings = statistics.get("settings", {})
-    speedups = {s["name"]: s for s in statistics.get("speedup", {}).get(THRESHOLD, [])}
+    speedups = {s["name"]: s for s in statistics.get("speedup", {}).get(threshold, [])}
     final = statistics.get("final", {})
     return TargetSummary(
         target=name,
         target_set=target_set,
         baseline=settings.get("baseline"),
+        threshold=threshold,
         speedup=speedups,
         retention={c: m["source_retention"] for c, m in final.items() if "source_retention" in m},
         final_test_acc={c: m["test_acc"] for c, m in final.items() if "test_acc" in m},
@@ -119,9 +123,8 @@ def _fmt(value: float | None, form: str) -> str:
 
 
 def summary_lines(result: SimilarityResult) -> list[str]:
-    lines = [
-        f"target | condition | speed-up at {THRESHOLD} test acc [95% CI] | final source retention | final test acc"
-    ]
+    at = result.targets[0].threshold if result.targets else "?"
+    lines = [f"target | condition | speed-up to {at} test acc [95% CI] | final source retention | final test acc"]
     for t in result.targets:
         for condition in result.conditions:
             s = t.speedup.get(condition)
