@@ -159,9 +159,15 @@ def cut_curves(name: str, figure: go.Figure, axes: dict[str, dict[str, Any]]) ->
     return problems
 
 
-def drawn_axes(figures: dict[str, go.Figure], tmp_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """Headless Chromium. Session-scoped and asked for first, so that pytest sets it up before the session's trained
+    run: without a browser a test skips (or fails on CI) before training anything."""
+    return chromium()
+
+
+def drawn_axes(browser: str, figures: dict[str, go.Figure], tmp_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Every figure drawn in headless Chromium; per figure, per axis id: type, range and tick labels."""
-    browser = chromium()
     payload = json.dumps({name: json.loads(figure.to_json()) for name, figure in figures.items()})
     page = tmp_path / "figures.html"
     page.write_text(
@@ -235,8 +241,8 @@ def test_two_axis_figures_have_their_own_right_axis(run_figures):
 
 
 @pytest.mark.slow
-def test_every_axis_the_browser_draws_is_labelled_evenly_and_nothing_is_cut(run_figures, tmp_path):
-    drawn = drawn_axes(run_figures, tmp_path)
+def test_every_axis_the_browser_draws_is_labelled_evenly_and_nothing_is_cut(browser, run_figures, tmp_path):
+    drawn = drawn_axes(browser, run_figures, tmp_path)
     problems, checked = [], set()
     for name, axes in drawn.items():
         for axis_id, axis in axes.items():
@@ -254,7 +260,7 @@ def test_every_axis_the_browser_draws_is_labelled_evenly_and_nothing_is_cut(run_
 
 
 @pytest.mark.slow
-def test_the_checks_catch_the_old_defects(run_figures, tmp_path):
+def test_the_checks_catch_the_old_defects(browser, run_figures, tmp_path):
     """The checks fail on what the figures used to be: a right axis with plotly's synchronised ticks over a log
     axis, a log axis with its minor digits, and an accuracy line on the top edge of a [0, 1] axis."""
     old = go.Figure(run_figures["gradient_movement"])
@@ -264,7 +270,7 @@ def test_the_checks_catch_the_old_defects(run_figures, tmp_path):
     )
     clipped = go.Figure(run_figures["fingerprint_quantiles"])
     clipped.update_layout(yaxis2={"range": [0, 1]})
-    drawn = drawn_axes({"old_movement": old, "clipped": clipped}, tmp_path)
+    drawn = drawn_axes(browser, {"old_movement": old, "clipped": clipped}, tmp_path)
     problems = axis_problems("old_movement", "y2", drawn["old_movement"]["y2"])
     problems += axis_problems("old_movement", "y", drawn["old_movement"]["y"])
     assert any("y2: unevenly spaced" in p or "y2: tick labels not monotone" in p for p in problems), problems

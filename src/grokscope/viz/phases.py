@@ -91,7 +91,8 @@ def mark_phases(figure: go.Figure, phases: dict[str, Any] | None) -> go.Figure:
     for x_id, y_id in panels:
         if _has_heatmap(figure, x_id, y_id):
             # A heatmap would hide a band drawn below it: its boundaries as lines over it instead.
-            for boundary in sorted({x for x0, x1, _, _ in bands for x in (x0, x1)}):
+            first = _first_step(figure)
+            for boundary in sorted({x for x0, x1, _, _ in bands for x in (x0, x1) if first is None or x > first}):
                 figure.add_shape(
                     type="line",
                     xref=x_id,
