@@ -549,7 +549,7 @@ def only_names(only: str | None) -> list[str]:
     known = [*registry(), "dmd"]
     for name in names:
         if ANALYSIS_ALIASES.get(name, name) not in known:
-            raise UserError(f"--only {name}: unknown analysis (known: {', '.join(known)}; ablate for ablation)")
+            raise UserError(f"--only: unknown analysis {name!r} (known: {', '.join(known)}; ablate for ablation)")
     return [ANALYSIS_ALIASES.get(n, n) for n in names]
 
 

@@ -197,4 +197,4 @@ def test_ablate_and_only_ablation_name_one_analysis(tmp_path, config_file):
         again = invoke("analyze", run, *args, "--steps", "60", "--no-figures", "--quiet")
         assert "ablation: 0 checkpoint(s) analysed, 1 from cache" in again.output, (args, again.output)
     unknown = invoke("analyze", run, "--only", "fourier,ablat")
-    assert unknown.exit_code == 2 and unknown.output.startswith("error: --only ablat: unknown analysis (known: ")
+    assert unknown.exit_code == 2 and unknown.output.startswith("error: --only: unknown analysis 'ablat' (known: ")
