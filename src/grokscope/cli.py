@@ -287,6 +287,11 @@ def train(
                 f"  final step {final['step']}: train acc {final['train_acc']:.2%}, test acc {final['test_acc']:.2%}, "
                 f"test loss {final['test_loss']:.3g} ({s['wall_time_s']:.1f} s on {s['device']})"
             )
+            for op, per_op in (s.get("operations") or {}).items():
+                accuracy = (
+                    f"train acc {final.get(f'train_acc_{op}', 0):.2%}, test acc {final.get(f'test_acc_{op}', 0):.2%}"
+                )
+                typer.echo(f"  {op}: {accuracy}; {describe(per_op)}")
         if diverged:
             raise typer.Exit(EXIT_DIVERGED)
 
@@ -363,7 +368,10 @@ def analyze(
     ] = "final",
     operation: Annotated[
         str | None,
-        typer.Option(help="A multi-operation run: analyse this operation's examples (into analysis/<operation>/)."),
+        typer.Option(
+            help="A multi-operation run: analyse this operation's examples (default: each operation in turn, into "
+            "analysis/<operation>/)."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write results (default: <run>/analysis).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -470,22 +478,22 @@ def analyze(
             batch_size=llc_batch_size,
             seed=llc_seed,
         )
-        run = Run.open(path)
-        if run.full_task.is_multi and operation is None:
-            ops = run.full_task.operation_names
-            raise UserError(
-                f"{path}: trains {', '.join(ops)}; analyses take one operation at a time (--operation {ops[0]})"
-            )
-        run = run.for_operation(operation)
-        folder = out or run.analysis_dir
+        whole = Run.open(path)
+        # A run of several operations: each analysis reads one operation's examples; without --operation, every
+        # operation in turn, each into analysis/<operation>/ (or --out/<operation>/).
+        operations = [operation] if operation or not whole.full_task.is_multi else whole.full_task.operation_names
         files = 0
-        if names:
+        for name_of_op in operations if names else []:
+            run = whole.for_operation(name_of_op)
+            folder = run.analysis_dir if out is None else out / (name_of_op if len(operations) > 1 else "")
+            if len(operations) > 1:
+                typer.echo(f"operation {name_of_op}:")
             report = analyze_run(
                 run,
                 names,
                 steps=parse_steps(steps) if steps else None,
                 every=every,
-                out_dir=out,
+                out_dir=folder,
                 device=str(resolve_device(device)),
                 progress=not quiet,
                 skip_inapplicable=everything,
@@ -510,6 +518,9 @@ def analyze(
             files += len(report.files)
             if figures:
                 files += len(write_analysis_figures(report.rows, run.metrics(), folder / "figures", phases))
+        # DMD reads the whole run's recording (its probe spans every operation's examples).
+        run = whole.for_operation(operation) if operation else whole
+        folder = out or run.analysis_dir
         if want_dmd:
             from grokscope.analysis.dynamics import analyze_dynamics
             from grokscope.viz.dmd import figures as dmd_figures
@@ -517,7 +528,8 @@ def analyze(
 
             dynamics = analyze_dynamics(run, out_dir=out, probe=probe, **dmd_settings)
             if figures:
-                drawn = dmd_figures(dynamics.result, dynamics.windowed, run.metrics())
+                phases = analysis_summary(run, "progress")
+                drawn = dmd_figures(dynamics.result, dynamics.windowed, run.metrics(), phases=phases)
                 files += len(write_figures(drawn, folder / "figures"))
                 images, why_not = write_images(drawn["dmd_spectrum"], folder / "figures", "dmd_spectrum")
                 files += len(images)
@@ -668,7 +680,7 @@ def experiment(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Run an experiment (perturbation, transfer, sweep, curriculum, finetune); finished runs are reused."""
+    """Run an experiment (perturbation, transfer, similarity, sweep, curriculum, finetune); finished runs are reused."""
 
     def work() -> None:
         from grokscope.experiments import run as run_experiment

@@ -62,14 +62,23 @@ def test_replay_trains_a_sample_of_the_earlier_operation(tmp_path):
     assert "train_acc_add" in run.metrics()[-1]
 
 
-def test_analyze_takes_one_operation_at_a_time(tmp_path):
+def test_analyze_reads_one_operation_at_a_time(tmp_path):
     config = tiny_config(task={"operation": ["add", "sub"]}, train={"steps": 20, "checkpoints": {"every": 10}})
     run = train(config, tmp_path / "r", device="cpu", progress=False).run
-    result = runner.invoke(app, ["analyze", str(run.root), "--fourier", "--quiet"])
-    assert result.exit_code == 2 and "--operation add" in result.output, result.output
     result = runner.invoke(app, ["analyze", str(run.root), "--fourier", "--operation", "mul", "--quiet"])
     assert result.exit_code == 2 and "trains add, sub" in result.output, result.output
     result = runner.invoke(app, ["analyze", str(run.root), "--fourier", "--operation", "sub", "--quiet"])
     assert result.exit_code == 0, result.output
     assert (run.root / "analysis" / "sub" / "fourier.json").is_file()
-    assert not (run.root / "analysis" / "fourier.json").exists()
+    assert not (run.root / "analysis" / "add").exists() and not (run.root / "analysis" / "fourier.json").exists()
+    result = runner.invoke(app, ["analyze", str(run.root), "--fourier", "--quiet"])  # every operation in turn
+    assert result.exit_code == 0 and "operation add:" in result.output and "operation sub:" in result.output
+    assert (run.root / "analysis" / "add" / "fourier.json").is_file()
+    # Each operation has its own cached rows, one per checkpoint.
+    from grokscope.analysis.runner import analysis_frame
+
+    add_rows, sub_rows = (
+        analysis_frame(run.for_operation("add"), "fourier"),
+        analysis_frame(run.for_operation("sub"), "fourier"),
+    )
+    assert list(add_rows.index) == list(sub_rows.index) == run.steps()
