@@ -82,3 +82,14 @@ def test_analyze_reads_one_operation_at_a_time(tmp_path):
         analysis_frame(run.for_operation("sub"), "fourier"),
     )
     assert list(add_rows.index) == list(sub_rows.index) == run.steps()
+
+
+def test_the_report_tells_each_operation_apart(tmp_path):
+    from grokscope.viz.report import build_report
+
+    config = tiny_config(task={"operation": ["add", "sub"]}, train={"steps": 20, "checkpoints": {"every": 10}})
+    run = train(config, tmp_path / "r", device="cpu", progress=False).run
+    assert runner.invoke(app, ["analyze", str(run.root), "--fourier", "--quiet"]).exit_code == 0
+    page = build_report(run.root)
+    for op in ("add", "sub"):
+        assert f"id='{op}-training'" in page and f"id='{op}-fourier'" in page and f"href='#{op}-fourier'" in page

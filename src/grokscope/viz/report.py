@@ -350,6 +350,14 @@ def _run_page(run: Run) -> tuple[str, list[str]]:
         sections.append(_training_section(metrics, phases))
     if run.analysis_dir.is_dir():
         sections += _analysis_sections(run, phases)
+    if run.full_task.is_multi:  # each operation's curves and analyses (analysis/<operation>/), told apart by name
+        for op in run.full_task.operation_names:
+            view = run.for_operation(op)
+            op_phases = analysis_summary(view, "progress")
+            own = [_training_section(view.metrics(), op_phases)] if metrics else []
+            for section in [*own, *(_analysis_sections(view, op_phases) if view.analysis_dir.is_dir() else [])]:
+                section.anchor, section.title = f"{op}-{section.anchor}", f"{op}: {section.title}"
+                sections.append(section)
     sections.append(
         Section("config", "Config", "The resolved config.", [f"<pre>{html.escape(run.config.to_yaml())}</pre>"])
     )
