@@ -209,5 +209,7 @@ def test_sampler_settings_default_to_computes():
         if name in llc.SamplerSettings.model_fields
     }
     assert llc.SamplerSettings().model_dump() == defaults
-    assert set(defaults) == set("lr n_beta localization num_chains num_draws num_burnin batch_size seed".split())
+    assert set(defaults) == set(
+        ["lr", "n_beta", "localization", "num_chains", "num_draws", "num_burnin", "batch_size", "seed"]
+    )
     assert llc.SamplerSettings(lr=llc.DEFAULTS["lr"], seed=2).options() == {"seed": 2}  # defaults are left out
