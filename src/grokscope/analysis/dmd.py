@@ -138,6 +138,21 @@ class DMDResult:
         }
 
 
+def _shifted_svd(
+    x: np.ndarray, n_delays: int, center: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The centred snapshots, their delay embedding ``H`` with ``Y1`` (``H`` shifted by one), and the thin SVD
+    ``U, s, W^T`` of ``Y0`` (``H`` but its last column) cut to its numerical rank (as a pseudo-inverse would be)."""
+    centred = center_snapshots(x, center)
+    h = hankel(centred, n_delays)
+    y0, y1 = h[:, :-1], h[:, 1:]
+    u, s, wt = np.linalg.svd(y0, full_matrices=False)
+    keep = s > s[0] * max(y0.shape) * np.finfo(np.float64).eps
+    if not keep.any():
+        raise UserError(f"snapshots: all zero after centering with center={center!r}; nothing to fit")
+    return centred, h, y1, u[:, keep], s[keep], wt[keep]
+
+
 def _check(snapshots: Any, n_delays: int, rank: int, dt: float, ridge: float) -> Float[np.ndarray, "T D"]:
     x = np.asarray(snapshots, dtype=np.float64)
     if x.ndim != 2 or 0 in x.shape:
@@ -201,16 +216,8 @@ def dmd_rrr(
     (``result.rank``). ``dt`` is the spacing between snapshots (e.g. in training steps), the unit of the continuous
     eigenvalues.
     """
-    x = _check(snapshots, n_delays, rank, dt, ridge)
-    centred = center_snapshots(x, center)
-    h = hankel(centred, n_delays)
-    y0, y1 = h[:, :-1], h[:, 1:]
-
-    v, s, wt = np.linalg.svd(y0, full_matrices=False)
-    keep = s > s[0] * max(y0.shape) * np.finfo(np.float64).eps  # numerical rank, as in a pseudo-inverse
-    if not keep.any():
-        raise UserError(f"snapshots: all zero after centering with center={center!r}; nothing to fit")
-    v, s, w = v[:, keep], s[keep], wt[keep].T
+    centred, h, y1, v, s, wt = _shifted_svd(_check(snapshots, n_delays, rank, dt, ridge), n_delays, center)
+    w = wt.T
     # With Y0 = V diag(s) W^T: A_ridge = Y1 W diag(s / (s^2 + ridge)) V^T, and the fitted values of the augmented
     # problem have Gram matrix Y1 W diag(gain) W^T Y1^T, so U_r are the left singular vectors of Y1 W diag(sqrt(gain)).
     y1w = y1 @ w
@@ -249,15 +256,8 @@ def dmd_projected(
     noise-free data of rank ``r`` and differ when the energetic directions are not the predictable ones. If the
     centred data have numerical rank below ``rank``, the fit uses that lower rank (``result.rank``).
     """
-    x = _check(snapshots, n_delays, rank, dt, 0.0)
-    centred = center_snapshots(x, center)
-    h = hankel(centred, n_delays)
-    y0, y1 = h[:, :-1], h[:, 1:]
-    u, s, wt = np.linalg.svd(y0, full_matrices=False)
-    keep = s > s[0] * max(y0.shape) * np.finfo(np.float64).eps  # numerical rank, as in a pseudo-inverse
-    if not keep.any():
-        raise UserError(f"snapshots: all zero after centering with center={center!r}; nothing to fit")
-    r = min(rank, int(keep.sum()))
+    centred, h, y1, u, s, wt = _shifted_svd(_check(snapshots, n_delays, rank, dt, 0.0), n_delays, center)
+    r = min(rank, len(s))
     u_r, s_r, w_r = u[:, :r], s[:r], wt[:r].T
     operator = (u_r.T @ y1 @ w_r) / s_r  # U_r^T Y1 W_r S_r^-1 (columns divided by s_r)
     prediction = u_r @ ((operator * s_r) @ w_r.T)  # A Y0 = U_r A_tilde U_r^T U_r S_r W_r^T
