@@ -61,7 +61,7 @@ def test_cli_shows_the_circuit_forming_before_the_test_loss_falls(run_copy):
     assert memorized < phases["circuit_formation_end"] <= phases["cleanup_end"]
     figure = json.loads((run_copy / "analysis" / "figures" / "progress_measures.json").read_text())
     labels = {a.get("text") for a in figure["layout"].get("annotations", [])}
-    assert {"memorization", "circuit formation", "cleanup", "chance ln p"} <= labels
+    assert {"memorization", "circuit formation", "cleanup", f"chance ln p = {chance:.2f}"} <= labels
 
 
 @pytest.mark.slow
