@@ -679,6 +679,13 @@ def experiment(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    log: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Log every run the experiment trains to tensorboard or wandb (as train --log; also the config's "
+            "log:). Repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment (perturbation, transfer, similarity, sweep, curriculum, finetune); finished runs are reused."""
 
@@ -686,7 +693,8 @@ def experiment(
         from grokscope.experiments import run as run_experiment
 
         path = config_file(config, "experiment")
-        lines = run_experiment(path, out, device=device, progress=not quiet, launcher=launcher, address=address)
+        options = dict(device=device, progress=not quiet, launcher=launcher, address=address, log=log or ())
+        lines = run_experiment(path, out, **options)
         for line in lines:
             typer.echo(line)
 

@@ -4,7 +4,8 @@
 ``fingerprint`` (:class:`~grokscope.analysis.fingerprint.FingerprintRecorder`, quantile fingerprints) write into a
 run's ``recordings/``. A :class:`RecordPlan` is the plain-data description (names, interval, fingerprint probe) that
 can travel to another process; :meth:`RecordPlan.recorders` makes a fresh set for one run, since a recorder holds that
-run's rows and watches one model (so runs with recorders train one after another, never stacked).
+run's rows and watches one model (so runs with recorders train one after another, never stacked). A plan may also
+name experiment loggers (:mod:`grokscope.loggers`), which are callbacks of the same kind.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ class RecordPlan:
     every: int = 10
     fingerprint: dict[str, Any] = field(default_factory=dict)
     where: str = "--record"  # how the user named the recorders, for error messages
+    loggers: tuple[str, ...] = ()  # experiment logging (grokscope.loggers: tensorboard, wandb) beside the recorders
 
     def __post_init__(self) -> None:
+        if self.loggers:
+            from grokscope.loggers import check_available
+
+            check_available(self.loggers, "log")  # an unknown or uninstalled logger fails before any run trains
         unknown = [n for n in self.names if n not in RECORDERS]
         if unknown:
             raise UserError(f"{self.where} {unknown[0]}: unknown recorder (known: {', '.join(RECORDERS)})")
@@ -37,6 +43,11 @@ class RecordPlan:
             raise UserError(f"{self.where}: record every N steps needs N >= 1, got {self.every}")
         if self.fingerprint:
             self.fingerprint_spec()  # a bad probe setting fails here, before any run trains
+
+    @property
+    def attaches(self) -> bool:
+        """Whether runs get any callback (recorder or logger) from this plan: they then train one by one."""
+        return bool(self.names or self.loggers)
 
     def fingerprint_spec(self) -> Any:
         from grokscope.analysis.fingerprint import FingerprintSpec
@@ -61,6 +72,10 @@ class RecordPlan:
                 from grokscope.analysis.fingerprint import FingerprintRecorder
 
                 made.append(FingerprintRecorder(every=self.every, spec=self.fingerprint_spec()))
+        if self.loggers:
+            from grokscope.loggers import make_loggers
+
+            made += make_loggers(self.loggers, "log")
         return made
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +83,7 @@ class RecordPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RecordPlan:
-        return cls(**{**data, "names": tuple(data["names"])})
+        return cls(**{**data, "names": tuple(data["names"]), "loggers": tuple(data.get("loggers", ()))})
 
 
 def make_recorders(names: Sequence[str], every: int, fingerprint: dict[str, Any] | None = None) -> list[Callback]:

@@ -201,3 +201,23 @@ def test_wandb_resumed_run_logs_under_the_same_id(tmp_path, monkeypatch):
     assert [f.name for f in files] == [f"run-{first_id}.wandb"] * 2
     steps = sorted([s for s, _ in wandb_history(f)["loss/test"]] for f in files)
     assert steps == [[0, 10, 20, 30], [30, 40, 50, 60]]  # the resumed process: from the step-20 checkpoint on
+
+
+def test_experiments_log_every_run_they_train(tmp_path):
+    import yaml
+
+    (tmp_path / "base.yaml").write_text(tiny_config(train={"checkpoints": {"every": 10}}).to_yaml())
+    spec = {"kind": "curriculum", "name": "cur", "base": "base.yaml", "stages": [7, 13], "stage_steps": 10}
+    path = tmp_path / "cur.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(
+        app, ["experiment", str(path), "--out", str(tmp_path / "out"), "--log", "tensorboard", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    for folder in ("range7", "range13", "direct"):
+        run_dir = tmp_path / "out" / "cur" / "seed0" / folder
+        assert_same(tensorboard_scalars(run_dir), expected_scalars(run_dir))
+    # a kind that trains no runs of its own is told so, in one line, before anything trains
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"kind": "perturbation", "base": "base.yaml"}))
+    result = CliRunner().invoke(app, ["experiment", str(tmp_path / "p.yaml"), "--log", "tensorboard"])
+    assert result.exit_code == 2 and "--log: perturbation experiments" in result.output, result.output

@@ -8,6 +8,7 @@ run on Ray also lists ``LAUNCHERS`` and takes ``launcher=`` and ``address=``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ def run(
     progress: bool = True,
     launcher: str = "local",
     address: str | None = None,
+    log: Sequence[str] = (),
 ) -> list[str]:
     """Run the experiment described by the config at ``path`` into ``out``; the printable summary lines.
 
-    ``launcher``/``address`` (Ray) apply to the kinds whose module lists them in ``LAUNCHERS`` (sweeps).
+    ``launcher``/``address`` (Ray) apply to the kinds whose module lists them in ``LAUNCHERS`` (sweeps). ``log``
+    (``--log``) adds loggers to the config's ``log:`` for every run the experiment trains.
     """
     data = read_config_file(path)
     kind = data.get("kind")
@@ -43,6 +46,10 @@ def run(
         config = module.CONFIG.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{path}: {first_error(err)}") from None
+    if log:
+        if not isinstance(config, RecordedExperiment):
+            raise UserError(f"--log: {kind} experiments do not log their runs (transfer, sweeps and chains do)")
+        config = config.model_copy(update={"log": list(dict.fromkeys([*config.log, *log]))})
     plan = config.record_plan() if isinstance(config, RecordedExperiment) else None
     with attached_recorders(plan):  # `record:` in the config: every run the experiment trains gets recorders
         result = module.run_experiment(config, path, out, device=device, progress=progress, **options)

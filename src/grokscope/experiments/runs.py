@@ -67,6 +67,9 @@ class RecordedExperiment(ExperimentModel):
     )
     record_every: int = Field(10, ge=1, description="record every N steps")
     fingerprint: FingerprintOptions | None = Field(None, description="the fingerprint recorder's probe")
+    log: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="log every run's metrics to TensorBoard or W&B (grokscope.loggers)"
+    )
 
     @model_validator(mode="after")
     def _fingerprint_needs_its_recorder(self) -> RecordedExperiment:
@@ -75,11 +78,12 @@ class RecordedExperiment(ExperimentModel):
         return self
 
     def record_plan(self) -> RecordPlan | None:
-        """The recorders every run gets, or None when ``record`` is empty."""
-        if not self.record:
+        """The recorders (and loggers) every run gets, or None when ``record`` and ``log`` are empty."""
+        if not (self.record or self.log):
             return None
         probe = self.fingerprint.model_dump(exclude_none=True) if self.fingerprint else {}
-        return RecordPlan(tuple(dict.fromkeys(self.record)), self.record_every, probe, where="record")
+        names, loggers = tuple(dict.fromkeys(self.record)), tuple(dict.fromkeys(self.log))
+        return RecordPlan(names, self.record_every, probe, where="record", loggers=loggers)
 
 
 _ATTACHED: ContextVar[RecordPlan | None] = ContextVar("grokscope_attached_recorders", default=None)
@@ -183,7 +187,7 @@ def train_missing(
     """
     plan = record if record is not None else _ATTACHED.get()
     todo = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
-    if todo and plan is not None and plan.names:
+    if todo and plan is not None and plan.attaches:
         check_claimable([d for _, d in todo], resume=True, overwrite=False)  # the whole list, before any trains
         for config, run_dir in todo:
             train(config, run_dir, device=device, resume=True, progress=progress, callbacks=plan.recorders())
