@@ -177,18 +177,13 @@ def evaluate(
     for i, split in enumerate(splits):
         row = {}
         for name, index in (("train", split.train), ("test", split.test), ("val", split.val)):
-            if len(index):
-                index = index.to(loss.device)
-                row[f"{name}_loss"] = loss[i, index].double().mean().item()
-                row[f"{name}_acc"] = hit[i, index].sum().item() / len(index)
-        for name, index in (("train", split.train), ("test", split.test), ("val", split.val)):
             index = index.to(loss.device)
-            of = data.operation[index]
-            for k, op in operations:
-                mine = index[of == k]
-                if len(mine):
-                    row[f"{name}_loss_{op}"] = loss[i, mine].double().mean().item()
-                    row[f"{name}_acc_{op}"] = hit[i, mine].sum().item() / len(mine)
+            # The whole part, then (several operations) each operation's rows of it: train_acc_add, test_loss_sub, ...
+            parts = [("", index)] + [(f"_{op}", index[data.operation[index] == k]) for k, op in operations]
+            for suffix, rows_of in parts:
+                if len(rows_of):
+                    row[f"{name}_loss{suffix}"] = loss[i, rows_of].double().mean().item()
+                    row[f"{name}_acc{suffix}"] = hit[i, rows_of].sum().item() / len(rows_of)
         rows.append(row)
     return rows
 
