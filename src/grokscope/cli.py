@@ -317,9 +317,12 @@ def parse_steps(text: str) -> list[int]:
 def parse_key_frequencies(text: str) -> list[int]:
     """``"1,21,49"`` -> ``[1, 21, 49]``."""
     try:
-        return sorted({int(part) for part in text.split(",") if part.strip()})
+        keys = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         raise UserError(f"--key-frequencies {text!r}: expected frequencies like 1,21,49") from None
+    if not keys:
+        raise UserError(f"--key-frequencies {text!r}: no frequency given (e.g. 1,21,49)")
+    return keys
 
 
 @app.command()
@@ -427,12 +430,12 @@ def analyze(
 
     DMD reads the fingerprints recorded by `grokscope train --record fingerprint`; the --probe-* and --token-index settings choose the probe of --fingerprint, and with --dmd they must match the recording's.
 
-    Measures that use key frequencies (progress, ablation) use one reference key set for the whole run: by default the final analysed checkpoint's, as Nanda et al. (2023) do.
+    Measures that use key frequencies (progress, ablation) use one reference key set for the whole run: by default the run's final checkpoint's, whatever --steps select, as Nanda et al. (2023) do. --key-from each|STEP and --key-frequencies write under analysis/key_from_*/ or analysis/key_frequencies_*/, never over the default's results.
     """
     # The paragraphs above are one line each: typer's help keeps a docstring's line breaks where they are.
 
     def work() -> None:
-        from grokscope.analysis.runner import analysis_summary, default_analyses
+        from grokscope.analysis.runner import analysis_summary, default_analyses, variant_folder
         from grokscope.analysis.runner import analyze as analyze_run
         from grokscope.store import Run
         from grokscope.training.loop import resolve_device
@@ -460,7 +463,9 @@ def analyze(
         names = list(dict.fromkeys(names))  # in the order asked for (flags first), once each
         if steps and every:
             raise UserError("--steps and --every contradict each other; pick one")
-        keys = parse_key_frequencies(key_frequencies) if key_frequencies else None
+        keys = parse_key_frequencies(key_frequencies) if key_frequencies is not None else None
+        if keys is not None and key_from != "final":
+            raise UserError("--key-frequencies and --key-from contradict each other; pick one")
         probe = fingerprint_options(probe_seed, probe_from, probe_size, token_index)
         if probe and not ("fingerprint" in names or want_dmd):
             raise UserError(f"--{next(iter(probe)).replace('_', '-')}: applies to --fingerprint and --dmd")
@@ -514,13 +519,17 @@ def analyze(
                         typer.echo(f"  step {latest['step']}: {describe_row(name, latest)}")
                 if name == "progress" and "progress" in report.summaries:  # under the progress lines it comes from
                     typer.echo(f"  {describe_phases(report.summaries['progress'])}")
+            # A variant key set's results (and their figures) live in a subfolder of their own.
+            folder = report.out_dir or folder
             phases = report.summaries.get("progress") or analysis_summary(run, "progress")
             files += len(report.files)
             if figures:
                 files += len(write_analysis_figures(report.rows, run.metrics(), folder / "figures", phases))
         # DMD reads the whole run's recording (its probe spans every operation's examples).
         run = whole.for_operation(operation) if operation else whole
-        folder = out or run.analysis_dir
+        variant = variant_folder(keys, key_from) if names and len(operations) == 1 else None
+        base = out or run.analysis_dir  # DMD uses no key set: its results stay in the analysis folder itself
+        folder = base / (variant or "")
         if want_dmd:
             from grokscope.analysis.dynamics import analyze_dynamics
             from grokscope.viz.dmd import figures as dmd_figures
@@ -530,8 +539,8 @@ def analyze(
             if figures:
                 phases = analysis_summary(run, "progress")
                 drawn = dmd_figures(dynamics.result, dynamics.windowed, run.metrics(), phases=phases)
-                files += len(write_figures(drawn, folder / "figures"))
-                images, why_not = write_images(drawn["dmd_spectrum"], folder / "figures", "dmd_spectrum")
+                files += len(write_figures(drawn, base / "figures"))
+                images, why_not = write_images(drawn["dmd_spectrum"], base / "figures", "dmd_spectrum")
                 files += len(images)
                 if why_not:
                     typer.echo(why_not)

@@ -97,3 +97,87 @@ def test_every_analysis_is_a_dataframe_and_typed_results(run_copy, grokked_run):
         r["excluded"]["loss"]["train"] for r in report.rows["progress"]
     ]
     assert (run_copy / "analysis" / "progress.single_frequency.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_a_few_steps_use_the_runs_final_key_set_and_leave_its_phases_as_they_were(run_copy):
+    analysis = run_copy / "analysis"
+    whole = CliRunner().invoke(app, ["analyze", str(run_copy), "--progress", "--quiet", "--no-figures"])
+    assert whole.exit_code == 0, whole.output
+    summary_before = (analysis / "progress.summary.json").read_bytes()
+    final = json.loads((analysis / "progress.json").read_text())[-1]
+    # Three steps after memorization (step 40), analysed afresh: against the final checkpoint's key set.
+    fresh = run_copy.parent / "fresh"
+    shutil.copytree(run_copy, fresh)
+    shutil.rmtree(fresh / "analysis")
+    for folder in (run_copy, fresh):
+        result = CliRunner().invoke(
+            app, ["analyze", str(folder), "--progress", "--steps", "50,60,80", "--quiet", "--no-figures"]
+        )
+        assert result.exit_code == 0, result.output
+        rows = {r["step"]: r for r in json.loads((folder / "analysis" / "progress.json").read_text())}
+        for step in (50, 60, 80):
+            assert rows[step]["key_reference"] == final["key_reference"], folder
+            assert rows[step]["key_frequencies"] == final["key_frequencies"]
+            assert rows[step]["restricted"]["loss"]["all"] < math.log(59), (folder, step)
+    assert (analysis / "progress.summary.json").read_bytes() == summary_before
+
+
+@pytest.mark.slow
+def test_variant_key_sets_go_to_folders_of_their_own(run_copy):
+    from grokscope.store import Run
+
+    analysis = run_copy / "analysis"
+    steps = "50,100"
+    base = ["analyze", str(run_copy), "--progress", "--steps", steps, "--quiet", "--no-figures"]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    default_rows = (analysis / "progress.json").read_bytes()
+    default_summary = (analysis / "progress.summary.json").read_bytes()
+    for extra, folder in (
+        (["--key-from", "each"], "key_from_each"),
+        (["--key-from", "100"], "key_from_step_100"),
+        (["--key-frequencies", "21,1"], "key_frequencies_1_21"),
+    ):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        assert (analysis / folder / "progress.json").is_file() and (
+            analysis / folder / "progress.summary.json"
+        ).is_file()
+        assert (analysis / "progress.json").read_bytes() == default_rows, folder
+        assert (analysis / "progress.summary.json").read_bytes() == default_summary, folder
+    run = Run.open(run_copy)
+    frame = run.analysis("progress")
+    assert frame.attrs["key_reference"] == f"final:{run.steps()[-1]}"
+    assert set(frame["key_reference"]) == {frame.attrs["key_reference"]}
+    each = run.analysis("progress", key_from="each")
+    assert each.attrs["key_reference"] == "each" and list(each.index) == [50, 100]
+    assert run.analysis("progress", key_frequencies=[1, 21]).attrs["key_reference"] == "given"
+    # A key set given with an analysis that uses none, or with --key-from, or empty: one line each, nothing written.
+    for extra in (["--only", "fourier", "--key-frequencies", "1,2"], ["--key-frequencies", "1", "--key-from", "each"]):
+        result = CliRunner().invoke(app, ["analyze", str(run_copy), *extra, "--quiet"])
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    result = CliRunner().invoke(app, [*base, "--key-frequencies", ",,"])
+    assert result.exit_code == 2 and "no frequency given" in result.output
+
+
+@pytest.mark.slow
+def test_the_phases_stay_put_when_the_quickstart_trains_on_past_its_early_stop(run_copy, tmp_path):
+    """The quickstart with its early stop and the same run trained to step 1,000: the same memorization and circuit
+    formation ends, the cleanup end within one evaluation interval (each against its own final key set)."""
+    from conftest import QUICKSTART
+    from grokscope.config import load_config
+    from grokscope.training import train
+
+    config = load_config(QUICKSTART, overrides=["train.early_stop=null", "train.steps=1000"])
+    longer = train(config, tmp_path / "longer", device="cpu", progress=False)
+    phases = {}
+    for folder in (run_copy, longer.run.root):
+        result = CliRunner().invoke(app, ["analyze", str(folder), "--progress", "--quiet", "--no-figures"])
+        assert result.exit_code == 0, result.output
+        phases[folder] = json.loads((folder / "analysis" / "progress.summary.json").read_text())
+    early, late = phases[run_copy], phases[longer.run.root]
+    assert early["memorization_end"] is not None and early["cleanup_end"] is not None
+    assert early["memorization_end"] == late["memorization_end"]
+    assert early["circuit_formation_end"] == late["circuit_formation_end"]
+    assert abs(early["cleanup_end"] - late["cleanup_end"]) <= config.train.eval_every
+    assert early["memorization_end"] < early["circuit_formation_end"] < early["cleanup_end"]

@@ -1,35 +1,57 @@
-"""The three phases of grokking (Nanda et al. 2023, section 5.2), found in a run's progress measures and losses.
+"""The three phases of grokking (Nanda et al. 2023, section 5.2), found by rules local in time.
 
-The paper reads them off its progress measures: **memorization** (train loss and excluded loss fall together,
-restricted and test loss stay high), **circuit formation** (excluded train loss rises, restricted loss falls, train
-and test loss stay flat), **cleanup** (test loss drops suddenly, restricted loss keeps falling, weights shrink). The
-rule here, on the analysed checkpoints (with the full key set of the progress rows, which share one reference):
+The paper reads the phases off its progress measures: **memorization** (train loss and excluded loss fall together
+while restricted and test loss stay high), **circuit formation** (excluded train loss rises, restricted loss falls,
+train and test loss stay flat), **cleanup** (test loss drops suddenly, restricted loss keeps falling, weights
+shrink). Each boundary here is what happens around it, never where the data ends, so that stopping a run later or
+earlier, or analysing other checkpoints, does not move it:
 
-* ``circuit_formation_end`` (= cleanup start): the first step after the test loss's peak at which its logarithm
-  has fallen :data:`CLEANUP_START` of the way from the peak to its lowest value after it. None when the test loss
-  never falls by at least :data:`MIN_DROP` nats of log loss (the run has not generalized).
-* ``cleanup_end``: the first step after that at which the logarithm has fallen :data:`CLEANUP_END` of the way.
-* ``memorization_end``: the step of the lowest excluded train loss before the cleanup start (the paper's turning
-  point: excluded loss falls with the training loss while the model memorizes, then rises as the circuit forms).
+* ``memorization_end``: the training set is memorized and the excluded train loss has stopped falling with the
+  train loss (the paper's end of memorization: from there it rises as the circuit forms). The later of two steps:
+  the first logged step with train accuracy >= :data:`MEMORIZED` (``summary.json``'s memorization step), and the
+  excluded loss's floor on the progress rows (checkpoint resolution, the run's one reference key set): once the
+  excluded train loss has risen to :data:`TURN_RISE` times its lowest value so far, the floor is that lowest value
+  and its step the first checkpoint within :data:`FLOOR_TOLERANCE` of it (a flat floor's first step, not the noise
+  minimum of a flat curve). None until the excluded loss has turned, or when the rows begin on the floor. Where the
+  phases overlap (a large learning rate), the floor is shallow and the memorized step decides.
+* ``circuit_formation_end`` (= cleanup start) and ``cleanup_end``: the sudden drop of the test loss, read from
+  ``metrics.jsonl`` at its full resolution (every evaluation; checkpoint spacing plays no part). The fall rate is
+  ``-d ln(test loss) / d step``, a central difference over :data:`RATE_HALF_WIDTH` evaluations each side. Its peak
+  is the steepest fall between memorizing the training set (train accuracy >= 99%) and generalizing (test accuracy
+  >= 99%, the step ``summary.json`` calls generalized), or a steeper one that follows without the fall slowing
+  below half of it. Cleanup is the stretch around that peak where the fall is at least :data:`HALF` of it (the
+  drop's full width at half maximum): it starts at the first step of that stretch and ends at the first step after
+  the peak where the rate is below half the peak. That is the drop grokking is, not the slow fall of the test loss
+  that weight decay keeps up after it. None until the run has generalized (cleanup start) or until the drop has
+  slowed within the logged steps (cleanup end).
 
-The fractions describe the sudden drop of the test loss, so they depend on where it ends; a run stopped early in
-cleanup has its cleanup end at the last checkpoint (or None). ``chance_loss`` is ln p, the loss of a uniform guess.
+A boundary reads only the data up to the end of cleanup (and :data:`RATE_HALF_WIDTH` evaluations past it), so
+training longer never moves it and truncating a run after cleanup moves none; the memorization end moves with the
+checkpoints analysed by at most their spacing. The thresholds are choices, stated in ``rule``; ``chance_loss`` is
+ln p, the loss of a uniform guess.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from grokscope.analysis.spec import RowResult
 
-CLEANUP_START = 0.1
-CLEANUP_END = 0.9
-MIN_DROP = math.log(10.0)  # one decade of test loss
+TURN_RISE = 2.0  # the excluded train loss has turned once it doubles from its floor
+FLOOR_TOLERANCE = 1.1  # a checkpoint within 10% of the floor is on it
+MEMORIZED = 0.99  # train accuracy of a memorized training set (summary.json's memorization threshold)
+GENERALIZED = 0.99  # test accuracy of a generalized run (summary.json's generalization threshold)
+HALF = 0.5  # cleanup: the fall of log test loss at least half its peak rate
+RATE_HALF_WIDTH = 2  # evaluations each side of a step in its fall rate
 RULE = (
-    f"cleanup starts when log test loss has fallen {CLEANUP_START:.0%} of the way from its peak to its later "
-    f"minimum and ends at {CLEANUP_END:.0%}; memorization ends at the lowest excluded train loss before cleanup"
+    f"memorization ends once train acc >= {MEMORIZED:.0%} and the excluded train loss is on its floor (within "
+    f"{FLOOR_TOLERANCE - 1:.0%}) before rising to {TURN_RISE:g}x it; cleanup is the drop of log test loss (metrics.jsonl, central differences over "
+    f"{RATE_HALF_WIDTH} evaluations each side) from when its fall rate first reaches {HALF:.0%} of its peak (the "
+    f"steepest fall from train acc >= {MEMORIZED:.0%} to test acc >= {GENERALIZED:.0%} and on while it keeps half "
+    "that pace) to the first step after the peak where it is below that"
 )
 
 
@@ -46,43 +68,86 @@ class Phases(RowResult):
     rule: str = RULE
 
 
-def _split_of(row: dict[str, Any]) -> str:
-    return "test" if "test" in row["full"]["loss"] else "all"
+def memorization_end(steps: Sequence[int], excluded_train_loss: Sequence[float]) -> int | None:
+    """The end of memorization from the excluded train loss at ``steps`` (ascending), by the module's rule."""
+    floor = math.inf
+    for i, loss in enumerate(excluded_train_loss):
+        if loss >= TURN_RISE * floor:
+            first = next(j for j in range(i) if excluded_train_loss[j] <= FLOOR_TOLERANCE * floor)
+            # Rows that begin on the floor do not show memorization ending: it may have ended before them.
+            return steps[first] if first > 0 else None
+        floor = min(floor, loss)
+    return None
 
 
-def find_phases(
-    steps: list[int], test_loss: list[float], excluded_train_loss: list[float]
-) -> tuple[int | None, int | None, int | None]:
-    """(memorization_end, circuit_formation_end, cleanup_end) by the rule of the module docstring."""
-    logs = [math.log(max(loss, 1e-300)) for loss in test_loss]
-    peak = max(range(len(logs)), key=lambda i: logs[i])
-    after = logs[peak:]
-    floor = min(after)
-    start = end = None
-    if logs[peak] - floor >= MIN_DROP:
-        start = next(i for i in range(peak, len(logs)) if logs[peak] - logs[i] >= CLEANUP_START * (logs[peak] - floor))
-        end = next(i for i in range(start, len(logs)) if logs[peak] - logs[i] >= CLEANUP_END * (logs[peak] - floor))
-    before = range(0, start + 1) if start is not None else range(len(steps))
-    memorization = min(before, key=lambda i: excluded_train_loss[i]) if before else None
-    as_step = lambda i: steps[i] if i is not None else None  # noqa: E731
-    return as_step(memorization), as_step(start), as_step(end)
+def fall_rates(steps: Sequence[int], log_loss: Sequence[float]) -> list[float | None]:
+    """``-d log_loss / d step`` at each step: a central difference over :data:`RATE_HALF_WIDTH` points each side
+    (None where the points do not reach)."""
+    h = RATE_HALF_WIDTH
+    return [
+        (log_loss[i - h] - log_loss[i + h]) / (steps[i + h] - steps[i - h]) if h <= i < len(steps) - h else None
+        for i in range(len(steps))
+    ]
+
+
+def cleanup_bounds(
+    steps: Sequence[int], test_loss: Sequence[float], train_acc: Sequence[float], test_acc: Sequence[float]
+) -> tuple[int | None, int | None]:
+    """(circuit_formation_end, cleanup_end) from the logged curves (ascending steps), by the module's rule."""
+    generalized = next((i for i, acc in enumerate(test_acc) if acc >= GENERALIZED), None)
+    if generalized is None:
+        return None, None
+    memorized = next((i for i, acc in enumerate(train_acc) if acc >= MEMORIZED), 0)
+    rates = fall_rates(steps, [math.log(max(loss, 1e-300)) for loss in test_loss])
+    known = [(i, rate) for i, rate in enumerate(rates) if rate is not None]
+    window = [(i, rate) for i, rate in known if min(memorized, generalized) <= i <= generalized]
+    if not window:
+        return None, None
+    peak, peak_rate = max(window, key=lambda item: item[1])
+    if peak_rate <= 0:  # the test loss never fell on the way to generalizing: no drop to delimit
+        return None, None
+    # Forward from the peak while the fall keeps at least half its pace (a peak just after generalizing is taken
+    # up); the first step below half ends cleanup. Only the data up to there (and RATE_HALF_WIDTH past) is read.
+    end = None
+    for i, rate in known:
+        if i <= peak:
+            continue
+        if rate < HALF * peak_rate:
+            end = i
+            break
+        if rate > peak_rate:
+            peak, peak_rate = i, rate
+    start = peak
+    while start > 0 and rates[start - 1] is not None and rates[start - 1] >= HALF * peak_rate:  # type: ignore[operator]
+        start -= 1
+    return steps[start], (steps[end] if end is not None else None)
 
 
 def detect_phases(rows: list[dict[str, Any]], metrics: list[dict[str, Any]] | None = None) -> Phases:
-    """The phases of a run from its progress rows (``analysis/progress.json``, ascending steps)."""
+    """The phases of a run from its progress rows (``analysis/progress.json``, one reference key set) and its
+    ``metrics.jsonl`` rows."""
     rows = sorted(rows, key=lambda r: r["step"])
-    last, split = rows[-1], _split_of(rows[-1])
+    last = rows[-1]
 
     def excluded_of(r: dict[str, Any]) -> Any:
         return r["excluded"]["loss"].get("train", r["excluded"]["loss"]["all"])
 
     # A loss that overflowed is stored as null: such checkpoints tell nothing about the phases.
-    rows = [r for r in rows if _finite(r["full"]["loss"].get(split)) and _finite(excluded_of(r))]
-    memorization = start = end = None
-    if rows:
-        memorization, start, end = find_phases(
-            [r["step"] for r in rows], [r["full"]["loss"][split] for r in rows], [excluded_of(r) for r in rows]
-        )
+    finite_rows = [r for r in rows if _finite(excluded_of(r))]
+    memorization = memorization_end([r["step"] for r in finite_rows], [excluded_of(r) for r in finite_rows])
+    logged = sorted(
+        (m for m in metrics or [] if all(_finite(m.get(k)) for k in ("test_loss", "train_acc", "test_acc"))),
+        key=lambda m: m["step"],
+    )
+    memorized = next((m["step"] for m in logged if m["train_acc"] >= MEMORIZED), None)
+    if memorization is not None and memorized is not None:
+        memorization = max(memorization, memorized)
+    start, end = cleanup_bounds(
+        [m["step"] for m in logged],
+        [m["test_loss"] for m in logged],
+        [m["train_acc"] for m in logged],
+        [m["test_acc"] for m in logged],
+    )
     return Phases(
         memorization_end=memorization,
         circuit_formation_end=start,
@@ -94,4 +159,4 @@ def detect_phases(rows: list[dict[str, Any]], metrics: list[dict[str, Any]] | No
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -8,8 +8,11 @@ with a ``step`` column, what a run's rows add up to (the progress phases) to ``a
 
 The runner knows analyses only through their :class:`~grokscope.analysis.spec.AnalysisSpec`: every module of
 ``grokscope.analysis`` with a ``SPEC`` is an analysis. Measures that take key frequencies get one **reference key
-set** for the whole run: by default the final analysed checkpoint's (Nanda et al. 2023's protocol), or those of a
-given step, or given ones, or each checkpoint's own (``key_from="each"``).
+set** for the whole run: by default the key set of the run's final checkpoint on disk, whatever steps are selected
+(Nanda et al. 2023's protocol). A key set of another step (``key_from=STEP``), given frequencies, or each
+checkpoint's own (``key_from="each"``) are variants: their rows, tables and summaries go to a folder of their own
+(``analysis/key_from_each/``, ``analysis/key_from_step_400/``, ``analysis/key_frequencies_1_21_49/``), so that they
+never overwrite or mix with the default's rows or its phases.
 
 The cache is checked before it is reused: a file that is not a list of rows, or a row whose fields do not have the
 types of the analysis's result, is set aside and recomputed (:attr:`AnalysisReport.notes` says so), and a damaged
@@ -130,6 +133,11 @@ class KeyReference:
     frequencies: list[int] | None
     label: str  # "final:<step>", "step:<step>", "given" or "each"
 
+    @property
+    def is_default(self) -> bool:
+        """The run's own reference (its final checkpoint's key set), whose rows live in the analysis folder itself."""
+        return self.label.startswith("final:")
+
 
 def parse_key_from(text: str | int) -> str | int:
     """``final``, ``each`` or a checkpoint step."""
@@ -138,6 +146,17 @@ def parse_key_from(text: str | int) -> str | int:
     if text not in ("final", "each"):
         raise UserError(f"--key-from {text!r}: expected final, each or a checkpoint step")
     return str(text)
+
+
+def variant_folder(key_frequencies: Sequence[int] | None = None, key_from: str | int = "final") -> str | None:
+    """The subfolder of ``analysis/`` that holds the results of a non-default reference key set (None: the default,
+    the final checkpoint's, whose results are the folder itself)."""
+    if key_frequencies is not None:
+        return "key_frequencies_" + "_".join(str(k) for k in sorted(set(key_frequencies)))
+    key_from = parse_key_from(key_from)
+    if key_from == "final":
+        return None
+    return "key_from_each" if key_from == "each" else f"key_from_step_{key_from}"
 
 
 # Reading the cache -----------------------------------------------------------------------------------------------
@@ -325,6 +344,7 @@ class AnalysisReport:
     key_reference: KeyReference | None = None
     skipped_steps: dict[int, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    out_dir: Path | None = None  # where the results went: the analysis folder, or a key-set variant's subfolder
 
     def latest(self, name: str) -> dict[str, Any] | None:
         """The row of the latest selected step."""
@@ -361,9 +381,22 @@ class _Checkpoint:
         return self._activations
 
 
+def final_step(run: Run) -> int:
+    """The run's final checkpoint on disk with finite weights: the default reference key set's step, whatever
+    subset of steps is analysed (a run that diverged keeps its finite checkpoints; the last of them is its end)."""
+    steps = run.steps()
+    if not steps:
+        raise UserError(f"{run.checkpoint_dir}: no checkpoints to analyse")
+    # The weights are the model's parameters (its buffers may be infinite by design).
+    weights = {name for name, _ in run.load_model(steps[-1]).named_parameters()}
+    for step in reversed(steps):
+        if non_finite({k: v for k, v in run.load_state_dict(step).items() if k in weights}) is None:
+            return step
+    raise UserError(f"{run.checkpoint_dir}: every checkpoint has non-finite weights; nothing to analyse")
+
+
 def _key_reference(
     run: Run,
-    selected: list[int],
     given: Sequence[int] | None,
     key_from: str | int,
     load: Any,
@@ -373,7 +406,7 @@ def _key_reference(
         return KeyReference(sorted(set(given)), "given")
     if key_from == "each":
         return KeyReference(None, "each")
-    step = selected[-1] if key_from == "final" else int(key_from)
+    step = final_step(run) if key_from == "final" else int(key_from)
     if step not in run.steps():
         raise UserError(f"--key-from {step}: no checkpoint at that step")
     label = f"final:{step}" if key_from == "final" else f"step:{step}"
@@ -459,6 +492,16 @@ def _analyze(
     options = {n: jsonable(dict((options or {}).get(n, {}))) for n in specs}
     key_from = parse_key_from(key_from)
     out_dir = Path(out_dir) if out_dir is not None else run.analysis_dir
+    variant = variant_folder(key_frequencies, key_from)
+    if variant is not None:
+        if not any("key_frequencies" in s.inputs for s in specs.values()):
+            users = ", ".join(n for n, s in every_spec.items() if "key_frequencies" in s.inputs)
+            flag = "--key-frequencies" if key_frequencies is not None else "--key-from"
+            raise UserError(f"{flag}: applies to the analyses that use key frequencies ({users}), none of them asked")
+        # A variant key set is a whole analysis of its own: its rows, tables, summaries and figures never meet the
+        # default's (the run's final key set).
+        out_dir = out_dir / variant
+        out_dir.mkdir(parents=True, exist_ok=True)
     if not run.steps():
         raise UserError(f"{run.checkpoint_dir}: no checkpoints to analyse")
     selected = select_steps(run.steps(), steps, every)
@@ -503,7 +546,7 @@ def _analyze(
     # Key frequencies come from the full (a, b) grid: on a task without one (input_range), only given ones exist.
     knowable = key_frequencies is not None or (provider is not None and not_applicable(provider.name, task) is None)
     if knowable and any("key_frequencies" in s.inputs for s in specs.values()):
-        reference = _key_reference(run, selected, key_frequencies, key_from, load)
+        reference = _key_reference(run, key_frequencies, key_from, load)
 
     def fed(name: str, step: int) -> dict[str, Any]:
         """What the runner records in a row about the inputs it fed (compared to reuse a cached row)."""
@@ -600,6 +643,7 @@ def _analyze(
         key_reference=reference,
         skipped_steps=skipped_steps,
         notes=notes,
+        out_dir=out_dir,
     )
 
 
@@ -669,17 +713,46 @@ def over_checkpoints(
     return [spec.result.from_dict(row) for row in report.rows[name] if row["step"] in chosen]
 
 
-def analysis_frame(run: Run, name: str) -> pd.DataFrame:
+def analysis_frame(
+    run: Run, name: str, *, key_frequencies: Sequence[int] | None = None, key_from: str | int = "final"
+) -> pd.DataFrame:
     """The cached rows of one analysis as a table: a row per checkpoint (indexed by step), a column per scalar.
-    A cache file with unusable rows is a one-line :class:`UserError` (``grokscope analyze`` rewrites it)."""
+    A cache file with unusable rows is a one-line :class:`UserError` (``grokscope analyze`` rewrites it).
+
+    Rows of one reference key set only, named in ``frame.attrs["key_reference"]``: by default the run's own (the
+    final checkpoint's; when the run has grown since it was analysed, the rows of the newest reference cached), or
+    a variant's (``key_from``: ``each`` or a step; ``key_frequencies``), as ``over_checkpoints`` takes them.
+    """
     spec = analysis_spec(name)
-    path = run.analysis_dir / f"{name}.json"
+    variant = variant_folder(key_frequencies, key_from)
+    folder = run.analysis_dir / variant if variant is not None else run.analysis_dir
+    path = folder / f"{name}.json"
+    option = (
+        ""
+        if variant is None
+        else " "
+        + (
+            f"--key-frequencies {','.join(map(str, sorted(set(key_frequencies))))}"
+            if key_frequencies is not None
+            else f"--key-from {key_from}"
+        )
+    )
+    redo = f"grokscope analyze {run.root} --only {name}{option}"
     if not path.is_file():
-        raise UserError(f"{path}: not analysed yet (run grokscope analyze {run.root} --only {name})")
+        raise UserError(f"{path}: not analysed yet (run {redo})")
     rows, problem = read_rows(path, spec)
     if problem is not None:
-        raise UserError(f"{problem} (run grokscope analyze {run.root} --only {name} to redo it)")
-    return rows_frame([cache_row for _, cache_row in sorted(rows.items())])
+        raise UserError(f"{problem} (run {redo} to redo it)")
+    ordered = [cache_row for _, cache_row in sorted(rows.items())]
+    references = [row.get("key_reference") for row in ordered]
+    reference = None
+    if any(r is not None for r in references):
+        current = f"final:{run.steps()[-1]}" if run.steps() else None
+        reference = current if current in references else next(r for r in reversed(references) if r is not None)
+        ordered = [row for row in ordered if row.get("key_reference") == reference]
+    frame = rows_frame(ordered)
+    frame.attrs["key_reference"] = reference
+    return frame
 
 
 def analysis_summary(run: Run, name: str) -> dict[str, Any] | None:
