@@ -58,3 +58,40 @@ def grokked_run(tmp_path_factory) -> TrainResult:
     return train(
         load_config(QUICKSTART), tmp_path_factory.mktemp("grokked") / "quickstart", device="cpu", progress=False
     )
+
+
+def assert_same_result(got: Any, want: Any, where: str = "result") -> None:
+    """``got`` equals ``want`` in every field, recursively: same types (a tuple is no list), floats equal or both NaN,
+    tensors and arrays of the same type, dtype, shape and values (NaN equal to NaN), dicts with the same keys in the
+    same order. No tolerance: results rebuilt from the cache are exactly what ``compute`` returned (JSON keeps every
+    float64; tensors in the JSON row come back as float64, int64 or bool, the dtypes ``compute`` gives them)."""
+    import dataclasses
+    import math
+
+    import numpy as np
+
+    if dataclasses.is_dataclass(want) and not isinstance(want, type):
+        assert type(got) is type(want), f"{where}: {type(got).__name__} is not {type(want).__name__}"
+        for f in dataclasses.fields(want):
+            assert_same_result(getattr(got, f.name), getattr(want, f.name), f"{where}.{f.name}")
+    elif isinstance(want, torch.Tensor | np.ndarray):
+        assert type(got) is type(want), f"{where}: {type(got).__name__} is not {type(want).__name__}"
+        got_t, want_t = torch.as_tensor(got), torch.as_tensor(want)
+        assert got_t.shape == want_t.shape, f"{where}: shape {tuple(got_t.shape)} is not {tuple(want_t.shape)}"
+        assert got_t.dtype == want_t.dtype, f"{where}: {got_t.dtype} is not {want_t.dtype}"
+        assert torch.equal(got_t.isnan(), want_t.isnan()) if got_t.is_floating_point() else True, f"{where}: NaNs"
+        same = got_t.nan_to_num(0.0) == want_t.nan_to_num(0.0) if got_t.is_floating_point() else got_t == want_t
+        assert bool(same.all()), f"{where}: values differ"
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys {list(got)} are not {list(want)}"
+        for key in want:
+            assert_same_result(got[key], want[key], f"{where}[{key!r}]")
+    elif isinstance(want, list | tuple):
+        assert type(got) is type(want), f"{where}: {type(got).__name__} is not {type(want).__name__}"
+        assert len(got) == len(want), f"{where}: {len(got)} items, not {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same_result(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and math.isnan(want):
+        assert isinstance(got, float) and math.isnan(got), f"{where}: {got!r} is not NaN"
+    else:
+        assert type(got) is type(want) and got == want, f"{where}: {got!r} is not {want!r}"

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_same_result, tiny_config
 from grokscope.analysis import ablation, basis
 from grokscope.analysis.ablation import Ablation
 from grokscope.analysis.common import answer_logits, grid_inputs
 from grokscope.errors import UserError
 from grokscope.models import build_model
+from grokscope.store import finite
 from grokscope.tasks import ModularTask, make_split
 from grokscope.viz import ablation as ablation_viz
 
@@ -216,3 +218,44 @@ def test_key_frequencies_must_exist():
     model, task = tiny_model()
     with pytest.raises(UserError, match="key frequencies"):
         ablation.compute(model, task, key_frequencies=[0])
+
+
+def json_trip(row):
+    """A row as it comes back from the JSON cache file (non-finite numbers as null)."""
+    return json.loads(json.dumps(finite(row), allow_nan=False))
+
+
+def test_result_round_trips_through_its_json_row():
+    nan = float("nan")
+    result = ablation.AblationResult(
+        clean=ablation.Scores(nan, nan, 0.25, 0.5),  # no split: no train scores
+        outcomes=[
+            ablation.AblationOutcome(Ablation("head", (1,), "mean"), ablation.Scores(nan, nan, 1.5, 0.125)),
+            ablation.AblationOutcome(
+                Ablation("neuron_frequencies", (3, 4, 5, 9), "resample", layer=1, seed=7),
+                ablation.Scores(0.5, 1.0, 2.0, 0.0),
+                "key",
+            ),
+            ablation.AblationOutcome(
+                Ablation("embed_frequencies", (2, 6), "zero"), ablation.Scores(1, 0, 1, 0), "control"
+            ),
+        ],
+        key_frequencies=(3, 4, 5, 9),
+        control_frequencies=(2, 6, 7, 8),
+        single_frequency_sweep=True,
+    )
+    again = ablation.AblationResult.from_dict(json_trip(result.to_dict()))
+    assert_same_result(again, result)
+    assert again.to_dict() == result.to_dict()
+    assert again.outcomes[1].spec.label == "neuron_frequencies:1.3-5,9:resample:7"
+
+
+@pytest.mark.parametrize("with_split", [False, True])
+def test_computed_result_round_trips_and_is_a_frame(with_split):
+    model, task = tiny_model()
+    split = make_split(task.n_pairs, 0.5) if with_split else None
+    result = ablation.compute(model, task, split=split, key_frequencies=[3, 5])
+    again = ablation.AblationResult.from_dict(json_trip(result.to_dict()))
+    assert_same_result(again, result)
+    frame = again.to_frame()
+    assert frame.shape[0] == 1 and "ablations_head:0.1:mean_test_loss" in frame.columns

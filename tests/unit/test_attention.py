@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_same_result, tiny_config
 from grokscope.analysis import attention, basis
 from grokscope.errors import UserError
 from grokscope.models import build_model
@@ -123,3 +123,14 @@ def test_html_is_self_contained():
     assert "a=3 b=4 L0H1" in html
     with pytest.raises(UserError, match="not an input"):
         attention.attention_html(model, task, [(1, task.modulus)])
+
+
+@pytest.mark.parametrize("include_heatmaps", [False, True])
+def test_result_round_trips_through_its_row_and_arrays(include_heatmaps):
+    model, task = tiny_model()
+    result = attention.compute(model, task, include_heatmaps=include_heatmaps)
+    assert set(result.arrays()) == {"pattern", "scores"}
+    row = json.loads(json.dumps(result.to_dict()))
+    again = attention.AttentionResult.from_dict(row, result.arrays())
+    assert_same_result(again, result)  # score_fve from the row's heads, exactly
+    assert again.to_frame().loc[0, "heads_L0H1_score_top_frequency"] == row["heads"][1]["score_top_frequency"]

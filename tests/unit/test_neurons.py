@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_same_result, tiny_config
 from grokscope.analysis import basis, neurons
 from grokscope.errors import UserError
 from grokscope.models import build_model
@@ -235,6 +235,18 @@ def test_compute_summary_tables_and_figures():
     metrics = [{"step": 0, "test_acc": 0.1}, {"step": 10, "test_acc": 0.2}]
     assert set(viz.figures(rows, metrics)) == {"neuron_frequencies", "neuron_specialization"}
     assert viz.figures([], metrics) == {}
+
+
+def test_result_round_trips_through_its_row_and_arrays():
+    model, task = model_and_task()
+    result = neurons.compute(model, task)
+    assert set(result.arrays()) == {"fve", "dominant_frequency", "max_fve", "dead"}
+    row = json.loads(json.dumps(result.to_dict()))
+    again = neurons.NeuronsResult.from_dict(row, result.arrays())
+    assert_same_result(again, result)
+    assert again.to_frame().loc[0, "n_dead"] == row["n_dead"]
+    with pytest.raises(ValueError, match="fve, dominant_frequency, max_fve, dead live outside the JSON row"):
+        neurons.NeuronsResult.from_dict(row)
 
 
 def test_clusters_group_neurons_by_frequency():

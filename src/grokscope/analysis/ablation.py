@@ -7,7 +7,7 @@ against the clean model. Key Fourier frequencies can be ablated together next to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -19,7 +19,7 @@ from torch import Tensor
 from grokscope.analysis import basis
 from grokscope.analysis.attention import operand_positions
 from grokscope.analysis.common import jsonable, model_device, require_grid
-from grokscope.analysis.spec import AnalysisSpec, RowResult
+from grokscope.analysis.spec import AnalysisSpec, RowResult, from_row
 from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split
 
@@ -323,6 +323,12 @@ class AblationOutcome:
 
 @dataclass
 class AblationResult(RowResult):
+    """The clean model's scores and each ablation's outcome.
+
+    The row (``to_dict``) lists the ablations under ``ablations``, each as its spec's fields, its scores and their
+    differences from the clean scores; ``from_dict`` rebuilds the specs and scores from it (the differences follow).
+    """
+
     clean: Scores
     outcomes: list[AblationOutcome]
     key_frequencies: tuple[int, ...] = ()
@@ -337,6 +343,24 @@ class AblationResult(RowResult):
             "control_frequencies": list(self.control_frequencies),
             "ablations": [outcome.to_dict(self.clean) for outcome in self.outcomes],
         }
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], arrays: Mapping[str, Tensor] | None = None) -> AblationResult:
+        outcomes = [
+            AblationOutcome(
+                Ablation(item["component"], item["target"], item["method"], layer=item["layer"], seed=item["seed"]),
+                from_row(Scores, item),  # null scores (no split: no train scores) come back as NaN
+                item["role"],
+            )
+            for item in row["ablations"]
+        ]
+        return cls(
+            from_row(Scores, row["clean"]),
+            outcomes,
+            tuple(row["key_frequencies"]),
+            tuple(row["control_frequencies"]),
+            row["single_frequency_sweep"],
+        )
 
 
 def _has_grid(task: ModularTask) -> bool:

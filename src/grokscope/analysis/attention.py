@@ -7,6 +7,7 @@ pre-softmax score to ``a`` that each frequency explains. :func:`attention_html` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from grokscope.analysis import basis
 from grokscope.analysis.common import grid_inputs, jsonable, model_device, require_grid
-from grokscope.analysis.spec import AnalysisSpec, RowResult
+from grokscope.analysis.spec import AnalysisSpec, RowResult, from_row
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -72,9 +73,12 @@ class AttentionResult(RowResult):
     position ``k`` (named in ``positions``) on input ``(a, b)``; ``scores[l, h, a, b]`` is the pre-softmax score to
     ``a``'s position and ``score_fve[l, h, f - 1]`` the share of its variance in frequency ``f``.
 
-    ``to_dict`` holds per-head summaries; the full p x p tables (rounded to 4 decimals) only when
-    ``include_heatmaps`` is set, since they are large and the report needs them for one checkpoint only.
+    ``to_dict`` holds per-head summaries (``score_fve`` among them); the full p x p tables (rounded to 4 decimals) only
+    when ``include_heatmaps`` is set, since they are large and the report needs them for one checkpoint only. The exact
+    ``pattern`` and ``scores`` live in the sidecar file (``ARRAYS``).
     """
+
+    ARRAYS = ("pattern", "scores")
 
     positions: tuple[str, ...]
     pattern: Float[Tensor, "layer head p p key"]
@@ -120,6 +124,15 @@ class AttentionResult(RowResult):
                 for head in range(n_heads)
             }
         return jsonable(out)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], arrays: Mapping[str, Tensor] | None = None) -> AttentionResult:
+        """The result again from ``to_dict``'s row and the sidecar ``arrays``: ``score_fve`` from the heads (listed
+        layer by layer), ``include_heatmaps`` from whether the row has heatmaps."""
+        heads = row["heads"]
+        n_layers = 1 + max(head["layer"] for head in heads)
+        score_fve = [[head["score_fve"] for head in heads if head["layer"] == layer] for layer in range(n_layers)]
+        return from_row(cls, {**row, "score_fve": score_fve, "include_heatmaps": "heatmaps" in row}, arrays)
 
 
 @torch.no_grad()

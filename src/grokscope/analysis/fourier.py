@@ -65,8 +65,11 @@ class FourierResult(RowResult):
     """Per-frequency norms (index k-1 is frequency k) of the weights, and the key-frequency rules' verdicts.
 
     ``logit_norms`` (of ``W_L = W_out @ W_U``) exists for one-layer models only; the per-head and MLP-input
-    spectra are of layer 0, the only layer that reads the embedding directly.
+    spectra are of layer 0, the only layer that reads the embedding directly. ``embedding_coefficients`` live in the
+    sidecar file (``ARRAYS``), the rest in the row.
     """
+
+    ARRAYS = ("embedding_coefficients",)
 
     modulus: int
     embedding_coefficients: Float[Tensor, "p d_model"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from grokscope.analysis.common import jsonable, model_device
+from grokscope.analysis.common import model_device
 from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.callbacks import Callback
 from grokscope.errors import UserError
@@ -110,7 +110,11 @@ class GradientsResult(RowResult):
     * ``grad_cosine_previous``, ``grad_cosine_by_component``: cosine between this and the previous checkpoint's
       gradients, overall and per component. They depend on how far apart the checkpoints are and have no per-step
       form: compare them at equal ``steps_between``.
+
+    ``gradients`` (per tensor, float64) live in the sidecar file (``ARRAYS``), the rest in the row.
     """
+
+    ARRAYS = ("gradients",)
 
     loss: float
     grad_norm: float
@@ -127,11 +131,6 @@ class GradientsResult(RowResult):
     grad_cosine_previous: float | None = None
     grad_cosine_by_component: dict[str, float] | None = None
     gradients: dict[str, Tensor] = field(default_factory=dict, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = jsonable(self)
-        out.pop("gradients")
-        return out
 
 
 def _cosine(a: Tensor, b: Tensor) -> float:

@@ -185,7 +185,12 @@ class LLCResult(RowResult):
     * ``drift``: (LLC from the second half of the draws - LLC from the first half) / ``|llc_mean|``; the trace is
       stationary after burn-in when ``|drift| <`` ``DRIFT_MAX`` 0.1 (positive: still climbing, burn-in too short or
       step size too small).
+
+    The row holds ``loss_trace`` as block means (``loss_trace_block`` draws each); the full trace lives in the sidecar
+    file (``ARRAYS``).
     """
+
+    ARRAYS = ("loss_trace",)
 
     llc_mean: float
     llc_std: float

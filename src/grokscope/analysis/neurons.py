@@ -59,7 +59,12 @@ class NeuronsResult(RowResult):
       content (specialized or not), so it counts how many frequencies the residual stream is organised around.
 
     ``embed_unembed_product`` is the same product summed over d.
+
+    The row holds the summary, the counts and the residual stream's fields; the per-neuron tensors live in the sidecar
+    file (``ARRAYS``).
     """
+
+    ARRAYS = ("fve", "dominant_frequency", "max_fve", "dead")
 
     layer: int
     cluster_threshold: float

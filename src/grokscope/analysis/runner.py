@@ -4,7 +4,8 @@
 the inputs the runner fed it: ``key_reference``, ``previous_step``, ``options``). A cached row is reused only when
 those match what this call would feed, so re-running on a grown run analyses only the new checkpoints and results
 computed against different key sets never mix. Per-checkpoint tables go to ``analysis/<name>.<table>.parquet``
-with a ``step`` column, what a run's rows add up to (the progress phases) to ``analysis/<name>.summary.json``.
+with a ``step`` column, what a run's rows add up to (the progress phases) to ``analysis/<name>.summary.json``, and
+the arrays of a result too large for its row to ``analysis/<name>.arrays/step_<step>.safetensors`` (:mod:`sidecar`).
 
 The runner knows analyses only through their :class:`~grokscope.analysis.spec.AnalysisSpec`: every module of
 ``grokscope.analysis`` with a ``SPEC`` is an analysis. Measures that take key frequencies get one **reference key
@@ -15,7 +16,8 @@ checkpoint's own (``key_from="each"``) are variants: their rows, tables and summ
 never overwrite or mix with the default's rows or its phases.
 
 The cache is checked before it is reused: a file that is not a list of rows, or a row whose fields do not have the
-types of the analysis's result, is set aside and recomputed (:attr:`AnalysisReport.notes` says so), and a damaged
+types of the analysis's result, or that does not rebuild its result with its sidecar file (missing, damaged, or
+written for another row), is set aside and recomputed (:attr:`AnalysisReport.notes` says so), and a damaged
 parquet table is replaced. Checkpoints with NaN or infinite weights are skipped (:attr:`AnalysisReport.skipped_steps`).
 """
 
@@ -37,6 +39,7 @@ import pandas as pd
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from grokscope.analysis import sidecar
 from grokscope.analysis.common import answer_activations, jsonable, require_grid
 from grokscope.analysis.spec import AnalysisSpec, RowResult, rows_frame
 from grokscope.errors import UserError
@@ -254,7 +257,8 @@ def _result_problem(result: Any, data: dict[str, Any]) -> str | None:
     """Why ``data`` cannot be the JSON of a ``result`` (None: it can): its fields' types, and for a result whose
     JSON is exactly its fields, every field there."""
     if _plain_layout(result):
-        missing = [f.name for f in dataclasses.fields(result) if f.name not in data]
+        kept = getattr(result, "ARRAYS", ())  # in the sidecar file, not the row
+        missing = [f.name for f in dataclasses.fields(result) if f.name not in data and f.name not in kept]
         if missing:
             return f'no "{missing[0]}"'
     return _misfit(result, data)
@@ -448,8 +452,9 @@ def analyze(
     folder = Path(out_dir) if out_dir is not None else run.analysis_dir
     with FolderLock(folder, "grokscope analyze"):
         # Only the temporary files of what analyze and its figures write: --out may be a folder of the user's.
-        ours = (".json", ".parquet", ".npy", ".html", ".js")
-        for leftover in [*folder.glob(".*.tmp"), *folder.glob("figures/.*.tmp")]:
+        ours = (".json", ".parquet", ".npy", ".html", ".js", ".safetensors")
+        sidecars = folder.glob(f"*{sidecar.SUFFIX}/.*.tmp")
+        for leftover in [*folder.glob(".*.tmp"), *folder.glob("figures/.*.tmp"), *sidecars]:
             if leftover.name[1:].rsplit(".", 2)[0].endswith(ours):
                 leftover.unlink(missing_ok=True)
         return _analyze(
@@ -565,12 +570,19 @@ def _analyze(
         # Rows record options only when some were given: a row computed with options is not one without any.
         return (row.get("options") or {}) == options[name]
 
+    unbuilt: dict[str, list[str]] = {}  # why cached rows did not rebuild their results (a sidecar file, mostly)
+
     def is_cached(name: str, step: int) -> bool:
         row = cache[name].get(step)
         if row is None or any(row.get(k) != v for k, v in fed(name, step).items()) or not same_options(name, row):
             return False
         latest_only = specs[name].latest_only
-        return not (step == last and latest_only and not row.get(latest_only[1]))
+        if step == last and latest_only and not row.get(latest_only[1]):
+            return False
+        problem = sidecar.problem(out_dir / f"{name}.json", row, specs[name].result)
+        if problem is not None:
+            unbuilt.setdefault(name, []).append(problem)
+        return problem is None
 
     bar = Progress(
         TextColumn("[bold]analyze"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress
@@ -607,12 +619,14 @@ def _analyze(
                     result = spec.compute(checkpoint.model, task, **kwargs)
                     results[name] = result
                     cache[name][step] = {"step": step, **result.to_dict(), **fed(name, step)}
+                    sidecar.write(out_dir / f"{name}.json", cache[name][step], result)  # before the row is saved
                     for table, rows in (result.tables() if hasattr(result, "tables") else {}).items():
                         tables[name].setdefault(table, {})[step] = jsonable(rows)
                     computed[name].append(step)
                 results_by_step = {step: results}
                 bar.advance(task_id)
     finally:
+        notes += sidecar.notes(unbuilt)
         files = _save(cache, tables, computed, out_dir, unusable, notes)
     # Every cached checkpoint fed as this call feeds the selected ones (the same reference key set): the rows of
     # one trajectory, which figures and summaries may draw together.
@@ -696,7 +710,8 @@ def over_checkpoints(
 ) -> list[Any]:
     """One typed result per selected checkpoint of ``run`` (all by default), read from or written to the same
     cache as ``grokscope analyze``; ``options`` are ``compute`` keywords of the analysis. Checkpoints with
-    non-finite weights have no result (as ``grokscope analyze`` skips them)."""
+    non-finite weights have no result (as ``grokscope analyze`` skips them). Each result is whole: rebuilt from its
+    JSON row and its sidecar arrays, whether computed now or read from the cache."""
     run = run if isinstance(run, Run) else Run.open(run)
     spec = analysis_spec(name)
     report = analyze(
@@ -710,7 +725,8 @@ def over_checkpoints(
         options={name: options},
     )
     chosen = set(report.selected)
-    return [spec.result.from_dict(row) for row in report.rows[name] if row["step"] in chosen]
+    cache = run.analysis_dir / f"{name}.json"
+    return [sidecar.rebuild(cache, row, spec.result) for row in report.rows[name] if row["step"] in chosen]
 
 
 def analysis_frame(
