@@ -725,7 +725,7 @@ def over_checkpoints(
         options={name: options},
     )
     chosen = set(report.selected)
-    cache = run.analysis_dir / f"{name}.json"
+    cache = (report.out_dir or run.analysis_dir) / f"{name}.json"  # a variant key set's rows live in a subfolder
     return [sidecar.rebuild(cache, row, spec.result) for row in report.rows[name] if row["step"] in chosen]
 
 
