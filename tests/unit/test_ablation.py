@@ -194,14 +194,9 @@ def unit_directions(p: int, k: int, operation: str) -> list[torch.Tensor]:
 
 
 def brute_direction_part(tables: torch.Tensor, keys, operation: str) -> torch.Tensor:
-    """sum_u u u^T N over the directions of every key frequency, column by column."""
+    """sum_u u u^T N over the directions of every key frequency."""
     p = math.isqrt(tables.shape[0])
-    part = torch.zeros_like(tables)
-    for k in keys:
-        for u in unit_directions(p, k, operation):
-            for n in range(tables.shape[1]):
-                part[:, n] += (u @ tables[:, n]) * u
-    return part
+    return sum(torch.outer(u, u @ tables) for k in keys for u in unit_directions(p, k, operation))
 
 
 @pytest.mark.parametrize("operation", ["add", "sub"])

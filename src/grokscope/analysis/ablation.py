@@ -411,7 +411,7 @@ def _has_grid(task: ModularTask) -> bool:
     return True
 
 
-def neuron_frequency_component(task: ModularTask) -> str:
+def neuron_frequency_component(task: ModularTask) -> Component:
     """The neuron-frequency ablation of the default specs: the frequencies' directions (``neuron_frequencies``, what
     excluded loss removes) where the answer is a + b or a - b, whole cell blocks (``neuron_frequency_cells``)
     otherwise."""
@@ -438,7 +438,7 @@ def default_specs(
             specs.append(Ablation("embed_frequencies", frequencies, "zero"))
             if not cfg.attn_only and _has_grid(task):
                 component = neuron_frequency_component(task)
-                specs.append(Ablation(component, frequencies, "zero", layer=cfg.n_layers - 1))  # type: ignore[arg-type]
+                specs.append(Ablation(component, frequencies, "zero", layer=cfg.n_layers - 1))
     return list(dict.fromkeys(specs))
 
 

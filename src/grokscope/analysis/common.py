@@ -71,7 +71,7 @@ def answer_index(model: GrokTransformer, task: ModularTask, name: str) -> int:
 @dataclass(frozen=True)
 class AnswerRun:
     """What :func:`answer_run` gives: the answer-position logits (None when it stopped early) and the captured
-    activations, each as the hook point holds it (see :func:`answer_index` for the answer's place), rows concatenated."""
+    activations, each as the hook point holds it (:func:`answer_index`: where the answer sits), rows concatenated."""
 
     logits: Float[Tensor, "n d_vocab_out"] | None
     captured: dict[str, Tensor]

@@ -41,7 +41,8 @@ EMBEDDING_DIRECTIONS = 10
 @dataclass
 class CompareResult:
     """How alike two models are. Agreement is the fraction of inputs where both predict the same answer (argmax);
-    an accuracy counts an input right only when its answer's logit beats every other strictly; ``principal_angles`` (radians, ascending) are between the top-``k`` principal subspaces of their embeddings."""
+    an accuracy counts an input right only when its answer's logit beats every other strictly; ``principal_angles``
+    (radians, ascending) are between the top-``k`` principal subspaces of their embeddings."""
 
     key_frequencies_a: list[int]
     key_frequencies_b: list[int]

@@ -3,7 +3,8 @@
 A neuron's activation at the answer position, over every input, is a p x p table indexed ``[a, b]``. Its 2-D
 transform ``F = B A B^T`` (:func:`~grokscope.analysis.basis.fourier_2d`) splits the table's variance into Fourier
 cells; the fraction of variance explained (FVE) by frequency k is the energy in k's cells
-(:func:`~grokscope.analysis.basis.frequency_cells`) over all non-constant energy. Grokked modular-addition models have neurons that specialize on one key frequency each.
+(:func:`~grokscope.analysis.basis.frequency_cells`) over all non-constant energy. Grokked modular-addition models
+have neurons that specialize on one key frequency each.
 
 The result also carries a weights-only measure of the residual stream (the Fourier-space specialization of the
 transfer study, :func:`residual_specialization`): how much of what residual dimension d reads from the number
