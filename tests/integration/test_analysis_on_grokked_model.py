@@ -1,7 +1,11 @@
 """What the analyses find on a model grokked inside the test suite (the quickstart config)."""
 
 import pytest
+import torch
 
+from grokscope.analysis import ablation, progress
+from grokscope.analysis.ablation import Ablation
+from grokscope.analysis.common import answer_activations
 from grokscope.analysis.runner import analyze
 
 
@@ -54,3 +58,31 @@ def test_ablating_key_frequencies_breaks_the_model_and_as_many_others_do_not(rep
         assert key["test_acc"] < chance + 0.15
         assert control["test_acc"] > 0.9
     assert grokked["single_frequency_sweep"]  # the latest checkpoint carries the per-frequency sweep
+
+
+@pytest.mark.slow
+def test_ablating_the_key_directions_from_the_neurons_is_the_excluded_neuron_measure(grokked_run, report):
+    # "Key frequencies ablated" from the neurons and the neuron-level excluded loss remove the same thing: the
+    # directions cos/sin(w_k (a + b)) of every key frequency from the answer position's neurons. Without a
+    # LayerNorm they are one computation; in float64 they agree to round-off.
+    run = grokked_run.run
+    task, split = run.task, run.split()
+    keys = report.rows["progress"][-1]["key_frequencies"]
+    model = run.load_model().double()
+    spec = Ablation("neuron_frequencies", tuple(keys), "zero")
+    ablated = ablation.ablated_logits(model, task, spec)[:, : task.modulus].double()
+    _, excluded = progress.neuron_level_logits(model, task, answer_activations(model, task), keys)
+    assert torch.allclose(ablated, excluded, rtol=0, atol=1e-8)
+    scores = ablation.compute(model, task, split=split, specs=[spec]).outcomes[0].scores
+    measure = progress.compute(model, task, split=split, key_frequencies=keys, single_frequencies=False)
+    for name in ("train", "test"):
+        assert getattr(scores, f"{name}_loss") == pytest.approx(measure.neuron_excluded.loss[name], rel=0, abs=1e-8)
+        assert getattr(scores, f"{name}_acc") == measure.neuron_excluded.acc[name]
+    # The rows the runner wrote (the float32 model) tell the same story.
+    key = next(
+        row
+        for row in report.rows["ablation"][-1]["ablations"]
+        if row["role"] == "key" and row["component"] == "neuron_frequencies"
+    )
+    assert key["target"] == keys
+    assert key["test_loss"] == pytest.approx(report.rows["progress"][-1]["neuron_excluded"]["loss"]["test"], rel=1e-4)

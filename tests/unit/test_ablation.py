@@ -1,4 +1,5 @@
-"""Ablations with known answers: empty and inert ablations change nothing, planted frequencies vanish when ablated."""
+"""Ablations with known answers: empty and inert ablations change nothing, planted frequencies vanish when ablated,
+the neurons' frequency directions by brute force."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from grokscope.models import build_model
 from grokscope.store import finite
 from grokscope.tasks import ModularTask, make_split
 from grokscope.viz import ablation as ablation_viz
+from grokscope.viz.describe import describe_row
 
 
 def tiny_model(**task):
@@ -51,6 +53,7 @@ def plant_embedding(model, task, strengths: dict[int, float]) -> None:
         ("neurons:0.0-3,9:resample:7", Ablation("neurons", (0, 1, 2, 3, 9), "resample", seed=7)),
         ("embed_frequencies:3,7:zero", Ablation("embed_frequencies", (3, 7), "zero")),
         ("embed_frequencies::zero", Ablation("embed_frequencies", (), "zero")),
+        ("neuron_frequency_cells:0.3,5:zero", Ablation("neuron_frequency_cells", (3, 5), "zero")),
         ("position:2:mean", Ablation("position", (2,), "mean")),
     ],
 )
@@ -94,10 +97,20 @@ def test_targets_outside_the_model_are_user_errors(spec):
         ablation.ablated_logits(model, task, spec)
 
 
-def test_neuron_frequencies_need_the_full_grid():
+@pytest.mark.parametrize("component", ["neuron_frequencies", "neuron_frequency_cells"])
+def test_neuron_frequencies_need_the_full_grid(component):
     model, task = tiny_model(operation="div")
     with pytest.raises(UserError, match="every"):
+        ablation.ablated_logits(model, task, Ablation(component, (1,), "zero"))
+
+
+def test_neuron_frequency_directions_need_a_sum_or_difference():
+    model, task = tiny_model(operation="mul")
+    with pytest.raises(UserError, match="neuron_frequency_cells"):
         ablation.ablated_logits(model, task, Ablation("neuron_frequencies", (1,), "zero"))
+    # The defaults fall back to the cells there, under their own name.
+    specs = ablation.default_specs(model, task, key_frequencies=[2], single_frequencies=False)
+    assert {s.component for s in specs} == {"head", "embed_frequencies", "neuron_frequency_cells"}
 
 
 # Known answers -----------------------------------------------------------------------------------------------------
@@ -111,6 +124,7 @@ def test_neuron_frequencies_need_the_full_grid():
         Ablation("embed_frequencies", (), "resample"),
         Ablation("neuron_frequencies", (), "zero"),
         Ablation("neuron_frequencies", (), "resample"),
+        Ablation("neuron_frequency_cells", (), "zero"),
         Ablation("position", (), "zero"),
     ],
 )
@@ -159,15 +173,77 @@ def test_ablating_the_planted_frequencies_erases_the_operands():
     assert torch.allclose(untouched, clean_logits(model, task), rtol=0, atol=1e-12)
 
 
-def test_table_frequency_part_picks_its_cells():
+def test_frequency_cell_part_picks_its_cells():
     p = 13
     w = 2 * math.pi * torch.arange(p, dtype=torch.float64) / p
     a, b = w[:, None], w[None, :]
     linear_3, product_5 = torch.cos(3 * a).expand(p, p), torch.cos(5 * (a + b))
     tables = torch.stack([linear_3 + product_5, product_5 + 2.0], dim=-1)
-    assert torch.allclose(ablation.table_frequency_part(tables, (3,))[..., 0], linear_3, atol=1e-12)
-    assert torch.allclose(ablation.table_frequency_part(tables, (5,))[..., 1], product_5, atol=1e-12)
-    assert torch.allclose(ablation.table_frequency_part(tables, (4,)), torch.zeros(p, p, 2, dtype=torch.float64))
+    assert torch.allclose(ablation.frequency_cell_part(tables, (3,))[..., 0], linear_3, atol=1e-12)
+    assert torch.allclose(ablation.frequency_cell_part(tables, (5,))[..., 1], product_5, atol=1e-12)
+    assert torch.allclose(ablation.frequency_cell_part(tables, (4,)), torch.zeros(p, p, 2, dtype=torch.float64))
+
+
+# The neurons' frequency directions, built by brute force: explicit unit cos/sin vectors over the grid, no library code.
+def unit_directions(p: int, k: int, operation: str) -> list[torch.Tensor]:
+    """cos(w_k s) and sin(w_k s) over rows a * p + b, s = a + b (add) or a - b (sub), each of unit norm."""
+    sign = 1 if operation == "add" else -1
+    s = torch.tensor([a + sign * b for a in range(p) for b in range(p)], dtype=torch.float64)
+    waves = [torch.cos(2 * math.pi * k * s / p), torch.sin(2 * math.pi * k * s / p)]
+    return [wave / wave.norm() for wave in waves]
+
+
+def brute_direction_part(tables: torch.Tensor, keys, operation: str) -> torch.Tensor:
+    """sum_u u u^T N over the directions of every key frequency."""
+    p = math.isqrt(tables.shape[0])
+    return sum(torch.outer(u, u @ tables) for k in keys for u in unit_directions(p, k, operation))
+
+
+@pytest.mark.parametrize("operation", ["add", "sub"])
+def test_ablating_neuron_frequencies_removes_their_directions(operation):
+    model, task = tiny_model(operation=operation)
+    keys = (2, 5)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(task.dataset().tokens)
+    post = cache["blocks.0.mlp.hook_post"][:, task.answer_position]
+    # No normalization: a change of the answer position's neurons changes its logits by change @ W_out @ W_U.
+    expected = (
+        logits[:, task.answer_position]
+        - brute_direction_part(post, keys, operation) @ (model.W_out[0] @ model.W_U).detach()
+    )
+    spec = Ablation("neuron_frequencies", keys, "zero")
+    assert torch.allclose(ablation.ablated_logits(model, task, spec), expected, rtol=0, atol=1e-10)
+    # The directions sum to zero over the grid: the mean ablation is the zero ablation.
+    averaged = ablation.ablated_logits(model, task, Ablation("neuron_frequencies", keys, "mean"))
+    assert torch.allclose(averaged, expected, rtol=0, atol=1e-10)
+
+
+def test_neuron_frequencies_remove_the_answer_waves_and_cells_remove_more():
+    p, k = 13, 3
+    w = 2 * math.pi * torch.arange(p, dtype=torch.float64) / p
+    a, b = w[:, None], w[None, :]
+    answer_wave = torch.sin(k * (a + b)) + 0.5 * torch.cos(k * (a + b))  # what excluded loss removes for add
+    one_operand, difference = torch.cos(k * a).expand(p, p), torch.cos(k * (a - b))  # in k's cells, not its directions
+    tables = torch.stack([answer_wave + one_operand + difference + 2.0, torch.cos((k + 1) * (a + b))], dim=-1)
+    _, task = tiny_model()
+    flat = tables.reshape(p * p, -1)
+    directions = ablation.neuron_frequency_part(flat, Ablation("neuron_frequencies", (k,), "zero"), task)
+    assert torch.allclose(directions, brute_direction_part(flat, [k], "add"), atol=1e-12)
+    assert torch.allclose(directions[:, 0], answer_wave.flatten(), atol=1e-12)
+    assert directions[:, 1].abs().max() < 1e-12  # another frequency keeps its wave
+    cells = ablation.neuron_frequency_part(flat, Ablation("neuron_frequency_cells", (k,), "zero"), task)
+    assert torch.allclose(cells[:, 0], (answer_wave + one_operand + difference).flatten(), atol=1e-12)
+
+
+def test_ties_score_as_wrong():
+    # Every logit equal: no answer wins, so the accuracy is 0 (an argmax would call output 0 right for 1/p of inputs).
+    model, task = tiny_model()
+    with torch.no_grad():
+        model.unembed.W_U.zero_()
+        model.unembed.b_U.zero_()
+    clean = ablation.compute(model, task, specs=[]).clean
+    assert clean.test_acc == 0.0
+    assert clean.test_loss == pytest.approx(math.log(task.d_vocab_out), abs=1e-12)
 
 
 def test_an_input_independent_position_is_unchanged_by_mean_and_resample():
@@ -212,6 +288,13 @@ def test_default_specs_compare_key_frequencies_with_the_strongest_others():
 
     figures = ablation_viz.figures([data | {"step": 0}, data | {"step": 10}], [])
     assert set(figures) == {"ablation_bars", "ablation_key_vs_other"}
+    # The summary line names where each key set was ablated: the embedding first, then the neurons' directions.
+    acc = {(row["component"], row["role"]): f"{row['test_acc']:.1%}" for row in data["ablations"] if row["role"]}
+    assert describe_row("ablation", data).endswith(
+        f"key frequencies ablated {acc['embed_frequencies', 'key']}, as many others "
+        f"{acc['embed_frequencies', 'control']} (embedding); {acc['neuron_frequencies', 'key']} and "
+        f"{acc['neuron_frequencies', 'control']} (neurons)"
+    )
 
 
 def test_key_frequencies_must_exist():

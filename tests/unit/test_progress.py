@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_config
 from grokscope.analysis import progress
-from grokscope.analysis.common import answer_grid, answer_loss
+from grokscope.analysis.common import answer_activations, answer_grid, answer_loss
 from grokscope.errors import UserError
 from grokscope.models import build_model
 from grokscope.tasks import ModularTask, make_split
@@ -247,6 +247,56 @@ def test_a_final_layernorm_feeds_the_neuron_level_through_the_model():
     model = build_model(cfg.model, task, seed=0)
     result = progress.compute(model, task, key_frequencies=[])
     assert result.neuron_excluded.loss["all"] == pytest.approx(result.full.loss["all"], abs=1e-9)
+
+
+@pytest.mark.parametrize("operation", ["add", "sub"])
+def test_without_normalization_the_linear_readout_is_the_forward_with_hooks(operation):
+    # The closed form (mean(N) + A) W_out W_U and L - A W_out W_U against the general path, forced, which runs the
+    # model with hook_post (and, for the restricted one, resid_mid) set: the same numbers for a model without LN.
+    model, task, _ = tiny_model(operation=operation)
+    acts = answer_activations(model, task)
+    linear = progress.neuron_level_logits(model, task, acts, [2, 5], linear=True)
+    general = progress.neuron_level_logits(model, task, acts, [2, 5], linear=False)
+    for closed_form, forward in zip(linear, general, strict=True):
+        assert torch.allclose(closed_form, forward, rtol=0, atol=1e-10)
+    assert not torch.allclose(linear[1], acts.logits.double(), atol=1e-3)  # the key frequencies carried something
+
+
+def layer_norm_by_hand(x: torch.Tensor, norm) -> torch.Tensor:
+    centred = x - x.mean(-1, keepdim=True)
+    return centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * norm.w + norm.b
+
+
+def test_with_a_final_layernorm_the_neurons_are_read_out_through_it():
+    # What the docstring says is read out, by hand: ln_final(resid_mid + hook_post W_out + b_out) W_U + b_U with
+    # hook_post = N - A (excluded), and with hook_post = mean(N) + A, resid_mid at its mean (restricted, each
+    # output's mean then restored). Not the linear formula: a LayerNorm sits between the neurons and the logits.
+    cfg = tiny_config(model={"dtype": "float64", "normalization": "LN"})
+    task = ModularTask.from_config(cfg.task)
+    model = build_model(cfg.model, task, seed=0)
+    with torch.no_grad():  # a LayerNorm that does something: weights and biases off their init of 1 and 0
+        model.ln_final.w.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(2))
+        model.ln_final.b.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))
+    p, keys = task.modulus, [2, 5]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(task.dataset().tokens)
+    pos = task.answer_position
+    logits = logits[:, pos, :p]
+    resid_mid, post = cache["blocks.0.hook_resid_mid"][:, pos], cache["blocks.0.mlp.hook_post"][:, pos]
+    trig = brute_trig(post, keys, "add")
+
+    def read_out(resid: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
+        stream = resid + neurons @ model.W_out[0] + model.b_out[0]
+        return (layer_norm_by_hand(stream, model.ln_final) @ model.W_U + model.b_U)[:, :p].detach()
+
+    excluded = read_out(resid_mid, post - trig)
+    restricted = read_out(resid_mid.mean(0).expand_as(resid_mid), post.mean(0) + trig)
+    restricted = restricted + (logits.mean(0) - restricted.mean(0))
+    got_restricted, got_excluded = progress.neuron_level_logits(model, task, answer_activations(model, task), keys)
+    assert torch.allclose(got_excluded, excluded, rtol=0, atol=1e-10)
+    assert torch.allclose(got_restricted, restricted, rtol=0, atol=1e-10)
+    w_l = (model.W_out[0] @ model.W_U[:, :p]).detach()
+    assert not torch.allclose(got_excluded, logits - trig @ w_l, atol=1e-3)  # the linear formula would be wrong
 
 
 def test_user_errors(tiny):

@@ -1,24 +1,39 @@
 """Ablations: knock out heads, neurons, Fourier frequencies or positions and measure the loss and accuracy that remain.
 
 An :class:`Ablation` is plain data (also written as a string such as ``head:0.1:mean``); it is applied through
-TransformerLens hooks to every input of the task, one ablation at a time, and scored on the train and test split
-against the clean model. Key Fourier frequencies can be ablated together next to an equal-size control set.
+TransformerLens hooks to every input of the task in the shared answer-position forward
+(:func:`~grokscope.analysis.common.answer_run`), one ablation at a time, and scored as every analysis scores
+(:func:`~grokscope.analysis.common.answer_loss`: an input is right only when its answer wins strictly) on the train
+and test split against the clean model. Key Fourier frequencies can be ablated together next to an equal-size control
+set. Ablating frequencies from the neurons (``neuron_frequencies``) removes the directions ``cos(w_k (a +- b))`` and
+``sin(w_k (a +- b))`` from their activation tables: the zero ablation of the key set is exactly the excluded
+neuron-level measure of :mod:`grokscope.analysis.progress`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from grokscope.analysis import basis
 from grokscope.analysis.attention import operand_positions
-from grokscope.analysis.common import jsonable, model_device, require_grid
+from grokscope.analysis.common import (
+    RowHook,
+    answer_index,
+    answer_logits,
+    answer_loss,
+    answer_run,
+    jsonable,
+    model_device,
+    require_grid,
+    score_splits,
+    split_indices,
+)
 from grokscope.analysis.spec import AnalysisSpec, RowResult, from_row
 from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split
@@ -28,12 +43,15 @@ if TYPE_CHECKING:
 
 NAME = "ablation"
 
-Component = Literal["head", "neurons", "embed_frequencies", "neuron_frequencies", "position"]
+Component = Literal["head", "neurons", "embed_frequencies", "neuron_frequencies", "neuron_frequency_cells", "position"]
 Method = Literal["zero", "mean", "resample"]
 COMPONENTS: tuple[str, ...] = get_args(Component)
 METHODS: tuple[str, ...] = get_args(Method)
-_LAYERED = ("head", "neurons", "neuron_frequencies")
-_FREQUENCIES = ("embed_frequencies", "neuron_frequencies")
+_NEURON_FREQUENCIES = ("neuron_frequencies", "neuron_frequency_cells")
+_LAYERED = ("head", "neurons", *_NEURON_FREQUENCIES)
+_FREQUENCIES = ("embed_frequencies", *_NEURON_FREQUENCIES)
+# The operations whose answer is a function of a + b or a - b: the neurons' frequency directions are defined for them.
+DIRECTION_OPERATIONS = ("add", "sub")
 SYNTAX = "COMPONENT:[LAYER.]IDS:METHOD[:SEED], e.g. head:0.1:mean or embed_frequencies:3,7:zero"
 
 
@@ -47,14 +65,20 @@ class Ablation:
     * ``neurons``: neuron ids in ``layer``; their ``mlp.hook_post`` at every position.
     * ``embed_frequencies``: frequencies (1 .. p // 2) removed from the number-token embeddings at the operand
       positions (``hook_embed``).
-    * ``neuron_frequencies``: frequencies removed from every neuron's activation table over the (a, b) grid at the
-      answer position in ``layer``: the frequency's cells of the table's 2-D Fourier transform (linear in a, linear
-      in b, and a-b products; see ``basis.frequency_cells``).
+    * ``neuron_frequencies``: frequencies removed from every neuron's activation table N over the (a, b) grid at the
+      answer position in ``layer``: for each k, the directions ``cos(w_k s)`` and ``sin(w_k s)``, ``s = a + b`` (add)
+      or ``a - b`` (sub), each of unit norm over the grid (``basis.trig_directions``): ``N - sum_u u u^T N``. What
+      "excluded loss" removes (Nanda et al. 2023): zero-ablating a model's key frequencies here gives the
+      neuron-level excluded logits of :mod:`grokscope.analysis.progress`. Tasks whose answer is a + b or a - b only.
+    * ``neuron_frequency_cells``: frequencies removed from the same tables as whole 2-D Fourier cell blocks: the
+      frequency's cells of the table's transform (linear in a, linear in b, and a-b products of frequency k, the
+      (const, cos k, sin k)^2 block less its constant; ``basis.frequency_cells``). More than the two directions
+      above (one-operand terms, ``cos(w_k (a - b))`` for add), and defined for any task on the full grid.
     * ``position``: positions whose layer-0 residual input (token + positional embedding) is ablated.
 
     ``method``: ``zero`` sets the ablated part to 0; ``mean`` to its mean over every input of the task; ``resample``
     to its value on another input, drawn per input with a generator seeded by ``seed``. A Fourier component averages
-    to zero over the full grid, so ``mean`` then equals ``zero`` for the two frequency components.
+    to zero over the full grid, so ``mean`` then equals ``zero`` for the frequency components.
 
     As a string (see :meth:`parse`): ``COMPONENT:[LAYER.]IDS:METHOD[:SEED]``. ``IDS`` is a comma-separated list of
     ids and inclusive ranges (``0-63,100``), possibly empty; ``LAYER.`` (default 0) is allowed for the layered
@@ -78,7 +102,7 @@ class Ablation:
         elif min((*self.target, self.layer, self.seed)) < 0:
             problem = "ids, layer and seed must be non-negative"
         elif self.layer and self.component not in _LAYERED:
-            problem = "only head, neurons and neuron_frequencies take a layer"
+            problem = f"only {', '.join(_LAYERED)} take a layer"
         if problem:
             raise UserError(f"ablation {self.component}:{_format_ids(self.target)}:{self.method}: {problem}")
 
@@ -139,6 +163,7 @@ def _check(spec: Ablation, model: GrokTransformer, task: ModularTask) -> None:
         "neurons": (0, cfg.d_mlp or 0, "neurons"),
         "embed_frequencies": (1, task.modulus // 2 + 1, "frequencies"),
         "neuron_frequencies": (1, task.modulus // 2 + 1, "frequencies"),
+        "neuron_frequency_cells": (1, task.modulus // 2 + 1, "frequencies"),
         "position": (0, task.n_ctx, "positions"),
     }
     low, high, what = bounds[spec.component]
@@ -146,14 +171,19 @@ def _check(spec: Ablation, model: GrokTransformer, task: ModularTask) -> None:
     problem = None
     if spec.layer >= cfg.n_layers:
         problem = f"layer {spec.layer} out of range (model has {cfg.n_layers} layers)"
-    elif spec.component in ("neurons", "neuron_frequencies") and cfg.attn_only:
+    elif spec.component in ("neurons", *_NEURON_FREQUENCIES) and cfg.attn_only:
         problem = "the model has no MLP"
     elif bad:
         problem = f"{bad[0]} out of range (valid {what}: {low}..{high - 1})"
     if problem:
         raise UserError(f"ablation {spec.label}: {problem}")
-    if spec.component == "neuron_frequencies":
+    if spec.component in _NEURON_FREQUENCIES:
         require_grid(task, f"ablation {spec.label}")
+    if spec.component == "neuron_frequencies" and task.operation.name not in DIRECTION_OPERATIONS:
+        raise UserError(
+            f"ablation {spec.label}: the directions cos/sin(w_k (a +- b)) need add or sub, not "
+            f"{task.operation.name}; neuron_frequency_cells removes whole Fourier cells instead"
+        )
 
 
 def _hook_name(spec: Ablation) -> str:
@@ -161,6 +191,7 @@ def _hook_name(spec: Ablation) -> str:
         "head": f"blocks.{spec.layer}.attn.hook_z",
         "neurons": f"blocks.{spec.layer}.mlp.hook_post",
         "neuron_frequencies": f"blocks.{spec.layer}.mlp.hook_post",
+        "neuron_frequency_cells": f"blocks.{spec.layer}.mlp.hook_post",
         "embed_frequencies": "hook_embed",
         "position": "blocks.0.hook_resid_pre",
     }[spec.component]
@@ -168,7 +199,7 @@ def _hook_name(spec: Ablation) -> str:
 
 def _needs_clean(spec: Ablation) -> bool:
     """Whether the hook needs the clean activations at its hook point (a neuron table, a mean, a resample)."""
-    return spec.component == "neuron_frequencies" or (spec.component != "embed_frequencies" and spec.method != "zero")
+    return spec.component in _NEURON_FREQUENCIES or (spec.component != "embed_frequencies" and spec.method != "zero")
 
 
 # Fourier parts --------------------------------------------------------------------------------------------------------
@@ -183,14 +214,24 @@ def embedding_frequency_part(
     return selected.T @ (selected @ embeddings.double())
 
 
-def table_frequency_part(tables: Float[Tensor, "p p n"], frequencies: Sequence[int]) -> Float[Tensor, "p p n"]:
-    """The part of tables over ``[a, b]`` (one per last index) in the 2-D Fourier cells of ``frequencies``."""
+def frequency_cell_part(tables: Float[Tensor, "p p n"], frequencies: Sequence[int]) -> Float[Tensor, "p p n"]:
+    """The part of tables over ``[a, b]`` (one per last index, float64) in the 2-D Fourier cells of ``frequencies``."""
     p = tables.shape[0]
-    fourier = basis.fourier_basis(p).to(tables.device)
     cells = basis.frequency_cells(p)[torch.tensor(list(frequencies), dtype=torch.long) - 1].any(dim=0)
-    coefficients = torch.einsum("ia,abn,jb->ijn", fourier, tables.double(), fourier)
-    kept = coefficients * cells.to(tables.device)[:, :, None]
-    return torch.einsum("ia,ijn,jb->abn", fourier, kept, fourier)
+    coefficients = basis.fourier_2d(tables.double())
+    return basis.inverse_fourier_2d(coefficients * cells.to(tables.device)[:, :, None])
+
+
+def neuron_frequency_part(
+    tables: Float[Tensor, "p_sq n"], spec: Ablation, task: ModularTask
+) -> Float[Tensor, "p_sq n"]:
+    """What ``spec`` (a ``neuron_frequencies`` or ``neuron_frequency_cells`` ablation) removes from activation tables
+    over the grid (rows ``a * p + b``, float64): their projection onto the frequencies' directions, or their part in
+    the frequencies' 2-D cells."""
+    p = task.modulus
+    if spec.component == "neuron_frequencies":
+        return basis.trig_part(tables.double(), basis.trig_directions(p, task.operation.name, spec.target))
+    return frequency_cell_part(tables.reshape(p, p, -1), spec.target).reshape(p * p, -1)
 
 
 def frequency_embedding_norms(model: GrokTransformer, task: ModularTask) -> Float[Tensor, " n_freq"]:
@@ -220,8 +261,8 @@ def _other_rows(n: int, seed: int, device: torch.device) -> Int[Tensor, " n"]:
 
 def _ablation_hook(
     spec: Ablation, task: ModularTask, model: GrokTransformer, data: Dataset, clean: dict[str, Tensor]
-) -> Callable[[Tensor, Any], Tensor]:
-    """A forward hook for ``_hook_name(spec)`` that ablates ``spec`` on the rows of ``data``."""
+) -> tuple[str, RowHook]:
+    """A hook for :func:`~grokscope.analysis.common.answer_run` that ablates ``spec`` on the rows of ``data``."""
     name = _hook_name(spec)
     other = _other_rows(len(data), spec.seed, data.tokens.device) if spec.method == "resample" else None
 
@@ -237,44 +278,43 @@ def _ablation_hook(
         index = (slice(None), ids) if spec.component == "position" else (slice(None), slice(None), ids)
         replacement = None if spec.method == "zero" else replace(clean[name][index])
 
-        def set_values(activation: Tensor, hook: Any) -> Tensor:
+        def set_values(activation: Tensor, rows: slice) -> Tensor:
             out = activation.clone()
-            out[index] = 0.0 if replacement is None else replacement
+            out[index] = 0.0 if replacement is None else replacement[rows]
             return out
 
-        return set_values
+        return name, set_values
 
     # Frequency components: swap the removed part for its replacement, leaving the rest of the activation as it is.
     if spec.component == "embed_frequencies":
         positions = list(operand_positions(task))
         part = embedding_frequency_part(model.W_E[: task.modulus], spec.target)[data.tokens[:, positions]]
     else:
-        p, positions = task.modulus, [task.answer_position]
-        table = clean[name][:, task.answer_position].reshape(p, p, -1)
-        part = table_frequency_part(table, spec.target).reshape(p * p, 1, -1)
+        positions = [answer_index(model, task, name)]
+        part = neuron_frequency_part(clean[name][:, positions[0]], spec, task)[:, None]
     delta = replace(part) - part
 
-    def shift(activation: Tensor, hook: Any) -> Tensor:
+    def shift(activation: Tensor, rows: slice) -> Tensor:
         out = activation.clone()
-        out[:, positions] += delta.to(activation.dtype)
+        out[:, positions] += delta[rows].to(activation.dtype)
         return out
 
-    return shift
+    return name, shift
 
 
 def _clean_run(
     model: GrokTransformer, task: ModularTask, data: Dataset, specs: Sequence[Ablation]
 ) -> tuple[Float[Tensor, "n d_vocab_out"], dict[str, Tensor]]:
     names = sorted({_hook_name(spec) for spec in specs if _needs_clean(spec)})
-    logits, cache = model.run_with_cache(data.tokens, names_filter=names)
-    return logits[:, task.answer_position], dict(cache.items())
+    run = answer_run(model, task, data, capture=names)
+    assert run.logits is not None
+    return run.logits, run.captured
 
 
 def _ablated(
     model: GrokTransformer, task: ModularTask, data: Dataset, spec: Ablation, clean: dict[str, Tensor]
 ) -> Float[Tensor, "n d_vocab_out"]:
-    hook = _ablation_hook(spec, task, model, data, clean)
-    return model.run_with_hooks(data.tokens, fwd_hooks=[(_hook_name(spec), hook)])[:, task.answer_position]
+    return answer_logits(model, task, data, hooks=[_ablation_hook(spec, task, model, data, clean)])
 
 
 @torch.no_grad()
@@ -371,6 +411,13 @@ def _has_grid(task: ModularTask) -> bool:
     return True
 
 
+def neuron_frequency_component(task: ModularTask) -> Component:
+    """The neuron-frequency ablation of the default specs: the frequencies' directions (``neuron_frequencies``, what
+    excluded loss removes) where the answer is a + b or a - b, whole cell blocks (``neuron_frequency_cells``)
+    otherwise."""
+    return "neuron_frequencies" if task.operation.name in DIRECTION_OPERATIONS else "neuron_frequency_cells"
+
+
 def default_specs(
     model: GrokTransformer,
     task: ModularTask,
@@ -379,7 +426,8 @@ def default_specs(
 ) -> list[Ablation]:
     """Every head (mean), every single frequency in embedding space (zero; when ``single_frequencies``), and with
     ``key_frequencies`` the key set and its control set (:func:`control_frequencies`) together, zero-ablated in
-    embedding space and in the neurons of the last layer (when the model has an MLP and the task covers the grid)."""
+    embedding space and in the neurons of the last layer (when the model has an MLP and the task covers the grid;
+    :func:`neuron_frequency_component` says how)."""
     cfg = model.cfg
     specs = [Ablation("head", (h,), "mean", layer=layer) for layer in range(cfg.n_layers) for h in range(cfg.n_heads)]
     if single_frequencies:
@@ -389,22 +437,18 @@ def default_specs(
         for frequencies in (key, control_frequencies(model, task, key)):
             specs.append(Ablation("embed_frequencies", frequencies, "zero"))
             if not cfg.attn_only and _has_grid(task):
-                specs.append(Ablation("neuron_frequencies", frequencies, "zero", layer=cfg.n_layers - 1))
+                component = neuron_frequency_component(task)
+                specs.append(Ablation(component, frequencies, "zero", layer=cfg.n_layers - 1))
     return list(dict.fromkeys(specs))
 
 
 def _scores(logits: Float[Tensor, "n d_vocab_out"], answers: Int[Tensor, " n"], split: Split | None) -> Scores:
-    def score(rows: Tensor | None) -> tuple[float, float]:
-        if rows is None:
-            return float("nan"), float("nan")
-        chosen, truth = logits[rows].double(), answers[rows]
-        loss = F.cross_entropy(chosen, truth).item()
-        return loss, (chosen.argmax(dim=-1) == truth).double().mean().item()
-
-    device = logits.device
-    train = None if split is None else split.train.to(device)
-    test = torch.arange(len(answers), device=device) if split is None else split.test.to(device)
-    return Scores(*score(train), *score(test))
+    """Mean cross-entropy and strict accuracy (:func:`~grokscope.analysis.common.answer_loss`) on the split; without
+    one every input is a test input and the train scores are NaN."""
+    score = score_splits(*answer_loss(logits.double(), answers), split_indices(len(answers), split, logits.device))
+    test = "all" if split is None else "test"
+    train = (score.loss["train"], score.acc["train"]) if split is not None else (float("nan"), float("nan"))
+    return Scores(*train, score.loss[test], score.acc[test])
 
 
 @torch.no_grad()

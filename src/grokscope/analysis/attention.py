@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from grokscope.analysis import basis
-from grokscope.analysis.common import grid_inputs, jsonable, model_device, require_grid
+from grokscope.analysis.common import answer_run, grid_inputs, jsonable, require_grid
 from grokscope.analysis.spec import AnalysisSpec, RowResult, from_row
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
@@ -49,20 +49,10 @@ def score_fve(scores: Float[Tensor, "*heads p p"]) -> Float[Tensor, "*heads n_fr
 
     The denominator is the sum of squares of every cell except the constant one (the table's variance times p^2),
     so cross terms between two frequencies belong to no frequency and the shares sum to at most 1. A constant
-    table has no variance to share out and gets zeros.
+    table has no variance to share out and gets zeros (:func:`~grokscope.analysis.basis.frequency_shares`).
     """
-    p = scores.shape[-1]
-    fourier = basis.fourier_basis(p, torch.float64).to(scores.device)
-    coefficients = fourier @ scores.double() @ fourier.T
-    power = coefficients.pow(2)
-    power[..., 0, 0] = 0.0
-    cells = basis.frequency_cells(p).to(device=scores.device, dtype=torch.float64)
-    per_frequency = torch.einsum("kij,...ij->...k", cells, power)
-    total = power.sum(dim=(-2, -1))[..., None]
-    # Relative to the table's own scale, so round-off on a constant table does not become a share.
-    scale = coefficients.pow(2).sum(dim=(-2, -1))[..., None]
-    has_variance = total > torch.finfo(torch.float64).eps * scale
-    return torch.where(has_variance, per_frequency / total.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    shares, _ = basis.frequency_shares(scores.double().movedim((-2, -1), (0, 1)))
+    return shares.movedim(0, -1)
 
 
 @dataclass
@@ -141,15 +131,14 @@ def compute(
 ) -> AttentionResult:
     """Attention patterns and score Fourier shares over every (a, b); ``split`` is unused (all inputs count)."""
     p = require_grid(task, NAME)
-    data = grid_inputs(task, model_device(model))
+    data = grid_inputs(task)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     query, keys = task.answer_position, key_positions(task)
     pos_a = operand_positions(task)[0]
 
-    def wanted(name: str) -> bool:
-        return name.endswith(("attn.hook_pattern", "attn.hook_attn_scores"))
-
-    _, cache = model.run_with_cache(data.tokens, names_filter=wanted)
+    names = [f"blocks.{layer}.attn.hook_{what}" for layer in range(n_layers) for what in ("attn_scores", "pattern")]
+    # Attention is all this reads: the forward ends at the last layer's pattern.
+    cache = answer_run(model, task, data, capture=names, until=names[-1]).captured
     # [batch, head, query, key] -> [head, a, b, ...] at the answer query.
     patterns = [cache[f"blocks.{layer}.attn.hook_pattern"][:, :, query, : len(keys)] for layer in range(n_layers)]
     scores = [cache[f"blocks.{layer}.attn.hook_attn_scores"][:, :, query, pos_a] for layer in range(n_layers)]
@@ -186,12 +175,12 @@ def attention_html(model: GrokTransformer, task: ModularTask, pairs: list[tuple[
     ]
     if missing:
         raise UserError(f"attention html: {missing[0]} is not an input of {task.describe()}")
-    tokens = data.tokens[matches.int().argmax(dim=1)].to(model_device(model))
-
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("attn.hook_pattern"))
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
+    chosen = data.subset(matches.int().argmax(dim=1))
+    cache = answer_run(model, task, chosen, capture=names, until=names[-1]).captured
     # [pair, layer, head, query, key] flattened into one list of "heads" for a single element.
-    pattern = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(n_layers)], dim=1)
+    pattern = torch.stack([cache[name] for name in names], dim=1)
     names = [
         f"a={a} b={b} L{layer}H{head}"
         for a, b in wanted.tolist()

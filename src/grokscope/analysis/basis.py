@@ -1,4 +1,6 @@
-"""The real Fourier basis over Z_p, and which basis vectors and 2-D cells belong to each frequency.
+"""The Fourier numerics every analysis shares: the real basis over Z_p, the 2-D transform of tables over the (a, b)
+grid and which of its cells belong to each frequency, and the directions ``cos(w_k (a +- b))``, ``sin(w_k (a +- b))``
+over the grid that the progress measures and the neuron-frequency ablation project onto.
 
 Ordering (cos first; some codebases put sin first): row 0 is the constant 1/sqrt(p); then for k = 1, 2, ...
 ``cos(w_k x)`` and ``sin(w_k x)`` with ``w_k = 2 pi k / p``. For odd p the frequencies are 1..(p-1)/2 and every
@@ -9,6 +11,7 @@ Every row has unit norm and the rows are orthonormal, so ``B @ x`` gives coeffic
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -87,3 +90,83 @@ def frequency_cells(p: int) -> Bool[Tensor, "n_freq p p"]:
     linear_b = (fa == 0) & (fb == ks)
     quadratic = (fa == ks) & (fb == ks)
     return linear_a | linear_b | quadratic
+
+
+def cell_frequencies(p: int) -> Int[Tensor, " p_sq"]:
+    """The frequency that owns each cell of a 2-D transform (:func:`frequency_cells`), 0 where none does; row-major
+    over (basis row over a, basis row over b), as ``fourier_2d(t).reshape(p * p, ...)`` lays the cells out."""
+    cells = frequency_cells(p)
+    return (cells * torch.arange(1, cells.shape[0] + 1)[:, None, None]).sum(0).flatten()
+
+
+def _both_axes(matrix: Float[Tensor, "p p"], tables: Float[Tensor, "p p ..."]) -> Float[Tensor, "p p ..."]:
+    """``M T M^T`` for every table ``T`` over the two leading axes, in the tables' dtype."""
+    p = tables.shape[0]
+    matrix = matrix.to(tables)
+    # Two plain matmuls, over a and then over b, run faster than a three-operand einsum.
+    over_a = (matrix @ tables.reshape(p, -1)).reshape(p, p, -1)
+    over_b = matrix @ over_a.transpose(0, 1).reshape(p, -1)
+    return over_b.reshape(p, p, -1).transpose(0, 1).reshape(tables.shape)
+
+
+def fourier_2d(tables: Float[Tensor, "p p ..."]) -> Float[Tensor, "p p ..."]:
+    """The 2-D transform of tables indexed ``[a, b, ...]``: ``F[i, j] = (B T B^T)[i, j]``, basis row i over a and
+    basis row j over b. The basis is orthonormal, so the transform keeps the energy and
+    :func:`inverse_fourier_2d` undoes it."""
+    return _both_axes(fourier_basis(tables.shape[0]), tables)
+
+
+def inverse_fourier_2d(coefficients: Float[Tensor, "p p ..."]) -> Float[Tensor, "p p ..."]:
+    """The tables ``B^T F B`` whose :func:`fourier_2d` is ``coefficients``."""
+    return _both_axes(fourier_basis(coefficients.shape[0]).T, coefficients)
+
+
+# Tables whose non-constant energy is below this fraction of their total energy are constant over the grid: their
+# round-off has no frequency to share out.
+CONSTANT_TOLERANCE = 1e-12
+
+
+def frequency_shares(
+    tables: Float[Tensor, "p p ..."],
+) -> tuple[Float[Tensor, "n_freq ..."], Bool[Tensor, "..."]]:
+    """Each table's share of non-constant energy in each frequency's cells, and whether the table varies at all.
+
+    The denominator is every cell's energy but the constant cell (0, 0), so cross terms of two frequencies belong
+    to none and a table's shares sum to at most 1. Tables constant over the grid (:data:`CONSTANT_TOLERANCE`) get
+    zeros. Computed in the tables' dtype.
+    """
+    p, rest = tables.shape[0], tables.shape[2:]
+    energy = fourier_2d(tables).pow(2).reshape(p * p, -1)
+    # The cells are disjoint: index_add sums each frequency's energy in one pass (row 0 collects the cells of none).
+    per_frequency = energy.new_zeros(n_frequencies(p) + 1, energy.shape[1])
+    per_frequency.index_add_(0, cell_frequencies(p).to(energy.device), energy)
+    total = energy.sum(0)
+    variance = total - energy[0]  # row 0 is the constant cell (0, 0)
+    live = variance > CONSTANT_TOLERANCE * total
+    shares = torch.where(live, per_frequency[1:] / variance.where(live, 1.0), 0.0)
+    return shares.reshape(-1, *rest), live.reshape(rest)
+
+
+def trig_directions(
+    p: int, operation: str, frequencies: Sequence[int], dtype: torch.dtype = torch.float64
+) -> Float[Tensor, "n_dir p_sq"]:
+    """Unit vectors ``cos(w_k s)``, ``sin(w_k s)`` over the grid (rows ``a * p + b``), ``s = a + b`` (add) or
+    ``a - b`` (sub), for each k in order (cos k, sin k, ...); an identically zero sin (k = p/2) is left out.
+
+    Orthonormal; each sums to zero over the grid, so a projection onto them never moves a column's mean. These are
+    the u_cos,k and u_sin,k of Nanda et al. (2023) (``shared/reference/progress-measures.md``).
+    """
+    x = torch.arange(p, dtype=torch.float64)
+    s = (x[:, None] + {"add": 1, "sub": -1}[operation] * x[None, :]).flatten()
+    ks = torch.tensor(list(frequencies), dtype=torch.float64)
+    angles = 2 * math.pi * ks[:, None] * s[None, :] / p
+    waves = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).reshape(-1, p * p)
+    norms = waves.norm(dim=1, keepdim=True)
+    keep = norms.squeeze(1) > 1e-6 * p
+    return (waves[keep] / norms[keep]).to(dtype)
+
+
+def trig_part(x: Float[Tensor, "p_sq n"], directions: Float[Tensor, "n_dir p_sq"]) -> Float[Tensor, "p_sq n"]:
+    """The projection of each column of ``x`` onto the span of the (orthonormal) ``directions``: ``sum_u u u^T x``."""
+    directions = directions.to(x)
+    return directions.T @ (directions @ x)

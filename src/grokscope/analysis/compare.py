@@ -16,7 +16,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 from grokscope.analysis import fourier
-from grokscope.analysis.common import answer_logits, grid_inputs, jsonable, model_device, require_grid
+from grokscope.analysis.common import (
+    answer_logits,
+    answer_loss,
+    grid_inputs,
+    jsonable,
+    require_grid,
+    score_splits,
+    split_indices,
+)
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
 
@@ -32,8 +40,9 @@ EMBEDDING_DIRECTIONS = 10
 
 @dataclass
 class CompareResult:
-    """How alike two models are. Agreement is the fraction of inputs where both predict the same answer;
-    ``principal_angles`` (radians, ascending) are between the top-``k`` principal subspaces of their embeddings."""
+    """How alike two models are. Agreement is the fraction of inputs where both predict the same answer (argmax);
+    an accuracy counts an input right only when its answer's logit beats every other strictly; ``principal_angles``
+    (radians, ascending) are between the top-``k`` principal subspaces of their embeddings."""
 
     key_frequencies_a: list[int]
     key_frequencies_b: list[int]
@@ -108,9 +117,10 @@ def compare(
         if model.cfg.d_vocab != task.d_vocab or model.cfg.d_vocab_out != task.d_vocab_out:
             raise UserError(f"{NAME}: {name}'s vocabulary does not fit {task.describe()}")
     data = grid_inputs(task)
-    predictions = [
-        answer_logits(model, task, data.to(model_device(model))).argmax(-1).cpu() for model in (model_a, model_b)
-    ]
+    logits = [answer_logits(model, task, data).cpu() for model in (model_a, model_b)]
+    # Accuracy as every analysis scores it (the answer must win strictly); agreement compares the argmax predictions.
+    accuracy = [score_splits(*answer_loss(x, data.answers), split_indices(len(data), None)).acc["all"] for x in logits]
+    predictions = [x.argmax(-1) for x in logits]
     same = predictions[0] == predictions[1]
     test_agreement = None
     if split is not None and len(split.test):
@@ -128,8 +138,8 @@ def compare(
         key_frequency_jaccard=fourier.jaccard(keys_a, keys_b),
         agreement=float(same.double().mean()),
         test_agreement=test_agreement,
-        accuracy_a=float((predictions[0] == data.answers).double().mean()),
-        accuracy_b=float((predictions[1] == data.answers).double().mean()),
+        accuracy_a=accuracy[0],
+        accuracy_b=accuracy[1],
         k=k_used,
         principal_angles=principal_angles(*bases),
     )

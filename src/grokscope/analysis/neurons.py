@@ -1,9 +1,10 @@
 """Which frequency each MLP neuron computes: 2-D Fourier transforms of neuron activations over the (a, b) grid.
 
 A neuron's activation at the answer position, over every input, is a p x p table indexed ``[a, b]``. Its 2-D
-transform ``F = B A B^T`` splits the table's variance into Fourier cells; the fraction of variance explained (FVE)
-by frequency k is the energy in k's cells (:func:`~grokscope.analysis.basis.frequency_cells`) over all non-constant
-energy. Grokked modular-addition models have neurons that specialize on one key frequency each.
+transform ``F = B A B^T`` (:func:`~grokscope.analysis.basis.fourier_2d`) splits the table's variance into Fourier
+cells; the fraction of variance explained (FVE) by frequency k is the energy in k's cells
+(:func:`~grokscope.analysis.basis.frequency_cells`) over all non-constant energy. Grokked modular-addition models
+have neurons that specialize on one key frequency each.
 
 The result also carries a weights-only measure of the residual stream (the Fourier-space specialization of the
 transfer study, :func:`residual_specialization`): how much of what residual dimension d reads from the number
@@ -12,7 +13,6 @@ embeddings and writes to the number logits sits on one frequency.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,14 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from grokscope.analysis import basis
-from grokscope.analysis.common import AnswerActivations, grid_inputs, jsonable, model_device, require_grid
+from grokscope.analysis.common import (
+    AnswerActivations,
+    answer_index,
+    answer_run,
+    grid_inputs,
+    jsonable,
+    require_grid,
+)
 from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.tasks import ModularTask, Split
@@ -34,8 +41,6 @@ CLUSTER_THRESHOLD = 0.85
 # A residual dimension is specialized when its dominant frequency holds more than this share of its product spectrum.
 RESIDUAL_SPECIALIZED_SHARE = 0.5
 
-# A neuron whose non-constant energy is below this fraction of its total energy is constant over the grid (dead).
-_DEAD_TOLERANCE = 1e-12
 # A residual dimension whose embed x unembed product over all frequencies is below this fraction of
 # ||W_E[:p, d]|| * ||W_U[d, :p]|| (its bound, by Cauchy-Schwarz) carries no frequency: rounding noise has no argmax.
 _EMPTY_TOLERANCE = 1e-12
@@ -172,54 +177,23 @@ def resolve_layer(model: GrokTransformer, layer: int | None) -> int:
     return index % n_layers
 
 
-class _Captured(Exception):
-    """Raised by the capturing hook: nothing after the neurons is needed, so the forward pass ends there."""
-
-
-@torch.no_grad()
 def neuron_activations(
     model: GrokTransformer, task: ModularTask, layer: int | None = None, chunk: int = 16_384
 ) -> Float[Tensor, "p p d_mlp"]:
     """MLP post-activations at the answer position for every (a, b), indexed ``[a, b, neuron]``, in the model's dtype."""
     p = require_grid(task, NAME)
-    index = resolve_layer(model, layer)
-    tokens = grid_inputs(task, model_device(model)).tokens
-    position = task.answer_position
-    parts: list[Tensor] = []
-
-    def answer_only(resid_mid: Float[Tensor, "batch pos d_model"], hook: Any) -> Tensor:
-        # The MLP acts on each position alone, so dropping the other positions after attention leaves the answer
-        # position's neurons unchanged and skips the MLP work for the rest.
-        return resid_mid[:, position : position + 1]
-
-    def capture(post: Float[Tensor, "batch pos d_mlp"], hook: Any) -> None:
-        parts.append(post[:, -1])
-        raise _Captured
-
-    hooks = [(f"blocks.{index}.mlp.hook_post", capture)]
-    if not model.cfg.parallel_attn_mlp:  # parallel blocks have no resid_mid: run every position
-        hooks.insert(0, (f"blocks.{index}.hook_resid_mid", answer_only))
-    for start in range(0, len(tokens), chunk):
-        with contextlib.suppress(_Captured):  # run_with_hooks removes its hooks however the pass ends
-            model.run_with_hooks(tokens[start : start + chunk], fwd_hooks=hooks)
-    return torch.cat(parts).reshape(p, p, -1)
-
-
-def fourier_2d(acts: Float[Tensor, "p p n"]) -> Float[Tensor, "p p n"]:
-    """``F[i, j, n] = (B A_n B^T)[i, j]``: basis row i over a, basis row j over b (orthonormal, so energy-preserving)."""
-    p = acts.shape[0]
-    fb = basis.fourier_basis(p, acts.dtype).to(acts.device)
-    # Two plain matmuls, transforming over a and then over b, run faster than a three-operand einsum.
-    over_a = (fb @ acts.reshape(p, -1)).reshape(p, p, -1)
-    over_b = fb @ over_a.transpose(0, 1).reshape(p, -1)
-    return over_b.reshape(p, p, -1).transpose(0, 1)
+    name = f"blocks.{resolve_layer(model, layer)}.mlp.hook_post"
+    # Nothing after the neurons is needed: the forward ends there.
+    run = answer_run(model, task, grid_inputs(task), capture=[name], until=name, chunk=chunk)
+    return run.captured[name][:, answer_index(model, task, name)].reshape(p, p, -1)
 
 
 def fve_from_activations(acts: Float[Tensor, "p p n"], chunk: int = 128) -> Float[Tensor, "n_freq n"]:
     """Fraction of each neuron's variance explained by each frequency (float64); 0 for neurons constant over the grid.
 
     The denominator is all energy but the constant cell (0, 0), so cross terms between two different frequencies
-    count as unexplained and a neuron's FVEs sum to at most 1. ``chunk`` neurons are transformed at a time.
+    count as unexplained and a neuron's FVEs sum to at most 1 (:func:`~grokscope.analysis.basis.frequency_shares`).
+    ``chunk`` neurons are transformed at a time.
     """
     return _fve_and_live(acts, chunk)[0]
 
@@ -228,23 +202,10 @@ def _fve_and_live(
     acts: Float[Tensor, "p p n"], chunk: int = 128
 ) -> tuple[Float[Tensor, "n_freq n"], Bool[Tensor, " n"]]:
     # Chunks of neurons keep the float64 temporaries small: faster (cache, no fresh pages) and bounded in memory.
-    parts = [_fve_and_live_chunk(acts[..., i : i + chunk].to(torch.float64)) for i in range(0, acts.shape[-1], chunk)]
+    parts = [
+        basis.frequency_shares(acts[..., i : i + chunk].to(torch.float64)) for i in range(0, acts.shape[-1], chunk)
+    ]
     return torch.cat([fve for fve, _ in parts], dim=1), torch.cat([live for _, live in parts])
-
-
-def _fve_and_live_chunk(acts: Float[Tensor, "p p n"]) -> tuple[Float[Tensor, "n_freq n"], Bool[Tensor, " n"]]:
-    p = acts.shape[0]
-    energy = fourier_2d(acts).pow(2).reshape(p * p, -1)
-    # Each cell's frequency, 0 where it has none; the cells are disjoint, so index_add sums each frequency's
-    # energy in one pass instead of a mostly-zero [n_freq, p^2] matmul.
-    cells = basis.frequency_cells(p)
-    cell_frequency = (cells * torch.arange(1, cells.shape[0] + 1)[:, None, None]).sum(0).flatten()
-    per_frequency = energy.new_zeros(cells.shape[0] + 1, energy.shape[1])
-    per_frequency.index_add_(0, cell_frequency.to(energy.device), energy)
-    total = energy.sum(0)
-    variance = total - energy[0]  # row 0 is the constant cell (0, 0)
-    live = variance > _DEAD_TOLERANCE * total
-    return torch.where(live, per_frequency[1:] / variance.where(live, 1.0), 0.0), live
 
 
 @torch.no_grad()

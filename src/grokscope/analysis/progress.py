@@ -6,7 +6,8 @@ Following "Progress measures for grokking via mechanistic interpretability" (ICL
 * ``L``: answer-position logits over the first p outputs for every input, rows ``a * p + b``; the answer
   ``t = (a + b) mod p`` (add) or ``(a - b) mod p`` (sub).
 * The **directions** of frequency k: ``cos(w_k s)`` and ``sin(w_k s)`` over the (a, b) grid, ``s = a + b`` (add) or
-  ``a - b`` (sub), ``w_k = 2 pi k / p``, each scaled to unit norm in R^{p^2} (:func:`trig_directions`). For an even p
+  ``a - b`` (sub), ``w_k = 2 pi k / p``, each scaled to unit norm in R^{p^2}
+  (:func:`~grokscope.analysis.basis.trig_directions`). For an even p
   the sin of p/2 vanishes and is left out.
 * The **trig part** of L for a key set K: ``T = sum_u u u^T L`` over the directions u of every k in K: for each
   output, the projection of its column onto those directions. Nothing else is kept (no one-input terms, no
@@ -15,9 +16,12 @@ Following "Progress measures for grokking via mechanistic interpretability" (ICL
   output's mean restored). Headline on ``all`` inputs.
 * **Excluded loss**: cross-entropy of ``L - T``. Headline on ``train``.
 * **Neuron level** (one-layer models): ``N``, the MLP activations at the answer position, and their trig part
-  ``A = sum_u u u^T N``. Restricted: logits ``(mean_rows(N) + A) W_out W_U`` with each output's mean set back to
-  that of L (the TransformerLens grokking demo's construction). Excluded: the model's own logits with ``N - A`` in
-  place of N (everything else in the residual stream untouched).
+  ``A = sum_u u u^T N``, read out through the rest of the model from ``hook_post`` on (:func:`neuron_level_logits`).
+  Restricted: logits ``(mean_rows(N) + A) W_out W_U`` with each output's mean set back to that of L (the
+  TransformerLens grokking demo's construction); with a final normalization, the model's logits with ``hook_post =
+  mean_rows(N) + A`` and ``resid_mid`` at its mean, passed through it. Excluded: the model's own logits with
+  ``N - A`` in place of N (everything else in the residual stream untouched); the same as ablating the key
+  frequencies' directions from the neurons (``neuron_frequencies`` in :mod:`grokscope.analysis.ablation`).
 * **Single frequency** (the paper's 2-D excluded loss, Figure 7): each measure with K = {k}, for every k.
 * ``logit_cos_coefficients[k - 1]``: the inner product of L with the unit-norm ``cos(w_k (s - c))`` over the p^3
   grid (the paper's "coefficients of cos(w_k(a+b-c))" in the logits, section 5.2).
@@ -42,17 +46,18 @@ from jaxtyping import Float
 from torch import Tensor
 
 from grokscope.analysis import fourier
-from grokscope.analysis.basis import matrix_spectrum
+from grokscope.analysis.basis import matrix_spectrum, trig_directions, trig_part
 from grokscope.analysis.common import (
     AnswerActivations,
     Score,
     answer_activations,
     answer_grid,
+    answer_logits,
     answer_loss,
-    grid_inputs,
     model_device,
     require_grid,
     score_splits,
+    set_at_answer,
     split_indices,
 )
 from grokscope.analysis.phases import detect_phases
@@ -65,8 +70,6 @@ if TYPE_CHECKING:
 
 NAME = "progress"
 OPERATIONS = ("add", "sub")
-HOOK_POST = "blocks.0.mlp.hook_post"
-FORWARD_CHUNK = 16_384  # inputs per forward pass
 SWEEP_CHUNK = 2**22  # elements of one [frequencies, p^2, p] block of single-frequency logits
 
 
@@ -119,27 +122,6 @@ class ProgressResult(RowResult):
 
 
 # The paper's measures on plain tensors ----------------------------------------------------------------------------
-def trig_directions(
-    p: int, operation: str, frequencies: Sequence[int], dtype: torch.dtype = torch.float64
-) -> Float[Tensor, "n_dir p_sq"]:
-    """Unit vectors ``cos(w_k s)``, ``sin(w_k s)`` over the grid (rows ``a * p + b``), ``s = a + b`` or ``a - b``,
-    for each k in order (cos k, sin k, ...); an identically zero sin (k = p/2) is left out. Orthonormal."""
-    x = torch.arange(p, dtype=torch.float64)
-    s = (x[:, None] + {"add": 1, "sub": -1}[operation] * x[None, :]).flatten()
-    ks = torch.tensor(list(frequencies), dtype=torch.float64)
-    angles = 2 * math.pi * ks[:, None] * s[None, :] / p
-    waves = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).reshape(-1, p * p)
-    norms = waves.norm(dim=1, keepdim=True)
-    keep = norms.squeeze(1) > 1e-6 * p
-    return (waves[keep] / norms[keep]).to(dtype)
-
-
-def trig_part(x: Float[Tensor, "p_sq n"], directions: Float[Tensor, "n_dir p_sq"]) -> Float[Tensor, "p_sq n"]:
-    """The projection of each column of ``x`` onto the span of the (orthonormal) ``directions``."""
-    directions = directions.to(x)
-    return directions.T @ (directions @ x)
-
-
 def restricted_logits(
     logits: Float[Tensor, "p_sq p"], frequencies: Sequence[int], operation: str = "add"
 ) -> Float[Tensor, "p_sq p"]:
@@ -216,24 +198,56 @@ def single_frequency_sweeps(
 
 
 # The model ----------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def _logits_with_post(
-    model: GrokTransformer, task: ModularTask, post: Float[Tensor, "p_sq d_mlp"]
-) -> Float[Tensor, "p_sq p"]:
-    """Answer logits (first p outputs, float64) with the answer-position ``hook_post`` replaced by ``post``."""
-    pos, p = task.answer_position, task.modulus
-    tokens = grid_inputs(task, model_device(model)).tokens
-    parts = []
-    for start in range(0, len(tokens), FORWARD_CHUNK):
-        rows = slice(start, start + FORWARD_CHUNK)
+def neuron_level_logits(
+    model: GrokTransformer,
+    task: ModularTask,
+    activations: AnswerActivations,
+    frequencies: Sequence[int],
+    *,
+    linear: bool | None = None,
+) -> tuple[Float[Tensor, "p_sq p"], Float[Tensor, "p_sq p"]]:
+    """The neuron-level restricted and excluded logits (first p outputs, float64) of a one-layer model.
 
-        def hook(act: Tensor, hook: Any, rows: slice = rows) -> Tensor:
-            act[:, pos] = post[rows].to(act.dtype)  # this forward's own activations, free to overwrite
-            return act
+    What is read out: the model's own logits from its MLP neurons (``hook_post`` at the answer position) on, through
+    the rest of the forward: ``W_out``, ``b_out``, the residual stream, the final normalization if any, ``W_U``,
+    ``b_U``. With ``A`` the neurons' trig part over ``frequencies`` (:func:`~grokscope.analysis.basis.trig_part`):
 
-        logits = model.run_with_hooks(tokens[rows], fwd_hooks=[(HOOK_POST, hook)])
-        parts.append(logits[:, pos, :p].double())
-    return torch.cat(parts)
+    * excluded: the logits with ``hook_post = N - A``, the rest of the residual stream (``resid_mid``) as it is;
+    * restricted: the logits with ``hook_post = mean_rows(N) + A`` and ``resid_mid`` at its mean over the inputs,
+      so that only the neurons' trig part varies with the input; then each output's mean set to that of the
+      model's logits.
+
+    Without normalization the readout is linear and these are the paper's formulas exactly (reference
+    ``progress-measures.md``): excluded ``L - A W_out W_U``, and restricted ``(mean_rows(N) + A) W_out W_U`` with
+    each output's mean restored (``resid_mid``'s mean, ``b_out`` and ``b_U`` are constants the restoration
+    replaces). That closed form is used when ``linear`` (default: the model has no normalization); otherwise the
+    model is run with the hooks set, which a final LayerNorm needs. ``linear=False`` forces the forward.
+    """
+    p = task.modulus
+    layer = f"blocks.{model.cfg.n_layers - 1}"
+    if activations.post is None:
+        raise UserError(f"{NAME}: the neuron level needs the MLP activations at the answer position")
+    logits, post = activations.logits[:, :p].double(), activations.post.double()
+    trig = trig_part(post, trig_directions(p, task.operation.name, frequencies))
+    if linear is None:
+        linear = model.cfg.normalization_type is None
+    if linear:
+        unembed = model.W_out[-1].double() @ model.W_U[:, :p].double()  # W_L: [d_mlp, p]
+        restricted = (post.mean(0) + trig) @ unembed
+        excluded = logits - trig @ unembed
+    else:
+        resid_mean = activations.resid_mid.double().mean(0).expand_as(activations.resid_mid)
+        restricted = _logits_with(
+            model, task, {f"{layer}.hook_resid_mid": resid_mean, f"{layer}.mlp.hook_post": post.mean(0) + trig}
+        )
+        excluded = _logits_with(model, task, {f"{layer}.mlp.hook_post": post - trig})
+    return restricted + (logits.mean(0) - restricted.mean(0)), excluded
+
+
+def _logits_with(model: GrokTransformer, task: ModularTask, values: dict[str, Tensor]) -> Float[Tensor, "p_sq p"]:
+    """Answer logits (first p outputs, float64) with each hook point in ``values`` set at the answer position."""
+    hooks = [set_at_answer(model, task, name, value) for name, value in values.items()]
+    return answer_logits(model, task, hooks=hooks)[:, : task.modulus].double()
 
 
 def _check_keys(given: Sequence[int], n_freq: int) -> list[int]:
@@ -280,23 +294,13 @@ def compute(
         return score_splits(*answer_loss(logits, answers), splits)
 
     logits = acts.logits[:, :p].double()
-    directions = trig_directions(p, op, keys).to(logits)
-    trig = trig_part(logits, directions)
+    trig = trig_part(logits, trig_directions(p, op, keys))
     unembed = model.W_out[-1].double() @ model.W_U[:, :p].double()  # W_L: [d_mlp, p]
 
     neuron_restricted = neuron_excluded = None
     if model.cfg.n_layers == 1 and acts.post is not None:
-        post = acts.post.double()
-        post_trig = trig_part(post, directions)
-        if model.cfg.normalization_type is None:
-            # Nothing normalises after the MLP, so the logits are linear in hook_post: a change adds change @ W_L.
-            restricted_neurons = (post.mean(0) + post_trig) @ unembed
-            without_trig = logits - post_trig @ unembed
-        else:
-            restricted_neurons = _logits_with_post(model, task, post.mean(0) + post_trig)
-            without_trig = _logits_with_post(model, task, post - post_trig)
-        neuron_restricted = score(restricted_neurons + (logits.mean(0) - restricted_neurons.mean(0)))
-        neuron_excluded = score(without_trig)
+        restricted_neurons, without_trig = neuron_level_logits(model, task, acts, keys)
+        neuron_restricted, neuron_excluded = score(restricted_neurons), score(without_trig)
 
     single_restricted = single_excluded = None
     if single_frequencies:

@@ -18,7 +18,10 @@ from grokscope.viz.common import ACCURACY_AXIS, linear_axis
 
 # What figures() draws, in the order a report shows them.
 FIGURES = ("ablation_bars", "ablation_key_vs_other")
-_SPACES = {"embed_frequencies": "embedding", "neuron_frequencies": "neurons"}
+# Where each frequency ablation acts, as labels and legends name it: the embedding, the neurons' cos/sin(w_k(a+-b))
+# directions (what excluded loss removes), or the neurons' whole 2-D Fourier cells.
+SPACES = {"embed_frequencies": "embedding", "neuron_frequencies": "neurons", "neuron_frequency_cells": "neuron cells"}
+_DASHES = {"embed_frequencies": "solid", "neuron_frequencies": "dash", "neuron_frequency_cells": "dot"}
 TOP = 8  # bars per panel
 BAR_PX = 24  # height per bar, so that labels never overlap
 ROLE_COLORS = {"key": "crimson", "control": "gray"}
@@ -31,10 +34,10 @@ def short_label(ablation: dict[str, Any]) -> str:
     component, target, method = ablation["component"], ablation["target"], ablation["method"]
     if component == "head" and len(target) == 1:
         return f"L{ablation['layer']}H{target[0]} ({method})"
-    if component in _SPACES:
+    if component in SPACES:
         ks = ", ".join(map(str, target))
         role = f"{ablation['role']} " if ablation.get("role") else ""
-        return f"{role}k = {ks} ({_SPACES[component]})"
+        return f"{role}k = {ks} ({SPACES[component]})"
     if component == "position":
         return f"position {', '.join(map(str, target))} ({method})"
     return ablation["label"]
@@ -44,7 +47,7 @@ def _role(ablation: dict[str, Any], row: dict[str, Any]) -> str:
     """``key`` for a key-frequency set and for a single key frequency (drawn in the key colour in every panel)."""
     if ablation.get("role"):
         return ablation["role"]
-    single = ablation["component"] in _SPACES and len(ablation["target"]) == 1
+    single = ablation["component"] in SPACES and len(ablation["target"]) == 1
     return "key" if single and ablation["target"][0] in row.get("key_frequencies", ()) else ""
 
 
@@ -53,7 +56,7 @@ def _group(ablation: dict[str, Any]) -> str:
         return "roles"
     if ablation["component"] == "head":
         return "head"
-    if ablation["component"] in _SPACES and len(ablation["target"]) == 1:
+    if ablation["component"] in SPACES and len(ablation["target"]) == 1:
         return "single"
     return "other"
 
@@ -134,7 +137,7 @@ def _key_vs_other(rows: list[dict[str, Any]]) -> go.Figure:
         name="clean",
         line={"color": "black"},
     )
-    for component, space in _SPACES.items():
+    for component, space in SPACES.items():
         for role, what in (("key", "key"), ("control", "other")):
             points = [
                 (r["step"], a["test_acc"])
@@ -150,7 +153,7 @@ def _key_vs_other(rows: list[dict[str, Any]]) -> go.Figure:
                     name=f"{what} frequencies ablated ({space})",
                     line={
                         "color": ROLE_COLORS[role],
-                        "dash": "solid" if component == "embed_frequencies" else "dash",
+                        "dash": _DASHES[component],
                     },
                 )
     figure.update_layout(

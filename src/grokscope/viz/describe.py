@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grokscope.viz.ablation import short_label
+from grokscope.viz.ablation import SPACES, short_label
 
 
 def describe_row(name: str, row: dict[str, Any]) -> str:
@@ -31,13 +31,17 @@ def describe_row(name: str, row: dict[str, Any]) -> str:
             for h in row["heads"]
         )
     if name == "ablation":
-        roles = {r["role"]: r for r in row["ablations"] if r["role"] and r["component"] == "embed_frequencies"}
         clean = f"clean test acc {row['clean']['test_acc']:.1%}"
-        if "key" in roles and "control" in roles:
-            return (
-                f"{clean}; key frequencies ablated {roles['key']['test_acc']:.1%}, "
-                f"as many others {roles['control']['test_acc']:.1%}"
-            )
+        # Key vs control per space: first the embedding, then the neurons (their directions, or their cells).
+        pairs = []
+        for component, space in SPACES.items():
+            roles = {r["role"]: r["test_acc"] for r in row["ablations"] if r["role"] and r["component"] == component}
+            if "key" in roles and "control" in roles:
+                pairs.append((roles["key"], roles["control"], space))
+        if pairs:
+            (key, control, space), *others = pairs
+            text = f"{clean}; key frequencies ablated {key:.1%}, as many others {control:.1%} ({space})"
+            return text + "".join(f"; {key:.1%} and {control:.1%} ({space})" for key, control, space in others)
         worst = min(row["ablations"], key=lambda r: r["test_acc"], default=None)
         return clean + (f"; most damaging {worst['label']} -> {worst['test_acc']:.1%}" if worst else "")
     if name == "llc":
