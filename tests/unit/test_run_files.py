@@ -346,7 +346,14 @@ def test_unusable_analysis_files(tmp_path, content, problem):
 def test_rows_of_the_wrong_types_are_set_aside(tmp_path, name, row, problem):
     spec = registry()[name]
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps([{"step": 0, **row}]))
+    # A result whose row is its fields must have them all: the field of the wrong type is the only fault.
+    whole = {}
+    if name == "gradients":
+        from grokscope.analysis.gradients import GradientsResult
+
+        empty = {"grad_norms": {}, "grad_norm_by_component": {}, "grad_norm_by_layer": {}}
+        whole = GradientsResult(loss=1.0, grad_norm=1.0, **empty).to_dict()
+    path.write_text(json.dumps([{"step": 0, **whole, **row}]))
     rows, message = read_rows(path, spec)
     assert rows == {} and message.startswith(f"{path}: row 0 (step 0): "), message
     assert problem in message and "\n" not in message, message
