@@ -1,7 +1,8 @@
-"""The phase rule on synthetic curves with known boundaries: a logistic drop of log test loss (whose fall rate is at
-least half its peak within c ± w·ln(3 + 2√2) of its centre c) on a plateau, followed by the slow fall weight decay
-keeps up; an excluded train loss that falls to a floor and rises. The boundaries must not move when the run is
-truncated after cleanup, trained longer, or analysed at other checkpoints."""
+"""The phase rule on synthetic curves with known boundaries: a logistic jump of test accuracy and a logistic drop of
+log test loss (a logistic's rate is at least half its peak within c ± w·ln(3 + 2√2) of its centre c) on plateaus,
+followed by the slow fall weight decay keeps up; an excluded train loss that falls to a floor and rises. The
+boundaries must not move when the run is truncated after cleanup, trained longer, or analysed at other
+checkpoints."""
 
 import math
 
@@ -16,8 +17,9 @@ from grokscope.analysis.phases import (
 )
 
 EVAL = 10
+JUMP, JUMP_WIDTH = 1150, 30  # test accuracy's jump from 2% to 100%
 CENTRE, WIDTH = 1200, 60  # the drop of log test loss
-HALF_WIDTH = WIDTH * math.log(3 + 2 * math.sqrt(2))  # where a logistic's slope is half its peak
+HALF_WIDTH = math.log(3 + 2 * math.sqrt(2))  # in widths: where a logistic's rate is half its peak
 MEMORIZED_AT = 100  # train accuracy reaches 99%
 FLOOR_FROM, TURN_FROM = 250, 400  # the excluded loss reaches its floor, then rises
 
@@ -37,8 +39,8 @@ def curves(last: int, eval_every: int = EVAL) -> dict[str, list[float]]:
         "step": steps,
         "test_loss": [math.exp(log_test_loss(s)) for s in steps],
         "train_acc": [min(1.0, s / MEMORIZED_AT * 0.99) if s <= MEMORIZED_AT else 1.0 for s in steps],
-        # Generalized (>= 99%) a little after the steepest fall, as in real runs.
-        "test_acc": [0.02 + 0.98 * sigmoid((s - CENTRE - 20) / 5) for s in steps],
+        # Generalized (>= 99%) at about JUMP + 4.6 widths, after the steepest fall of log loss.
+        "test_acc": [0.02 + 0.98 * sigmoid((s - JUMP) / JUMP_WIDTH) for s in steps],
     }
 
 
@@ -54,11 +56,11 @@ def bounds(c: dict[str, list[float]]) -> tuple[int | None, int | None]:
     return cleanup_bounds(c["step"], c["test_loss"], c["train_acc"], c["test_acc"])
 
 
-def test_the_drop_is_found_where_the_fall_is_at_least_half_its_peak():
+def test_cleanup_runs_from_the_jump_of_test_accuracy_to_the_end_of_the_drop_of_log_test_loss():
     start, end = bounds(curves(3000))
-    # The half-maximum points of the logistic's slope, to within the evaluation interval and the central difference.
-    assert start == pytest.approx(CENTRE - HALF_WIDTH, abs=2 * EVAL)
-    assert end == pytest.approx(CENTRE + HALF_WIDTH, abs=2 * EVAL)
+    # The half-maximum points of the logistics' rates, to within the evaluation interval and the central difference.
+    assert start == pytest.approx(JUMP - HALF_WIDTH * JUMP_WIDTH, abs=2 * EVAL)
+    assert end == pytest.approx(CENTRE + HALF_WIDTH * WIDTH, abs=2 * EVAL)
 
 
 def test_truncating_after_cleanup_or_training_longer_moves_nothing():
@@ -72,17 +74,32 @@ def test_truncating_after_cleanup_or_training_longer_moves_nothing():
 
 
 def test_a_run_stopped_mid_drop_has_no_cleanup_end_and_an_ungeneralized_one_no_cleanup():
-    start, end = bounds(curves(CENTRE + 60))  # generalized (test acc >= 99%), still dropping
-    assert start == bounds(curves(3000))[0] and end is None
-    assert bounds(curves(CENTRE - 200)) == (None, None)  # not generalized yet: no drop to delimit
-
-
-def test_noise_on_a_flat_curve_is_not_a_drop():
     c = curves(3000)
-    # A wobble of 0.02 nats every other evaluation before the drop: far below half the drop's rate.
+    generalized = next(s for s, acc in zip(c["step"], c["test_acc"], strict=True) if acc >= GENERALIZED)
+    start, end = bounds(curves(generalized + 3 * EVAL))  # generalized, log test loss still dropping
+    assert start == bounds(c)[0] and end is None
+    assert bounds(curves(generalized - EVAL)) == (None, None)  # not generalized yet: no jump to delimit
+
+
+def test_noise_on_the_plateaus_is_not_the_jump():
+    c = curves(3000)
+    # Wobbles of 0.5% accuracy and 2% loss every other evaluation before the jump: far below its rates.
+    early = [s < 900 for s in c["step"]]
+    c["test_acc"] = [
+        a + (0.005 if i % 2 and e else 0.0) for i, (a, e) in enumerate(zip(c["test_acc"], early, strict=True))
+    ]
     c["test_loss"] = [
-        loss * (1.02 if i % 2 else 1.0) if s < 900 else loss
-        for i, (s, loss) in enumerate(zip(c["step"], c["test_loss"], strict=True))
+        x * (1.02 if i % 2 and e else 1.0) for i, (x, e) in enumerate(zip(c["test_loss"], early, strict=True))
+    ]
+    assert bounds(c) == bounds(curves(3000))
+
+
+def test_what_test_accuracy_does_while_the_model_memorizes_is_not_the_jump():
+    c = curves(3000)
+    # A rise of test accuracy from 0 to 30% while the training set is memorized (steps 0-100), as at a large
+    # learning rate: steeper than nothing, but over before the training set is memorized.
+    c["test_acc"] = [
+        min(0.3, 0.3 * s / MEMORIZED_AT) if s <= 200 else a for s, a in zip(c["step"], c["test_acc"], strict=True)
     ]
     assert bounds(c) == bounds(curves(3000))
 

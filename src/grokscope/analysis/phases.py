@@ -14,16 +14,24 @@ earlier, or analysing other checkpoints, does not move it:
   and its step the first checkpoint within :data:`FLOOR_TOLERANCE` of it (a flat floor's first step, not the noise
   minimum of a flat curve). None until the excluded loss has turned, or when the rows begin on the floor. Where the
   phases overlap (a large learning rate), the floor is shallow and the memorized step decides.
-* ``circuit_formation_end`` (= cleanup start) and ``cleanup_end``: the sudden drop of the test loss, read from
-  ``metrics.jsonl`` at its full resolution (every evaluation; checkpoint spacing plays no part). The fall rate is
-  ``-d ln(test loss) / d step``, a central difference over :data:`RATE_HALF_WIDTH` evaluations each side. Its peak
-  is the steepest fall between memorizing the training set (train accuracy >= 99%) and generalizing (test accuracy
-  >= 99%, the step ``summary.json`` calls generalized), or a steeper one that follows without the fall slowing
-  below half of it. Cleanup is the stretch around that peak where the fall is at least :data:`HALF` of it (the
-  drop's full width at half maximum): it starts at the first step of that stretch and ends at the first step after
-  the peak where the rate is below half the peak. That is the drop grokking is, not the slow fall of the test loss
-  that weight decay keeps up after it. None until the run has generalized (cleanup start) or until the drop has
-  slowed within the logged steps (cleanup end).
+* ``circuit_formation_end`` (= cleanup start) and ``cleanup_end``: the sudden generalization, read from
+  ``metrics.jsonl`` at its full resolution (every evaluation; checkpoint spacing plays no part). Rates are central
+  differences over :data:`RATE_HALF_WIDTH` evaluations each side, and each edge is where a rate crosses
+  :data:`HALF` of its peak (the full width at half maximum of a sudden change).
+
+  - Cleanup starts when test accuracy starts its jump: the rise rate of test accuracy peaks between memorizing the
+    training set (train accuracy >= 99%) and generalizing (test accuracy >= 99%, the step ``summary.json`` calls
+    generalized); cleanup starts at the first step of the stretch before that peak where the rise is at least half
+    of it.
+  - Cleanup ends when the test loss's sudden drop ends: the fall rate of log test loss, ``-d ln(test loss) / d
+    step``, peaks from the accuracy peak on (up to generalizing, or later while the fall keeps at least half that
+    pace, as the last test inputs come right); cleanup ends at the first step after its peak where it is below half
+    the peak. The slow fall weight decay keeps up afterwards is not part of it.
+
+  None until the run has generalized (both), or until the drop has slowed within the logged steps (cleanup end).
+  On a log axis the test loss falls fastest once accuracy is nearly whole, so the start is read from accuracy and
+  the end from log loss: the paper's cleanup spans both (its test accuracy jumps early in cleanup, its log test
+  loss keeps dropping sharply to the end).
 
 A boundary reads only the data up to the end of cleanup (and :data:`RATE_HALF_WIDTH` evaluations past it), so
 training longer never moves it and truncating a run after cleanup moves none; the memorization end moves with the
@@ -48,10 +56,10 @@ HALF = 0.5  # cleanup: the fall of log test loss at least half its peak rate
 RATE_HALF_WIDTH = 2  # evaluations each side of a step in its fall rate
 RULE = (
     f"memorization ends once train acc >= {MEMORIZED:.0%} and the excluded train loss is on its floor (within "
-    f"{FLOOR_TOLERANCE - 1:.0%}) before rising to {TURN_RISE:g}x it; cleanup is the drop of log test loss (metrics.jsonl, central differences over "
-    f"{RATE_HALF_WIDTH} evaluations each side) from when its fall rate first reaches {HALF:.0%} of its peak (the "
-    f"steepest fall from train acc >= {MEMORIZED:.0%} to test acc >= {GENERALIZED:.0%} and on while it keeps half "
-    "that pace) to the first step after the peak where it is below that"
+    f"{FLOOR_TOLERANCE - 1:.0%}) before rising to {TURN_RISE:g}x it; cleanup starts where the rise of test acc "
+    f"first reaches {HALF:.0%} of its peak (between train acc >= {MEMORIZED:.0%} and test acc >= {GENERALIZED:.0%}) "
+    f"and ends where the fall of log test loss drops below {HALF:.0%} of its peak after that (rates from "
+    f"metrics.jsonl, central differences over {RATE_HALF_WIDTH} evaluations each side)"
 )
 
 
@@ -97,30 +105,43 @@ def cleanup_bounds(
     generalized = next((i for i, acc in enumerate(test_acc) if acc >= GENERALIZED), None)
     if generalized is None:
         return None, None
+    # The jump is looked for once the training set is memorized, with rates that read no step before that (what
+    # test accuracy does while the model memorizes is memorization's).
     memorized = next((i for i, acc in enumerate(train_acc) if acc >= MEMORIZED), 0)
-    rates = fall_rates(steps, [math.log(max(loss, 1e-300)) for loss in test_loss])
-    known = [(i, rate) for i, rate in enumerate(rates) if rate is not None]
-    window = [(i, rate) for i, rate in known if min(memorized, generalized) <= i <= generalized]
-    if not window:
+    first = min(memorized + RATE_HALF_WIDTH, generalized)
+    rise = fall_rates(steps, [-acc for acc in test_acc])
+    fall = fall_rates(steps, [math.log(max(loss, 1e-300)) for loss in test_loss])
+    jump = _peak(rise, first, generalized)
+    if jump is None:
         return None, None
-    peak, peak_rate = max(window, key=lambda item: item[1])
-    if peak_rate <= 0:  # the test loss never fell on the way to generalizing: no drop to delimit
-        return None, None
-    # Forward from the peak while the fall keeps at least half its pace (a peak just after generalizing is taken
-    # up); the first step below half ends cleanup. Only the data up to there (and RATE_HALF_WIDTH past) is read.
+    start = jump
+    while start > first and _at_least(rise[start - 1], HALF * rise[jump]):  # type: ignore[operator]
+        start -= 1
+    drop = _peak(fall, jump, generalized)
+    if drop is None:
+        return steps[start], None
+    # Forward from the peak while the fall keeps at least half its pace (a steeper fall just after generalizing is
+    # taken up); the first step below half ends cleanup. Only the data up to there (and RATE_HALF_WIDTH past) is read.
     end = None
-    for i, rate in known:
-        if i <= peak:
-            continue
-        if rate < HALF * peak_rate:
+    for i in range(drop + 1, len(steps)):
+        if fall[i] is None:
+            break
+        if fall[i] < HALF * fall[drop]:  # type: ignore[operator]
             end = i
             break
-        if rate > peak_rate:
-            peak, peak_rate = i, rate
-    start = peak
-    while start > 0 and rates[start - 1] is not None and rates[start - 1] >= HALF * peak_rate:  # type: ignore[operator]
-        start -= 1
+        if fall[i] > fall[drop]:  # type: ignore[operator]
+            drop = i
     return steps[start], (steps[end] if end is not None else None)
+
+
+def _peak(rates: Sequence[float | None], first: int, last: int) -> int | None:
+    """The index of the largest positive rate in ``first..last`` (None: no rate there is positive)."""
+    known = [i for i in range(first, last + 1) if rates[i] is not None and rates[i] > 0]  # type: ignore[operator]
+    return max(known, key=lambda i: rates[i]) if known else None  # type: ignore[arg-type,return-value]
+
+
+def _at_least(rate: float | None, level: float) -> bool:
+    return rate is not None and rate >= level
 
 
 def detect_phases(rows: list[dict[str, Any]], metrics: list[dict[str, Any]] | None = None) -> Phases:
