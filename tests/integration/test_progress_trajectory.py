@@ -181,3 +181,23 @@ def test_the_phases_stay_put_when_the_quickstart_trains_on_past_its_early_stop(r
     assert early["circuit_formation_end"] == late["circuit_formation_end"]
     assert abs(early["cleanup_end"] - late["cleanup_end"]) <= config.train.eval_every
     assert early["memorization_end"] < early["circuit_formation_end"] < early["cleanup_end"]
+
+
+@pytest.mark.slow
+def test_checkpoint_spacing_moves_no_phase_boundary_by_more_than_the_spacing(run_copy):
+    """Checkpoints every 10 steps (the quickstart's first 100) against every 100: the drop is read from the metrics
+    and stays put; the end of memorization, read from the progress rows, moves by at most the spacing."""
+    coarse = run_copy.parent / "coarse"
+    shutil.copytree(run_copy, coarse)
+    phases = {}
+    for folder, extra in ((run_copy, []), (coarse, ["--every", "100"])):
+        result = CliRunner().invoke(app, ["analyze", str(folder), "--progress", "--quiet", "--no-figures", *extra])
+        assert result.exit_code == 0, result.output
+        phases[folder] = json.loads((folder / "analysis" / "progress.summary.json").read_text())
+    fine, sparse = phases[run_copy], phases[coarse]
+    assert fine["memorization_end"] is not None and sparse["memorization_end"] is not None
+    assert abs(fine["memorization_end"] - sparse["memorization_end"]) <= 100
+    assert (fine["circuit_formation_end"], fine["cleanup_end"]) == (
+        sparse["circuit_formation_end"],
+        sparse["cleanup_end"],
+    )
