@@ -254,6 +254,11 @@ def train(
 
         make_recorders(record or [], record_every)  # a bad name (or a logger not installed) fails before any run
         make_loggers(log or [])
+        if resume:  # a CPU run continued on another CPU kind, thread count or torch: one line saying so
+            from grokscope.training.loop import resolve_device, resume_notes
+
+            for note in resume_notes([run_dir for _, run_dir in jobs], resolve_device(device)):
+                typer.echo(note, err=True)
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
         if record or log:  # callbacks watch one GrokTransformer each: seeds then train one after another
             from grokscope.rundir import check_claimable
