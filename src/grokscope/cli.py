@@ -234,7 +234,7 @@ def train(
 
     def work() -> None:
         from grokscope.config import load_config, parse_config
-        from grokscope.training import describe
+        from grokscope.training import describe, describe_final
         from grokscope.training import train as train_run
 
         if resume and overwrite:
@@ -254,6 +254,11 @@ def train(
 
         make_recorders(record or [], record_every)  # a bad name (or a logger not installed) fails before any run
         make_loggers(log or [])
+        if resume:  # a CPU run continued on another CPU kind, thread count or torch: one line saying so
+            from grokscope.training.loop import resolve_device, resume_notes
+
+            for note in resume_notes([run_dir for _, run_dir in jobs], resolve_device(device)):
+                typer.echo(note, err=True)
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
         if record or log:  # callbacks watch one GrokTransformer each: seeds then train one after another
             from grokscope.rundir import check_claimable
@@ -283,10 +288,7 @@ def train(
                 continue
             final = s["final"]
             typer.echo(f"{run_dir}: {describe(s)}")
-            typer.echo(
-                f"  final step {final['step']}: train acc {final['train_acc']:.2%}, test acc {final['test_acc']:.2%}, "
-                f"test loss {final['test_loss']:.3g} ({s['wall_time_s']:.1f} s on {s['device']})"
-            )
+            typer.echo(f"  {describe_final(s)}")
             for op, per_op in (s.get("operations") or {}).items():
                 accuracy = (
                     f"train acc {final.get(f'train_acc_{op}', 0):.2%}, test acc {final.get(f'test_acc_{op}', 0):.2%}"

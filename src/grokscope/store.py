@@ -53,6 +53,9 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 TRAINER_STATE_FILE = "trainer_state.pt"
+# In the trainer state and the summary: the environments (device, threads, CPU capability, torch) that trained the
+# run, each from the step it took over at; a run from before this record has none.
+TRAINED_WITH = "trained_with"
 RECORDINGS_DIR = "recordings"
 ANALYSIS_DIR = "analysis"
 _METRIC_COLUMN = re.compile(r"(train|test|val)_(acc|loss)(_.+)?$")  # overall or per-operation split metrics
@@ -196,7 +199,15 @@ _SUMMARY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "final": (lambda v: v is None or _metrics_row_problem(v) is None, "a metrics row (step and numbers) or null"),
     "accelerators": (lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v), "a list of strings"),
     "stopped_early": (lambda v: isinstance(v, bool), "true or false"),
+    TRAINED_WITH: (lambda v: _trained_with_problem(v) is None, "a list of objects with a from_step"),
 }
+
+
+def _trained_with_problem(value: Any) -> str | None:
+    """What is wrong with a ``trained_with`` record: a list of objects, each with the step it took over at."""
+    if not isinstance(value, list) or not all(isinstance(e, dict) and is_count(e.get("from_step")) for e in value):
+        return f"must be a list of objects with a from_step, got {show(value)}"
+    return None
 
 
 def read_summary(path: Path) -> dict[str, Any]:
@@ -364,6 +375,10 @@ def trainer_state_problem(state: Any, config: RunConfig) -> str | None:
     problem = _optimizer_problem(state["optimizer"])
     if problem is not None:
         return f'"optimizer": {problem}'
+    if TRAINED_WITH in state:  # absent in a run from before the record
+        problem = _trained_with_problem(state[TRAINED_WITH])
+        if problem is not None:
+            return f'"{TRAINED_WITH}": {problem}'
     filters = (["orthograd"] if config.optim.orthograd else []) + (
         [config.optim.grokfast.filter] if config.optim.grokfast is not None else []
     )

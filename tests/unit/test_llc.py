@@ -175,15 +175,46 @@ def test_result_is_json_ready_and_plots(tiny_setup):
 
 
 @needs_devinterp
-def test_calibration_flags_a_divergent_step_size(tiny_setup):
+def test_calibration_flags_a_divergent_step_size_and_recommends_the_largest_converged(monkeypatch):
+    # The rule runs on a planted, well-conditioned problem whose chains settle on every machine: a least-squares fit
+    # with 50 parameters at its exact optimum (LLC about 25), in float64. A trained transformer is no such problem:
+    # its cross-entropy minimum is not a minimum (the chains keep descending) and how sharp it is depends on the
+    # machine's floating-point trajectory, so whether a given step size converges there is not the same everywhere.
+    # Here lr 2e-3 and 4e-3 converge with room (seeds 0-3: R-hat <= 1.04, |drift| <= 0.05, spread <= 0.04 against
+    # the 1.1 / 0.1 / 0.1 thresholds; lr * n_beta * largest curvature / 2 is about 0.5), and lr 1.0 overflows.
+    fit, x, y = _least_squares_fit(d_in=49, n=400)
+
+    def planted(model: nn.Module, task: object, *, split: object, lr: float, n_beta: float | None, **sampler):
+        # compute()'s place in calibrate: the same sampler with the same settings, on the planted problem.
+        mse = lambda m, x, y: ((m(x) - y) ** 2).mean()  # noqa: E731
+        return llc.estimate_llc(model, (x, y), mse, lr=lr, n_beta=n_beta, escape_loss=1.0, **sampler)
+
+    monkeypatch.setattr(llc, "compute", planted)
+    sampler = {"num_chains": 3, "num_draws": 400, "num_burnin": 100}
+    sweep = llc.calibrate(fit, None, lrs=(2e-3, 4e-3, 1.0), **sampler)
+    small, larger, huge = sweep.results
+    assert huge.divergent and not huge.converged
+    assert small.converged and larger.converged
+    assert sweep.recommended == {"lr": 4e-3, "n_beta": pytest.approx(400 / math.log(400))}  # the largest usable
+    points = sweep.to_dict()["points"]
+    assert [p["divergent"] for p in points] == [False, False, True]
+    # Without a usable step size there is nothing to recommend.
+    assert llc.calibrate(fit, None, lrs=(1.0,), **sampler).recommended is None
+
+
+@needs_devinterp
+def test_calibration_of_a_checkpoint_flags_a_huge_step_size(tiny_setup):
+    # Through compute() on a real checkpoint: a step size far past stability leaves the basin (non-finite loss), one
+    # far below it stays within log(p) of L(w*) (its largest excursion was a third of that here). Whether the small
+    # one also converges depends on the machine's trajectory (see the test above), so only divergence is asserted.
     model, task, split = tiny_setup
-    sweep = llc.calibrate(model, task, split=split, lrs=(1e-3, 1.0), **{k: v for k, v in TINY.items() if k != "lr"})
+    sampler = {k: v for k, v in TINY.items() if k != "lr"}
+    sweep = llc.calibrate(model, task, split=split, lrs=(3e-5, 1.0), **sampler)
     small, huge = sweep.results
     assert huge.divergent and not huge.converged
-    assert small.converged
-    assert sweep.recommended == {"lr": 1e-3, "n_beta": small.n_beta}
-    points = sweep.to_dict()["points"]
-    assert [p["divergent"] for p in points] == [False, True]
+    assert not small.divergent and math.isfinite(small.llc_mean)
+    assert sweep.recommended is None or sweep.recommended["lr"] == 3e-5
+    assert [p["divergent"] for p in sweep.to_dict()["points"]] == [False, True]
 
 
 def test_split_r_hat_sees_disagreement_and_trends():

@@ -2,6 +2,6 @@
 
 from grokscope.callbacks import Callback
 from grokscope.training.loop import TrainResult, train
-from grokscope.training.summary import describe, summarize
+from grokscope.training.summary import describe, describe_final, summarize
 
-__all__ = ["Callback", "TrainResult", "describe", "summarize", "train"]
+__all__ = ["Callback", "TrainResult", "describe", "describe_final", "summarize", "train"]

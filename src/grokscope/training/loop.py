@@ -4,7 +4,8 @@
 with the same pieces (:class:`Objective`, :func:`evaluate`, :class:`RunLog`). Step ``s`` always means "after ``s``
 optimizer updates": metrics and checkpoints at step 0 describe the initial model. Batch order is a pure function of
 (seed, epoch), so a resumed run needs no RNG state and continues bit for bit; on the CPU a run is bitwise
-reproducible for a seed, in any process (see :func:`reproducible`).
+reproducible for a seed, in any process with the same CPU kind, thread count and torch version (see
+:func:`reproducible` and :func:`environment`, which the run records).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from grokscope.losses import loss_function
 from grokscope.memory import EVAL_ELEMENTS, check_training_fits
 from grokscope.models import build_model, component_parameters, load_model, transplant
 from grokscope.rundir import claim, will_resume
-from grokscope.store import TRAINER_STATE_FILE, Run, load_checkpoint, read_checkpoint_header
+from grokscope.store import (
+    SUMMARY_FILE,
+    TRAINED_WITH,
+    TRAINER_STATE_FILE,
+    Run,
+    load_checkpoint,
+    read_checkpoint_header,
+)
 from grokscope.tasks import Dataset, ModularTask, Split
 from grokscope.training.accelerators import (
     GradientFilter,
@@ -83,8 +91,10 @@ def reproducible(device: torch.device) -> Iterator[None]:
 
     TransformerLens embeds tokens by indexing ``W_E[tokens]``, whose backward accumulates rows in parallel: with
     two threads the gradient of W_E differed between processes in its last bits, so runs drifted apart. The
-    deterministic kernel makes a seed give the same weights in every process. CUDA needs more than this flag
-    (a cuBLAS workspace setting), so GPU runs are left as they are.
+    deterministic kernel makes a seed give the same weights in every process. It does not make the digits
+    independent of the thread count or the CPU's kernels: the quickstart ends at 100% test accuracy with one thread
+    and 99.62% with two on the same CPU. CUDA needs more than this flag (a cuBLAS workspace setting), so GPU runs
+    are left as they are.
     """
     before, warn_only = (
         torch.are_deterministic_algorithms_enabled(),
@@ -296,10 +306,74 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# What, beside the config and the seed, decides a run's floating-point digits. On the CPU PyTorch picks kernels for
+# the CPU's instruction set (its "capability": DEFAULT, AVX2, AVX512, ...) and splits reductions over its threads, so
+# another CPU kind, thread count or torch version gives a run that groks alike but not with the same digits.
+ENVIRONMENT_KEYS = ("device", "threads", "cpu_capability", "torch")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """This process's training environment: device type, torch's intra-op thread count, CPU capability, torch."""
+    return {
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": str(torch.__version__),  # a plain str: the trainer state is read back with weights_only=True
+    }
+
+
+def same_environment(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(key) == b.get(key) for key in ENVIRONMENT_KEYS)
+
+
+def describe_environment(env: dict[str, Any]) -> str:
+    """``2 threads on cpu AVX512, torch 2.13.0+cpu`` (a GPU's run: ``cuda, torch ...``; its threads do not matter)."""
+    if env.get("device") != "cpu":
+        return f"{env.get('device')}, torch {env.get('torch')}"
+    threads = env.get("threads")
+    return f"{threads} thread{'' if threads == 1 else 's'} on cpu {env.get('cpu_capability')}, torch {env.get('torch')}"
+
+
+def recorded_environment(run_dir: Path) -> dict[str, Any] | None:
+    """The environment that trained an unfinished ``run_dir`` last, from its resume state (None: none recorded, no
+    state yet, a finished run, which trains no further, or a damaged state, which training refuses itself)."""
+    if (run_dir / SUMMARY_FILE).is_file() or not (run_dir / TRAINER_STATE_FILE).is_file():
+        return None
+    try:
+        state = Run.open(run_dir).load_trainer_state()
+    except (UserError, OSError):
+        return None
+    recorded = (state or {}).get(TRAINED_WITH) or []
+    return recorded[-1] if recorded else None
+
+
+def resume_notes(run_dirs: Sequence[Path], device: torch.device) -> list[str]:
+    """What ``--resume`` prints before continuing CPU runs trained in another environment than this process's: one
+    line per environment they were trained in (seeds resumed together share theirs). Training goes on either way;
+    the run is still valid, only no longer bitwise the uninterrupted one.
+
+    A run from before the record gives no note: there is nothing to compare with, and a note on every such resume
+    (most of them on the machine that started the run) would teach readers to skip it. GPU runs give none either:
+    they are not bitwise reproducible in the first place."""
+    if device.type != "cpu":
+        return []
+    now = environment(device)
+    changed: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        before = recorded_environment(run_dir)
+        if before is not None and not same_environment(before, now):
+            changed.setdefault(describe_environment(before), []).append(str(run_dir))
+    return [
+        f"note: {', '.join(dirs)} {'was' if len(dirs) == 1 else 'were'} trained with {before}; resuming with "
+        f"{describe_environment(now)}: the rest of the run will not be bitwise the same as an uninterrupted one"
+        for before, dirs in changed.items()
+    ]
+
+
 class RunLog:
     """One run's bookkeeping while it trains: metric rows, early stop, checkpoints, the resume state, the summary."""
 
-    def __init__(self, run: Run, state: dict[str, Any] | None) -> None:
+    def __init__(self, run: Run, state: dict[str, Any] | None, device: torch.device) -> None:
         if state is not None and not {"step", "optimizer", "wall_time_s"} <= state.keys():
             raise UserError(f"{run.root / TRAINER_STATE_FILE}: not a grokscope trainer state (missing keys)")
         self.run, self.config = run, run.config
@@ -317,6 +391,12 @@ class RunLog:
         self.stopped = self.finished_before
         self.saved_step: int | None = self.start if state is not None else None  # the latest complete checkpoint
         self.diverged: dict[str, Any] | None = None
+        # The environments that trained the run, each from the step it took over at (in the resume state and the
+        # summary). A run from before this record starts its list at the step it was resumed from.
+        self.trained_with: list[dict[str, Any]] = list((state or {}).get(TRAINED_WITH) or [])
+        now = environment(device)
+        if not self.finished_before and not (self.trained_with and same_environment(self.trained_with[-1], now)):
+            self.trained_with.append({"from_step": self.start, **now})
 
     def wall_time(self) -> float:
         return self._wall_before + time.perf_counter() - self._t0
@@ -351,7 +431,9 @@ class RunLog:
         self.run.save_checkpoint(step, weights)
         self.run.write_metrics(self.rows)
         written()
-        self.run.save_trainer_state({"step": step, **state, "wall_time_s": self.wall_time()})
+        self.run.save_trainer_state(
+            {"step": step, **state, "wall_time_s": self.wall_time(), TRAINED_WITH: self.trained_with}
+        )
         self.saved_step = step
         self._last_flush = time.perf_counter()
 
@@ -376,6 +458,7 @@ class RunLog:
             accelerators=self.config.optim.accelerators() + (["stablemax"] if tc.loss_fn == "stablemax" else []),
             **extra,
             versions=_versions(),
+            trained_with=self.trained_with,
         )
         self.run.write_summary(summary)
         return summary
@@ -483,7 +566,7 @@ def _train_claimed(
     callbacks: Sequence[Callback],
     progress: bool,
 ) -> TrainResult:
-    log = RunLog(run, state)
+    log = RunLog(run, state, dev)
     config = run.config
     task, tc, oc = run.task, config.train, config.optim
     if state is None:

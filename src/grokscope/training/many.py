@@ -173,7 +173,7 @@ def _train_stack(
     """Claim the stack's run directories and train them (in groups of equal resume steps)."""
     claims, fresh = _claim_all(configs, run_dirs, dev, resume, overwrite)
     try:
-        logs = [RunLog(held.run, held.state) for held in claims]
+        logs = [RunLog(held.run, held.state, dev) for held in claims]
         # Interrupted between two seeds' writes: fresh seeds, and each group of equal resume steps, go on their own.
         starts = [None if held.state is None else log.start for held, log in zip(claims, logs, strict=True)]
         results: dict[int, TrainResult] = {}

@@ -87,6 +87,15 @@ def summarize(
     }
 
 
+def describe_final(summary: dict[str, Any]) -> str:
+    """The run's last metrics, wall time and device, as ``grokscope train`` prints them under :func:`describe`."""
+    final = summary["final"]
+    return (
+        f"final step {final['step']}: train acc {final['train_acc']:.2%}, test acc {final['test_acc']:.2%}, "
+        f"test loss {final['test_loss']:.3g} ({summary['wall_time_s']:.1f} s on {summary['device']})"
+    )
+
+
 def describe(summary: dict[str, Any]) -> str:
     """One human sentence: where the run memorized and where it generalized."""
     m, g, regime = summary["memorization_step"], summary["generalization_step"], summary["regime"]
