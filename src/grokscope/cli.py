@@ -437,7 +437,8 @@ def analyze(
     # The paragraphs above are one line each: typer's help keeps a docstring's line breaks where they are.
 
     def work() -> None:
-        from grokscope.analysis.runner import analysis_summary, default_analyses, variant_folder
+        from grokscope.analysis.reference import variant_folder
+        from grokscope.analysis.runner import analysis_summary, default_analyses
         from grokscope.analysis.runner import analyze as analyze_run
         from grokscope.store import Run
         from grokscope.training.loop import resolve_device

@@ -41,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from grokscope.analysis import sidecar
 from grokscope.analysis.common import answer_activations, jsonable, require_grid
+from grokscope.analysis.reference import KeyReference, key_reference, parse_key_from, variant_folder
 from grokscope.analysis.spec import AnalysisSpec, RowResult, rows_frame
 from grokscope.errors import UserError
 from grokscope.rundir import FolderLock
@@ -127,39 +128,6 @@ def select_steps(available: Sequence[int], steps: Sequence[int] | None = None, e
         chosen = [s for s in available if s % every == 0]
         return sorted(set(chosen) | {available[-1]})
     return list(available)
-
-
-@dataclass(frozen=True)
-class KeyReference:
-    """The key set fed to every checkpoint (``frequencies`` None: each checkpoint's own) and where it came from."""
-
-    frequencies: list[int] | None
-    label: str  # "final:<step>", "step:<step>", "given" or "each"
-
-    @property
-    def is_default(self) -> bool:
-        """The run's own reference (its final checkpoint's key set), whose rows live in the analysis folder itself."""
-        return self.label.startswith("final:")
-
-
-def parse_key_from(text: str | int) -> str | int:
-    """``final``, ``each`` or a checkpoint step."""
-    if isinstance(text, int) or str(text).isdigit():
-        return int(text)
-    if text not in ("final", "each"):
-        raise UserError(f"--key-from {text!r}: expected final, each or a checkpoint step")
-    return str(text)
-
-
-def variant_folder(key_frequencies: Sequence[int] | None = None, key_from: str | int = "final") -> str | None:
-    """The subfolder of ``analysis/`` that holds the results of a non-default reference key set (None: the default,
-    the final checkpoint's, whose results are the folder itself)."""
-    if key_frequencies is not None:
-        return "key_frequencies_" + "_".join(str(k) for k in sorted(set(key_frequencies)))
-    key_from = parse_key_from(key_from)
-    if key_from == "final":
-        return None
-    return "key_from_each" if key_from == "each" else f"key_from_step_{key_from}"
 
 
 # Reading the cache -----------------------------------------------------------------------------------------------
@@ -385,38 +353,6 @@ class _Checkpoint:
         return self._activations
 
 
-def final_step(run: Run) -> int:
-    """The run's final checkpoint on disk with finite weights: the default reference key set's step, whatever
-    subset of steps is analysed (a run that diverged keeps its finite checkpoints; the last of them is its end)."""
-    steps = run.steps()
-    if not steps:
-        raise UserError(f"{run.checkpoint_dir}: no checkpoints to analyse")
-    # The weights are the model's parameters (its buffers may be infinite by design).
-    weights = {name for name, _ in run.load_model(steps[-1]).named_parameters()}
-    for step in reversed(steps):
-        if non_finite({k: v for k, v in run.load_state_dict(step).items() if k in weights}) is None:
-            return step
-    raise UserError(f"{run.checkpoint_dir}: every checkpoint has non-finite weights; nothing to analyse")
-
-
-def _key_reference(
-    run: Run,
-    given: Sequence[int] | None,
-    key_from: str | int,
-    load: Any,
-) -> KeyReference | None:
-    """The reference key set, from the one spec that can tell a checkpoint's key frequencies."""
-    if given is not None:
-        return KeyReference(sorted(set(given)), "given")
-    if key_from == "each":
-        return KeyReference(None, "each")
-    step = final_step(run) if key_from == "final" else int(key_from)
-    if step not in run.steps():
-        raise UserError(f"--key-from {step}: no checkpoint at that step")
-    label = f"final:{step}" if key_from == "final" else f"step:{step}"
-    return KeyReference(_own_keys(run, step, load), label)
-
-
 def _own_keys(run: Run, step: int, load: Any) -> list[int]:
     provider = next((s for s in registry().values() if s.key_frequencies is not None), None)
     if provider is None:
@@ -551,7 +487,7 @@ def _analyze(
     # Key frequencies come from the full (a, b) grid: on a task without one (input_range), only given ones exist.
     knowable = key_frequencies is not None or (provider is not None and not_applicable(provider.name, task) is None)
     if knowable and any("key_frequencies" in s.inputs for s in specs.values()):
-        reference = _key_reference(run, key_frequencies, key_from, load)
+        reference = key_reference(run, key_frequencies, key_from, lambda step: _own_keys(run, step, load))
 
     def fed(name: str, step: int) -> dict[str, Any]:
         """What the runner records in a row about the inputs it fed (compared to reuse a cached row)."""
