@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from grokscope.analysis.runner import analyze
 from grokscope.cli import app
+from grokscope.store import Run
 from grokscope.viz.report import _ERROR_PROBE as ERROR_PROBE
 from grokscope.viz.report import build_report, write_report
 from grokscope.viz.write import write_analysis_figures
@@ -70,7 +71,10 @@ ANALYSES = ["fourier", "progress", "neurons", "attention", "ablation", "gradient
 
 @pytest.fixture(scope="module")
 def analysed_run(grokked_run, tmp_path_factory):
-    run = grokked_run.run
+    # A copy: the session's run is shared, and other modules analyse it from scratch.
+    root = tmp_path_factory.mktemp("report") / "quickstart"
+    shutil.copytree(grokked_run.run.root, root)
+    run = Run.open(root)
     steps = run.steps()
     report = analyze(run, ANALYSES, steps=sorted({0, 20, 40, 100, steps[-1]} & set(steps)), progress=False)
     write_analysis_figures(report.rows, run.metrics(), run.root / "analysis" / "figures", report.summaries["progress"])
