@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from grokscope.config import RunConfig, parse_config
+from grokscope.training import Callback
 
 if TYPE_CHECKING:
     from grokscope.training import TrainResult
@@ -95,3 +96,14 @@ def assert_same_result(got: Any, want: Any, where: str = "result") -> None:
         assert isinstance(got, float) and math.isnan(got), f"{where}: {got!r} is not NaN"
     else:
         assert type(got) is type(want) and got == want, f"{where}: {got!r} is not {want!r}"
+
+
+class InterruptAt(Callback):
+    """Stops training at ``step`` as Ctrl-C would (the run is left resumable)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, step, model):
+        if step == self.step:
+            raise KeyboardInterrupt

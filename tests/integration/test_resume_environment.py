@@ -13,21 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import InterruptAt
 from grokscope.cli import app
 from grokscope.store import TRAINER_STATE_FILE, Run, read_summary
-from grokscope.training import Callback, train
+from grokscope.training import train
 from grokscope.training.loop import describe_environment, environment
 
 CPU = torch.device("cpu")
-
-
-class InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, step, model):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture
@@ -121,16 +113,11 @@ def test_a_finished_run_gives_no_note(tmp_path, tiny, config_file):
 INTERRUPTED = """
 import sys
 sys.path.insert(0, {tests!r})
-from conftest import tiny_config
-from grokscope.training import Callback, train
-
-class Stop(Callback):
-    def on_step_end(self, step, model):
-        if step == 30:
-            raise KeyboardInterrupt
+from conftest import InterruptAt, tiny_config
+from grokscope.training import train
 
 try:
-    train(tiny_config(), {run_dir!r}, device="cpu", progress=False, callbacks=[Stop()])
+    train(tiny_config(), {run_dir!r}, device="cpu", progress=False, callbacks=[InterruptAt(30)])
 except KeyboardInterrupt:
     pass
 """

@@ -9,20 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import InterruptAt, tiny_config
 from grokscope.errors import UserError
 from grokscope.rundir import LOCK_FILE
 from grokscope.store import METRICS_FILE, Run
 from grokscope.training import Callback, train
-
-
-class InterruptAt(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, step, model):
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def weights(run: Run) -> dict[str, torch.Tensor]:
