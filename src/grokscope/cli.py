@@ -691,6 +691,10 @@ def experiment(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field of the experiment config: --set budgets.grokked=100."),
+    ] = None,
     log: Annotated[
         list[str] | None,
         typer.Option(
@@ -705,7 +709,9 @@ def experiment(
         from grokscope.experiments import run as run_experiment
 
         path = config_file(config, "experiment")
-        options = dict(device=device, progress=not quiet, launcher=launcher, address=address, log=log or ())
+        options = dict(
+            device=device, progress=not quiet, launcher=launcher, address=address, log=log or (), overrides=set_ or ()
+        )
         lines = run_experiment(path, out, **options)
         for line in lines:
             typer.echo(line)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from grokscope.config import first_error, read_config_file
+from grokscope.config import apply_overrides, first_error, read_config_file
 from grokscope.errors import UserError
 from grokscope.experiments.runs import RecordedExperiment, attached_recorders
 
@@ -30,13 +30,15 @@ def run(
     launcher: str = "local",
     address: str | None = None,
     log: Sequence[str] = (),
+    overrides: Sequence[str] = (),
 ) -> list[str]:
     """Run the experiment described by the config at ``path`` into ``out``; the printable summary lines.
 
     ``launcher``/``address`` (Ray) apply to the kinds whose module lists them in ``LAUNCHERS`` (sweeps). ``log``
-    (``--log``) adds loggers to the config's ``log:`` for every run the experiment trains.
+    (``--log``) adds loggers to the config's ``log:`` for every run the experiment trains. ``overrides``
+    (``--set key=value``) change fields of the experiment config itself, e.g. ``budgets.grokked=100``.
     """
-    data = read_config_file(path)
+    data = apply_overrides(read_config_file(path), list(overrides))
     kind = data.get("kind")
     if kind not in KINDS:
         raise UserError(f"{path}: kind: unknown experiment kind {kind!r} (known: {', '.join(KINDS)})")
