@@ -64,6 +64,7 @@ T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
+EXIT_RUNS_FAILED = 1  # an experiment finished, but some of its runs failed
 MAX_SEEDS = 10_000  # in one command: each seed is a run directory, and the list itself is built up front
 MAX_SEED = 2**32 - 1  # what every generator seeding accepts (config.seed's bound)
 
@@ -712,9 +713,14 @@ def experiment(
         options = dict(
             device=device, progress=not quiet, launcher=launcher, address=address, log=log or (), overrides=set_ or ()
         )
-        lines = run_experiment(path, out, **options)
-        for line in lines:
+        report = run_experiment(path, out, **options)
+        for line in report.lines:
             typer.echo(line)
+        for failure in report.failures:
+            typer.echo(f"error: run failed: {failure.run_dir}: {failure.error}", err=True)
+        if report.failures:
+            typer.echo(f"error: {len(report.failures)} run(s) failed (their tracebacks: failures.json)", err=True)
+            raise typer.Exit(EXIT_RUNS_FAILED)
 
     _guard(work, "interrupted: run the same command again; finished runs are reused and interrupted ones resumed")
 

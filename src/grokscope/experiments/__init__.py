@@ -1,24 +1,50 @@
 """Experiments: orchestrate training and analysis over many runs, then summarize (``grokscope experiment CONFIG``).
 
-An experiment config is YAML with a ``kind``, naming a module here that provides ``CONFIG`` (its pydantic config),
-``run_experiment(config, config_path, out, device=, progress=)`` and ``summary_lines(result)``; a module that can
-run on Ray also lists ``LAUNCHERS`` and takes ``launcher=`` and ``address=``.
+An experiment config is YAML with a ``kind``. Each kind is a module here that declares one
+:class:`~grokscope.experiments.spec.ExperimentSpec` as ``SPEC``; :func:`registry` finds them, so adding a kind is
+adding a module. :func:`run` validates the config, has the kind plan every run up front, runs it on one
+:class:`~grokscope.experiments.engine.Engine` (local or Ray, resumable, with the config's recorders and loggers),
+and returns the printed summary and the runs that failed.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from grokscope.config import apply_overrides, first_error, read_config_file
 from grokscope.errors import UserError
-from grokscope.experiments.runs import RecordedExperiment, attached_recorders
+from grokscope.experiments.engine import Engine, Failure
+from grokscope.experiments.launch import LAUNCHERS
+from grokscope.experiments.runs import RecordedExperiment
+from grokscope.experiments.spec import ExperimentSpec
+from grokscope.store import write_json
 
-KINDS = ("perturbation", "transfer", "similarity", "sweep", "curriculum", "finetune")
+FAILURES_FILE = "failures.json"
+
+
+def registry() -> dict[str, ExperimentSpec]:
+    """Every experiment kind: the ``SPEC`` of each module of ``grokscope.experiments`` that declares one."""
+    package = importlib.import_module("grokscope.experiments")
+    specs = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        spec = getattr(importlib.import_module(f"grokscope.experiments.{info.name}"), "SPEC", None)
+        if isinstance(spec, ExperimentSpec):
+            specs[spec.kind] = spec
+    return specs
+
+
+@dataclass(frozen=True)
+class Report:
+    """What an experiment printed, and the runs that failed (the command exits non-zero when there are any)."""
+
+    lines: list[str]
+    failures: list[Failure] = field(default_factory=list)
 
 
 def run(
@@ -31,46 +57,42 @@ def run(
     address: str | None = None,
     log: Sequence[str] = (),
     overrides: Sequence[str] = (),
-) -> list[str]:
-    """Run the experiment described by the config at ``path`` into ``out``; the printable summary lines.
+) -> Report:
+    """Run the experiment described by the config at ``path`` into ``out``; its printed summary and failed runs.
 
-    ``launcher``/``address`` (Ray) apply to the kinds whose module lists them in ``LAUNCHERS`` (sweeps). ``log``
-    (``--log``) adds loggers to the config's ``log:`` for every run the experiment trains. ``overrides``
-    (``--set key=value``) change fields of the experiment config itself, e.g. ``budgets.grokked=100``.
+    ``launcher``/``address``: where runs train (``ray`` needs the extra ``grokscope[ray]``). ``log`` (``--log``)
+    adds loggers to the config's ``log:`` for every run the experiment trains. ``overrides`` (``--set key=value``)
+    change fields of the experiment config itself, e.g. ``budgets.grokked=100``.
     """
     data = apply_overrides(read_config_file(path), list(overrides))
+    kinds = registry()
     kind = data.get("kind")
-    if kind not in KINDS:
-        raise UserError(f"{path}: kind: unknown experiment kind {kind!r} (known: {', '.join(KINDS)})")
-    module = importlib.import_module(f"grokscope.experiments.{kind}")
-    options = launch_options(kind, getattr(module, "LAUNCHERS", ("local",)), launcher, address)
+    if kind not in kinds:
+        raise UserError(f"{path}: kind: unknown experiment kind {kind!r} (known: {', '.join(sorted(kinds))})")
+    check_launcher(launcher, address)
+    spec = kinds[kind]
     try:
-        config = module.CONFIG.model_validate(data)
+        config = spec.config.model_validate(data)
     except ValidationError as err:
         raise UserError(f"{path}: {first_error(err)}") from None
     if log:
         if not isinstance(config, RecordedExperiment):
-            raise UserError(f"--log: {kind} experiments do not log their runs (transfer, sweeps and chains do)")
+            raise UserError(f"--log: {kind} experiments do not log their runs")
         config = config.model_copy(update={"log": list(dict.fromkeys([*config.log, *log]))})
-    plan = config.record_plan() if isinstance(config, RecordedExperiment) else None
-    with attached_recorders(plan):  # `record:` in the config: every run the experiment trains gets recorders
-        result = module.run_experiment(config, path, out, device=device, progress=progress, **options)
-    return module.summary_lines(result)
+    plan = spec.plan(config, path)  # every run config checked before anything trains
+    record = config.record_plan() if isinstance(config, RecordedExperiment) else None
+    root = Path(out) / config.name
+    engine = Engine(root, device=device, progress=progress, launcher=launcher, address=address, record=record)
+    measures = spec.execute(config, plan, engine)
+    result = spec.summarize(config, plan, measures, root)
+    if engine.failures or (root / FAILURES_FILE).is_file():
+        write_json(root / FAILURES_FILE, [vars(f) for f in engine.failures])
+    return Report(spec.describe(result), list(engine.failures))
 
 
-def launch_options(kind: str, launchers: tuple[str, ...], launcher: str, address: str | None) -> dict[str, Any]:
-    """The ``launcher``/``address`` keywords for the kind's ``run_experiment`` (none for a local-only kind), or a
-    one-line error: an unknown launcher, one the kind cannot use, or ``--address`` without ``--launcher ray``."""
-    if launcher not in launchers:
-        if launchers == ("local",):
-            raise UserError(f"--launcher {launcher}: {kind} experiments run with the local launcher only")
-        raise UserError(f"--launcher {launcher}: expected {' or '.join(launchers)}")
-    if address is not None:
-        if "ray" not in launchers:
-            raise UserError(
-                f"--address {address}: {kind} experiments run with the local launcher only "
-                "(--address is for sweeps with --launcher ray)"
-            )
-        if launcher != "ray":
-            raise UserError(f"--address {address}: a Ray address needs --launcher ray")
-    return {} if launchers == ("local",) else {"launcher": launcher, "address": address}
+def check_launcher(launcher: str, address: str | None) -> None:
+    """A known launcher, and ``--address`` only with Ray; one-line errors otherwise."""
+    if launcher not in LAUNCHERS:
+        raise UserError(f"--launcher {launcher}: expected {' or '.join(LAUNCHERS)}")
+    if address is not None and launcher != "ray":
+        raise UserError(f"--address {address}: a Ray address needs --launcher ray")

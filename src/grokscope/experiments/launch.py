@@ -24,6 +24,7 @@ from grokscope.errors import UserError
 from grokscope.store import Run
 
 Launcher = Literal["local", "ray"]
+LAUNCHERS: tuple[Launcher, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True)
