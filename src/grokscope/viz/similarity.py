@@ -1,4 +1,4 @@
-"""Figures of a task-similarity experiment: speed-up and source retention against the target task."""
+"""Figures and text of a task-similarity experiment: speed-up and source retention against the target task."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from grokscope.viz.text import MISSING, interval, mean_sd
+
 PALETTE = qualitative.Plotly  # a condition keeps its colour in both panels (one legend entry)
 
 
 def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
-    """``similarity``: speed-up over the baseline to the ``speedup_at`` test accuracy (bootstrap 95% interval) and final source
+    """``similarity``: speed-up over the baseline to the ``speedup_at`` accuracy (95% interval where n allows) and final source
     retention (mean ± sd over seeds, chance 1/p dashed), one trace per condition, targets in the config's order."""
     targets = [t["target"] for t in result["targets"]]
     at = float(result["targets"][0]["threshold"]) if result["targets"] else 0.99
@@ -60,3 +62,28 @@ def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
     fig.update_yaxes(title_text="accuracy on the source task", range=[0, 1.02], tickformat=".0%", row=1, col=2)
     fig.update_layout(title="task similarity: what transfers, and what is kept", height=420, width=980)
     return {"similarity": fig}
+
+
+def describe(result: dict[str, Any]) -> list[str]:
+    """One line per target and condition: the speed-up over the baseline (with the interval :mod:`grokscope.stats`
+    gave, if any, and n), the final source retention and the final test accuracy; targets whose test accuracy is
+    chance by construction are marked as read on train accuracy."""
+    at = result["targets"][0]["threshold"] if result["targets"] else "?"
+    lines = [f"target | condition | speed-up to {at} accuracy (n) | final source retention | final test acc"]
+    for t in result["targets"]:
+        on = " (on train acc: test acc is chance by construction)" if t.get("speed_on") == "train_acc" else ""
+        for condition in result["conditions"]:
+            s = t["speedup"].get(condition)
+            if condition == t["baseline"]:
+                speed = "baseline"
+            elif s is None or s.get("ratio") is None:
+                speed = MISSING if s is None else f"{MISSING} ({s.get('note') or 'not reached'})"
+            else:
+                bounds = interval(s.get("ci_low"), s.get("ci_high"), ".2f")
+                n = f"n = {s['n_reached'] + s['n_censored']} vs {s['reference_n_reached'] + s['reference_n_censored']}"
+                speed = f"{s['ratio']:.2f}x" + ("" if bounds == MISSING else f" {bounds}") + f" ({n}){on}"
+            kept, acc = t["retention"].get(condition), t["final_test_acc"].get(condition)
+            lines.append(f"{t['target']} | {condition} | {speed} | {mean_sd(kept, '.1%')} | {mean_sd(acc, '.1%')}")
+    if result["targets"] and result["targets"][0]["chance"] is not None:
+        lines.append(f"chance (1/p): {result['targets'][0]['chance']:.1%}")
+    return lines

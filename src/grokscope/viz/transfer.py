@@ -68,17 +68,17 @@ def accuracy_bands(result: dict[str, Any]) -> go.Figure:
     return _bands(groups, "Target test accuracy: mean and 95% CI across seeds", "test accuracy")
 
 
-def epochs_boxes(result: dict[str, Any], threshold: str = "0.999") -> go.Figure:
+def steps_boxes(result: dict[str, Any], threshold: str = "0.999") -> go.Figure:
     figure = go.Figure()
     for condition in result["conditions"]:
         runs = [t for t in result["targets"] if t["condition"] == condition and t["run_dir"]]
-        reached = [t["epochs_to"][threshold] for t in runs if t["epochs_to"].get(threshold) is not None]
+        reached = [t["steps_to"][threshold] for t in runs if t["steps_to"].get(threshold) is not None]
         censored = len(runs) - len(reached)
         label = condition + (f" ({censored} never reached)" if censored else "")
         figure.add_box(y=reached, name=label, boxpoints="all")
     figure.update_layout(
-        title=f"Epochs to {float(threshold):.1%} target test accuracy (censored runs left out, counted)",
-        yaxis_title="epochs",
+        title=f"Steps to {float(threshold):.1%} target test accuracy (censored runs left out, counted)",
+        yaxis_title="steps",
         showlegend=False,
     )
     return figure
@@ -110,11 +110,11 @@ def retention(result: dict[str, Any]) -> go.Figure:
 
 
 def source_generalization(result: dict[str, Any]) -> go.Figure:
-    epochs = [e for e in result["source_generalization_epochs"] if e is not None]
-    figure = go.Figure(go.Histogram(x=epochs, nbinsx=max(5, len(epochs))))
-    never = len(result["source_generalization_epochs"]) - len(epochs)
+    steps = [e for e in result["source_generalization_steps"] if e is not None]
+    figure = go.Figure(go.Histogram(x=steps, nbinsx=max(5, len(steps))))
+    never = len(result["source_generalization_steps"]) - len(steps)
     figure.update_layout(
-        title=f"Source runs: epoch of 99% test accuracy ({never} never)", xaxis_title="epoch", yaxis_title="runs"
+        title=f"Source runs: step of 99% test accuracy ({never} never)", xaxis_title="step", yaxis_title="runs"
     )
     return figure
 
@@ -159,7 +159,7 @@ def speedup(result: dict[str, Any]) -> go.Figure | None:
             error_y={"type": "data", "array": high, "arrayminus": low},
             name=f"to {float(threshold):.1%}",
             marker_color=COLORS[i % len(COLORS)],
-            # Hatched: no interval (fewer than 2 reached runs in a group), so the zero-width bar is not a CI.
+            # Hatched: no interval (too few runs for one), so the zero-width bar is not a CI.
             marker_pattern_shape=["" if r["ci_low"] is not None else "/" for r in shown],
             hovertext=[
                 f"{r['n_reached']}/{r['n_reached'] + r['n_censored']} vs "
@@ -170,8 +170,8 @@ def speedup(result: dict[str, Any]) -> go.Figure | None:
     figure.add_hline(y=1, line_dash="dot", line_color="gray")
     reference = rows[0][1]["reference"]
     figure.update_layout(
-        title=f"Speed-up over {reference} (its mean epochs to threshold / the condition's; reached runs), "
-        "95% bootstrap CI<br><sup>hatched: no interval (fewer than 2 reached runs in a group)</sup>",
+        title=f"Speed-up over {reference} (its mean steps to threshold / the condition's; reached runs), "
+        "95% interval where n allows<br><sup>hatched: no interval (too few runs for one)</sup>",
         yaxis_title="speed-up (x)",
         barmode="group",
     )
@@ -200,7 +200,7 @@ def relearning(result: dict[str, Any]) -> go.Figure | None:
 def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
     out = {
         "transfer_accuracy": accuracy_bands(result),
-        "transfer_epochs_to_threshold": epochs_boxes(result),
+        "transfer_steps_to_threshold": steps_boxes(result),
         "transfer_retention": retention(result),
         "transfer_source_generalization": source_generalization(result),
         "transfer_final_accuracy": final_accuracy(result),
