@@ -13,8 +13,9 @@ import re
 import reprlib
 import stat
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,6 +49,25 @@ TOO_BIG = f"too many values (more than {MAX_VALUES:,} once YAML aliases are expa
 RECURSIVE = "a value contains itself (a YAML alias inside its own anchor)"
 
 MetricName = Literal["train_acc", "test_acc", "val_acc", "train_loss", "test_loss", "val_loss"]
+RUN_METRICS: tuple[str, ...] = get_args(MetricName)
+# A per-operation metric, as the loop logs it for a multi-operation task: test_acc_sub is test_acc over sub's rows.
+_PER_OPERATION = re.compile(r"(?P<base>(?:train|test|val)_(?:acc|loss))_(?P<op>.+)")
+PER_OPERATION_FORM = "{train,test,val}_{acc,loss}_<operation>"
+
+
+def split_metric(metric: str) -> tuple[str, str | None]:
+    """``("test_acc", None)`` for a run-wide metric, ``("test_acc", "sub")`` for the per-operation ``test_acc_sub``.
+
+    Raises ValueError for anything else, naming the metrics there are."""
+    if metric in RUN_METRICS:
+        return metric, None
+    match = _PER_OPERATION.fullmatch(metric)
+    if match is None or match["op"] not in OPERATIONS:
+        raise ValueError(
+            f"unknown metric {show(metric)}: expected one of {', '.join(RUN_METRICS)}, "
+            f"or {PER_OPERATION_FORM} (e.g. test_acc_sub)"
+        )
+    return match["base"], match["op"]
 
 
 class _Section(BaseModel):
@@ -227,15 +247,40 @@ class CheckpointSchedule(_Section):
 class EarlyStopConfig(_Section):
     """Stop once ``metric`` has been at or past ``threshold`` for ``patience`` steps.
 
-    Accuracies must reach at least the threshold, losses at most it.
+    Accuracies must reach at least the threshold, losses at most it. ``metric`` is run-wide (``test_acc``: every
+    operation's rows) or one operation's (``test_acc_sub``: sub's rows only), which the run's task must train. A
+    single-operation task's ``test_acc_<its op>`` is its ``test_acc``, so one rule (``test_acc_sub >= 0.999``) means
+    the same on a plain task (sub) and on its replay twin (add replayed beside sub), whose ``test_acc`` would also
+    count the held-out add pairs.
     """
 
-    metric: MetricName = "test_acc"
+    metric: str = Field("test_acc", description=f"{', '.join(RUN_METRICS)}, or {PER_OPERATION_FORM}")
     threshold: float = 0.99
     patience: int = Field(1000, ge=0, le=MAX_INT)
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        split_metric(metric)
+        return metric
+
+    @property
+    def operation(self) -> str | None:
+        """The operation whose rows ``metric`` is measured on; None for a run-wide metric."""
+        return split_metric(self.metric)[1]
+
     def met(self, value: float) -> bool:
-        return value >= self.threshold if self.metric.endswith("_acc") else value <= self.threshold
+        kind = split_metric(self.metric)[0]
+        return value >= self.threshold if kind.endswith("_acc") else value <= self.threshold
+
+    def row_key(self, operations: Sequence[str]) -> str:
+        """The metrics.jsonl key holding ``metric`` in a run of a task with these ``operations``.
+
+        The loop logs per-operation columns only for several operations (one operation's column would repeat the
+        run-wide one in every row, the progress bar and every reader of metrics.jsonl), so for a single-operation
+        task ``test_acc_<op>`` is read from ``test_acc``."""
+        base, op = split_metric(self.metric)
+        return base if op is not None and list(operations) == [op] else self.metric
 
 
 class TrainConfig(_Section):
@@ -281,6 +326,11 @@ class RunConfig(_Section):
         early = self.train.early_stop
         if early is not None and early.metric.startswith("val") and self.task.val_fraction == 0:
             raise ValueError("train.early_stop.metric: a val_* metric needs task.val_fraction > 0")
+        if early is not None and early.operation not in (None, *self.task.operations):
+            raise ValueError(
+                f"train.early_stop.metric: {early.metric} is measured on operation {early.operation}, which this "
+                f"task does not train (its operations: {', '.join(self.task.operations)})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -93,3 +93,42 @@ def test_the_report_tells_each_operation_apart(tmp_path):
     page = build_report(run.root)
     for op in ("add", "sub"):
         assert f"id='{op}-training'" in page and f"id='{op}-fourier'" in page and f"href='#{op}-fourier'" in page
+
+
+def test_early_stop_on_one_operations_metric_and_on_resume(tmp_path):
+    # Stop on sub's training accuracy alone: the run-wide train_acc, which averages in add's rows, may lag behind.
+    early = {"metric": "train_acc_sub", "threshold": 0.98, "patience": 10}
+    config = tiny_config(task={"operation": ["add", "sub"]}, train={"steps": 300, "early_stop": early})
+    result = train(config, tmp_path / "r", device="cpu", progress=False)
+    rows = result.run.metrics()
+    first = next(r["step"] for r in rows if r["train_acc_sub"] >= 0.98)
+    assert result.summary["stopped_early"] and rows[-1]["step"] == first + 10 < 300
+    # Not the run-wide metric's stop: in this run add lags, so train_acc was still below the threshold at `first`.
+    assert next(r["train_acc"] for r in rows if r["step"] == first) < 0.98
+    # A crash after the last checkpoint, before the summary: resuming finds the stop already due and trains no more.
+    (result.run.root / "summary.json").unlink()
+    again = train(config, tmp_path / "r", device="cpu", progress=False, resume=True)
+    assert again.run.metrics() == rows and again.summary["steps_trained"] == rows[-1]["step"]
+
+
+def test_one_rule_for_a_plain_task_and_its_replay_twin(tmp_path):
+    early = {"threshold": 0.98, "patience": 10}
+
+    def run(name: str, metric: str, **task) -> list[dict]:
+        config = tiny_config(task=task, train={"steps": 300, "early_stop": {"metric": metric, **early}})
+        result = train(config, tmp_path / name, device="cpu", progress=False)
+        assert result.summary["stopped_early"]
+        # Resuming after a crash before the summary reads the rule from the same column: no further training.
+        (result.run.root / "summary.json").unlink()
+        again = train(config, tmp_path / name, device="cpu", progress=False, resume=True)
+        assert again.run.metrics() == result.run.metrics()
+        return result.run.metrics()
+
+    # train_acc_sub on a task of sub alone is its train_acc: the same run, stopped at the same step, and
+    # metrics.jsonl keeps its run-wide columns only.
+    plain = run("plain", "train_acc_sub", operation="sub")
+    assert plain == run("plain_run_wide", "train_acc", operation="sub") and "train_acc_sub" not in plain[-1]
+    # The replay twin (add replayed beside sub) stops on sub's own rows under the same rule.
+    twin = run("twin", "train_acc_sub", operation=["add", "sub"], replay=0.25)
+    first = next(r["step"] for r in twin if r["train_acc_sub"] >= 0.98)
+    assert twin[-1]["step"] == first + 10

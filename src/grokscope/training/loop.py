@@ -284,13 +284,20 @@ def batch_indices(step: int, n_train: int, batch_size: int | None, seed: int) ->
     return order[i * batch_size : (i + 1) * batch_size]
 
 
-def early_stop_due(rows: list[dict[str, Any]], step: int, early: EarlyStopConfig | None) -> bool:
-    """Whether the early-stop condition has held, without a break in the logged rows, for ``patience`` steps."""
+def early_stop_due(
+    rows: list[dict[str, Any]], step: int, early: EarlyStopConfig | None, operations: Sequence[str] | None = None
+) -> bool:
+    """Whether the early-stop condition has held, without a break in the logged rows, for ``patience`` steps.
+
+    ``operations``: the run's task's operations, which say where a per-operation metric is logged
+    (:meth:`EarlyStopConfig.row_key`: ``test_acc_sub`` of a task of sub alone is its ``test_acc``); None reads
+    ``early.metric`` as it is named. A row without the metric is a break."""
     if early is None:
         return False
+    key = early.metric if operations is None else early.row_key(operations)
     since = None
     for row in rows:
-        value = row.get(early.metric)
+        value = row.get(key)
         met = value is not None and early.met(value)
         since = (row["step"] if since is None else since) if met else None
     return since is not None and step - since >= early.patience
@@ -377,6 +384,7 @@ class RunLog:
         if state is not None and not {"step", "optimizer", "wall_time_s"} <= state.keys():
             raise UserError(f"{run.root / TRAINER_STATE_FILE}: not a grokscope trainer state (missing keys)")
         self.run, self.config = run, run.config
+        self.operations = self.config.task.operations  # where a per-operation early-stop metric is logged
         self.start = 0 if state is None else int(state["step"])
         self.rows = [row for row in run.metrics() if row["step"] <= self.start] if state is not None else []
         self._wall_before = float(state["wall_time_s"]) if state is not None else 0.0
@@ -386,7 +394,7 @@ class RunLog:
         # A resumed run may already be complete (it crashed after its last checkpoint, before the summary).
         last_logged = self.rows[-1]["step"] if self.rows else self.start
         self.finished_before = state is not None and (
-            self.start >= tc.steps or early_stop_due(self.rows, last_logged, tc.early_stop)
+            self.start >= tc.steps or early_stop_due(self.rows, last_logged, tc.early_stop, self.operations)
         )
         self.stopped = self.finished_before
         self.saved_step: int | None = self.start if state is not None else None  # the latest complete checkpoint
@@ -408,7 +416,7 @@ class RunLog:
         """Append the metrics row of ``step``; sets :attr:`stopped` when early stopping is due."""
         row: dict[str, Any] = {"step": step, "epoch": step / self.batches_per_epoch, **metrics, "lr": lr}
         self.rows.append(row)
-        self.stopped = self.stopped or early_stop_due(self.rows, step, self.config.train.early_stop)
+        self.stopped = self.stopped or early_stop_due(self.rows, step, self.config.train.early_stop, self.operations)
         bad = non_finite_loss(row)
         if bad is not None:
             self.diverge(step, bad)
