@@ -120,11 +120,11 @@ def _as_sample(s: SampleLike) -> Sample:
 class Summary:
     """Descriptive statistics over the reached values; ``n_censored`` runs sit beside them, uncounted.
 
-    ``ci_*`` is the t-interval of the mean, given from 2 reached runs: with 2 its quantile is t(0.975, 1) = 12.7, so
-    the interval is about 9 times the runs' spread wide, which is what 2 runs can tell. ``boot_*`` is the percentile
-    bootstrap interval, given only from ``min_boot_n`` (:data:`MIN_BOOTSTRAP_N`) reached runs; below that it is
-    None and ``boot_note`` says why. ``km_median`` is the Kaplan–Meier median over all runs (censored included);
-    None means fewer than half the runs reached it."""
+    ``ci_*`` is the t-interval of the mean, given from 2 reached runs: with 2 its quantile is t(0.975, 1) = 12.7,
+    so the 95% interval is 12.7 times as wide as the gap between the two runs, which is what 2 runs can tell.
+    ``boot_*`` is the percentile bootstrap interval, given only from ``min_boot_n`` (:data:`MIN_BOOTSTRAP_N`)
+    reached runs; below that it is None and ``boot_note`` says why. ``km_median`` is the Kaplan–Meier median over
+    all runs (censored included); None means fewer than half the runs reached it."""
 
     n: int
     n_reached: int
@@ -446,7 +446,7 @@ def compare(a: SampleLike, b: SampleLike, names: tuple[str, str] = ("a", "b")) -
     if dropped and welch_p is not None:
         notes.append(f"Welch's t leaves out {dropped} censored run{'s' if dropped != 1 else ''}.")
     if min_d is not None:
-        notes.append(f"Smallest effect detectable (80% power, two-sided 0.05): |d| = {min_d:.2g}.")
+        notes.append(f"Smallest effect detectable ({POWER:.0%} power, two-sided {ALPHA:g}): |d| = {min_d:.2g}.")
     if min_p is not None and min_p > ALPHA:
         notes.append(f"Mann–Whitney cannot reach p < {ALPHA:g} with these n (smallest p {min_p:.3g}).")
     return Comparison(
