@@ -755,7 +755,9 @@ def fieller_interval(
     if mx == 0:
         return RatioInterval(None, None, None, confidence, "the denominator's mean is 0: no ratio")
     rho = my / mx
-    df = (a + rho**2 * b) ** 2 / (a**2 / (len(y) - 1) + rho**4 * b**2 / (len(x) - 1))
+    df = (a + rho**2 * b) ** 2 / (a**2 / (len(y) - 1) + rho**4 * b**2 / (len(x) - 1)) if a or rho else math.nan
+    if not math.isfinite(df):  # a constant numerator of 0: the ratio is 0 with no variance to scale
+        return RatioInterval(None, None, None, confidence, "the numerator is 0 in every run: no interval")
     t2 = float(sps.t.ppf((1 + confidence) / 2, df)) ** 2
     lead = mx**2 - t2 * b
     if lead <= 0:

@@ -419,3 +419,7 @@ def test_epochs_from_steps():
 def test_steps_to_threshold_is_the_unit_free_name():
     assert epochs_to_threshold is steps_to_threshold
     assert steps_to_threshold([0, 500, 1000], [0.1, 0.999, 1.0], 0.999) == 500.0
+
+
+def test_fieller_interval_on_a_zero_numerator_gives_none():
+    assert fieller_interval([0.0, 0.0], [3.0, 5.0]).note == "the numerator is 0 in every run: no interval"
