@@ -70,11 +70,15 @@ def comparison_lines(pairs: list[Mapping[str, Any]], budget: int | None) -> list
         lines.append(
             f"{pair['a']} (n={pair['n_a']}) vs {pair['b']} (n={pair['n_b']}), censored at {budget} steps: "
             f"Mann–Whitney p (Holm) = {number(pair['mann_whitney_p_adjusted'])}{reachable}; "
-            f"Welch p (Holm) = {number(pair['welch_p_adjusted'])}{flag}; "
-            f"smallest detectable effect |d| = {number(detectable, '.2g')}"
+            f"Welch p (Holm) = {number(pair['welch_p_adjusted'])}{flag}"
+            + (
+                f"; smallest detectable effect |d| = {number(detectable, '.2g')} (80% power)"
+                if detectable is not None
+                else "; too few reached runs to detect any effect"
+            )
         )
-        dropped = pair.get("welch_dropped_censored") or (pair.get("n_censored_a", 0) + pair.get("n_censored_b", 0))
-        if dropped:
+        dropped = pair.get("welch_dropped_censored")
+        if dropped and pair.get("welch_p") is not None:
             lines.append(
                 f"  Welch's test left out the {dropped} censored run(s) of {pair['a']} vs {pair['b']} "
                 "(Mann–Whitney counts them as slowest)"
