@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from grokscope.viz.text import MISSING, interval, mean_sd
+from grokscope.viz.text import MISSING, mean_sd, ratio_interval
 
 PALETTE = qualitative.Plotly  # a condition keeps its colour in both panels (one legend entry)
 
@@ -79,9 +79,9 @@ def describe(result: dict[str, Any]) -> list[str]:
             elif s is None or s.get("ratio") is None:
                 speed = MISSING if s is None else f"{MISSING} ({s.get('note') or 'not reached'})"
             else:
-                bounds = interval(s.get("ci_low"), s.get("ci_high"), ".2f")
+                bounds = ratio_interval(s)
                 n = f"n = {s['n_reached'] + s['n_censored']} vs {s['reference_n_reached'] + s['reference_n_censored']}"
-                speed = f"{s['ratio']:.2f}x" + ("" if bounds == MISSING else f" {bounds}") + f" ({n}){on}"
+                speed = f"{s['ratio']:.2f}x" + (f" {bounds}" if bounds else "") + f" ({n}){on}"
             kept, acc = t["retention"].get(condition), t["final_test_acc"].get(condition)
             lines.append(f"{t['target']} | {condition} | {speed} | {mean_sd(kept, '.1%')} | {mean_sd(acc, '.1%')}")
     if result["targets"] and result["targets"][0]["chance"] is not None:

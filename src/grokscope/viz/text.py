@@ -84,3 +84,13 @@ def aligned(rows: Sequence[Sequence[str]], sep: str = "  ") -> list[str]:
         return []
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
     return [sep.join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows]
+
+
+def ratio_interval(speedup: Mapping[str, Any], form: str = ".2f") -> str:
+    """The interval a :class:`grokscope.stats.Speedup` carries, named: the percentile bootstrap where the groups
+    were large enough for one, else Fieller's; empty when it has none."""
+    if speedup.get("ci_low") is not None and speedup.get("ci_high") is not None:
+        return f"{interval(speedup['ci_low'], speedup['ci_high'], form)} (bootstrap)"
+    if speedup.get("fieller_low") is not None and speedup.get("fieller_high") is not None:
+        return f"{interval(speedup['fieller_low'], speedup['fieller_high'], form)} (Fieller)"
+    return ""

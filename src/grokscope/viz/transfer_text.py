@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from grokscope.viz.text import MISSING, interval, mean, mean_sd, number, percent
+from grokscope.viz.text import MISSING, interval, mean, mean_sd, number, percent, ratio_interval
 
 SPECIALIZATION = (
     "residual_distinct_dominant_frequencies",
@@ -90,9 +90,8 @@ def _speedup_lines(statistics: Mapping[str, Any], on: str) -> list[str]:
     lines = []
     for s in statistics.get("speedup", {}).get("0.999", []):
         ratio = MISSING if s["ratio"] is None else f"{s['ratio']:.2f}x"
-        bounds = interval(s.get("ci_low"), s.get("ci_high"), ".2f")
-        kind = s.get("interval") or "interval"
-        shown = "" if bounds == MISSING else f" {bounds} ({kind})"
+        bounds = ratio_interval(s)
+        shown = f" {bounds}" if bounds else ""
         lines.append(
             f"speed-up to 99.9% {on} of {s['name']} over {s['reference']}: {ratio}{shown} "
             f"(n = {s['n_reached'] + s['n_censored']} and {s['reference_n_reached'] + s['reference_n_censored']}; "
