@@ -242,8 +242,6 @@ def test_a_diverged_pair_is_described_without_crashing():
     )
     # Non-finite distances are null in perturbation.json, which is what the text is printed from.
     pair.steps, pair.parameter_distance, pair.prediction_disagreement = [0, 10], [0.5, float("nan")], [0.0, 0.25]
-    assert pair_line(jsonable(pair)).startswith(
-        "seed 0, eps 50: parameter distance 0.5 -> —, final disagreement 25.0%"
-    )
+    assert pair_line(jsonable(pair)).startswith("seed 0, eps 50: parameter distance 0.5 -> —, final disagreement 25.0%")
     failed = PairResult(seed=1, epsilon=0.1, status="failed", error="seed1_base: RuntimeError: boom")
     assert pair_line(jsonable(failed)) == "seed 1, eps 0.1: failed: seed1_base: RuntimeError: boom"

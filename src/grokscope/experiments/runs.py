@@ -165,8 +165,8 @@ def train_missing(
     """The finished run in each directory, training (or resuming) those that are not finished yet.
 
     ``resume=True`` continues the started runs and starts the others (also those killed while being created).
-    ``record``: recorders (and loggers) for every run trained here; recorders watch one model each, so those runs train one after another instead of stacked. A finished run is reused as
-    it is, with or without recordings.
+    ``record``: recorders (and loggers) for every run trained here; recorders watch one model each, so those runs
+    train one after another instead of stacked. A finished run is reused as it is, with or without recordings.
     """
     plan = record
     todo = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
