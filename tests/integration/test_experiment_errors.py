@@ -10,8 +10,10 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import tiny_config
+from grokscope.analysis.common import jsonable
 from grokscope.cli import app
-from grokscope.experiments.perturbation import PairResult, describe
+from grokscope.experiments.perturbation import PairResult
+from grokscope.viz.perturbation_text import pair_line
 
 PERT = dict(kind="perturbation", name="pert", base="tiny.yaml", set=["train.steps=20"], epsilons=[0.01], seeds=[0])
 CUR = dict(kind="curriculum", name="cur", base="tiny.yaml", stages=[7, 13], stage_steps=20, seeds=[0])
@@ -76,14 +78,12 @@ CASES = {
     "pert --address": (
         PERT,
         ("--address", "auto"),
-        "!--address auto: perturbation experiments run with the local launcher only "
-        "(--address is for sweeps with --launcher ray)",
+        "!--address auto: a Ray address needs --launcher ray",  # every kind runs on Ray now
     ),
     "cur --address": (
         CUR,
         ("--address", "auto"),
-        "!--address auto: curriculum experiments run with the local launcher only "
-        "(--address is for sweeps with --launcher ray)",
+        "!--address auto: a Ray address needs --launcher ray",
     ),
     "transfer --launcher ray": (
         TR,
@@ -203,7 +203,7 @@ def no_training(monkeypatch):
         raise AssertionError("training started before the config was fully validated")
 
     monkeypatch.setattr("grokscope.experiments.runs.train_many", refuse)
-    monkeypatch.setattr("grokscope.experiments.perturbation.train", refuse)
+    monkeypatch.setattr("grokscope.experiments.runs.train", refuse)  # runs with recorders train one by one
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -237,8 +237,11 @@ def test_a_diverged_pair_is_described_without_crashing():
         both_grokked=False,
         perturbed_diverged_step=0,
     )
-    assert describe(pair) == (
-        "seed 0, eps 50: no common checkpoints, generalized at None vs None, perturbed run diverged at step 0"
+    assert pair_line(jsonable(pair)) == (
+        "seed 0, eps 50: no common checkpoints, generalized at step — vs —, perturbed run diverged at step 0"
     )
+    # Non-finite distances are null in perturbation.json, which is what the text is printed from.
     pair.steps, pair.parameter_distance, pair.prediction_disagreement = [0, 10], [0.5, float("nan")], [0.0, 0.25]
-    assert describe(pair).startswith("seed 0, eps 50: parameter distance 0.5 -> nan, final disagreement 25.0%")
+    assert pair_line(jsonable(pair)).startswith("seed 0, eps 50: parameter distance 0.5 -> —, final disagreement 25.0%")
+    failed = PairResult(seed=1, epsilon=0.1, status="failed", error="seed1_base: RuntimeError: boom")
+    assert pair_line(jsonable(failed)) == "seed 1, eps 0.1: failed: seed1_base: RuntimeError: boom"

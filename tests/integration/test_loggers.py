@@ -217,7 +217,3 @@ def test_experiments_log_every_run_they_train(tmp_path):
     for folder in ("range7", "range13", "direct"):
         run_dir = tmp_path / "out" / "cur" / "seed0" / folder
         assert_same(tensorboard_scalars(run_dir), expected_scalars(run_dir))
-    # a kind that trains no runs of its own is told so, in one line, before anything trains
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"kind": "perturbation", "base": "base.yaml"}))
-    result = CliRunner().invoke(app, ["experiment", str(tmp_path / "p.yaml"), "--log", "tensorboard"])
-    assert result.exit_code == 2 and "--log: perturbation experiments" in result.output, result.output

@@ -26,7 +26,7 @@ def write(tmp_path, spec: dict, **base_sections) -> object:
 def test_curriculum_chain_starts_each_stage_from_the_last(tmp_path):
     spec = {"kind": "curriculum", "name": "cur", "stages": [6, 10, 13], "stage_steps": [20, 20, 30], "seeds": [0, 1]}
     path = write(tmp_path, spec, train={"checkpoints": {"every": 10}})
-    lines = run(path, tmp_path / "out", device="cpu", progress=False)
+    lines = run(path, tmp_path / "out", device="cpu", progress=False).lines
     root = tmp_path / "out" / "cur"
     results = json.loads((root / "results.json").read_text())["stages"]
     assert [r["stage"] for r in results if r["seed"] == 0] == ["range 6", "range 10", "range 13", "direct"]
@@ -102,7 +102,7 @@ def test_curriculum_llc_per_stage_and_seed_on_each_stages_own_data_cached_on_rer
         "llc": CHEAP_LLC,
     }
     path = write(tmp_path, spec, train={"checkpoints": {"every": 10}})
-    lines = run(path, tmp_path / "out", device="cpu", progress=False)
+    lines = run(path, tmp_path / "out", device="cpu", progress=False).lines
     root = tmp_path / "out" / "cur"
     data = json.loads((root / "results.json").read_text())
     rows = data["stages"]
@@ -149,7 +149,7 @@ def test_curriculum_llc_per_stage_and_seed_on_each_stages_own_data_cached_on_rer
         raise AssertionError("the LLC was estimated again")
 
     monkeypatch.setattr("grokscope.analysis.llc.estimate_llc", no_sampling)
-    again = run(path, tmp_path / "out", device="cpu", progress=False)
+    again = run(path, tmp_path / "out", device="cpu", progress=False).lines
     assert again == lines and [c.stat().st_mtime_ns for c in caches] == stamps
 
 
@@ -164,7 +164,7 @@ def test_finetune_llc_trajectory_along_the_chain(tmp_path):
         "llc": {**CHEAP_LLC, "checkpoints": 10},
     }
     path = write(tmp_path, spec, train={"checkpoints": {"every": 10}})
-    lines = run(path, tmp_path / "out", device="cpu", progress=False)
+    lines = run(path, tmp_path / "out", device="cpu", progress=False).lines
     rows = json.loads((tmp_path / "out" / "ft" / "results.json").read_text())["stages"]
     for k, r in enumerate(rows[:3]):
         # Every 10th step of each stage (and its last), placed after the earlier stages' 20 steps each.
@@ -204,3 +204,27 @@ def test_staged_experiments_attach_recorders_to_every_run(tmp_path):
     for folder in ("range7", "range13", "direct"):
         recordings = tmp_path / "out" / "rec" / "seed0" / folder / "recordings"
         assert recordings.is_dir() and any(recordings.iterdir()), folder
+
+
+def test_a_failed_stage_stops_its_seed_and_the_others_finish(tmp_path, monkeypatch):
+    import grokscope.experiments.runs as runs
+
+    real = runs.train_many
+
+    def failing(configs, dirs, **kwargs):
+        if any(c.seed == 1 and c.task.input_range == 6 for c in configs):
+            raise RuntimeError("boom")
+        return real(configs, dirs, **kwargs)
+
+    monkeypatch.setattr(runs, "train_many", failing)
+    spec = {"kind": "curriculum", "name": "cur", "stages": [6, 13], "stage_steps": 10, "seeds": [0, 1]}
+    path = write(tmp_path, spec, train={"checkpoints": {"every": 10}})
+    report = run(path, tmp_path / "out", device="cpu", progress=False)
+    root = tmp_path / "out" / "cur"
+    assert [Path(f.run_dir) for f in report.failures] == [root / "seed1" / "range6"]
+    rows = {(r["seed"], r["stage"]): r for r in json.loads((root / "results.json").read_text())["stages"]}
+    assert all(rows[(0, stage)]["status"] == "ok" for stage in ("range 6", "range 13", "direct"))
+    assert rows[(1, "range 6")]["status"] == "failed" and rows[(1, "range 6")]["error"] == "RuntimeError: boom"
+    assert rows[(1, "range 13")]["error"] == "not trained: stage range6 did not finish"
+    assert rows[(1, "direct")]["status"] == "ok" and not (root / "seed1" / "range13").exists()
+    assert any(line == "1 | range 13 | failed: not trained: stage range6 did not finish" for line in report.lines)

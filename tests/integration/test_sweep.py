@@ -2,6 +2,9 @@
 
 import csv
 import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ import torch
 import yaml
 
 import grokscope.experiments.runs as runs
-from grokscope.experiments.sweep import SweepConfig, describe, run_experiment
+from grokscope.experiments import run as run_experiment
 from grokscope.store import SUMMARY_FILE, Run
 
 BASE = {
@@ -26,12 +29,35 @@ def make_sweep(tmp_path, **fields):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(BASE))
     spec = {"kind": "sweep", "name": "s", "base": "base.yaml", **fields}
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return SweepConfig.model_validate(spec), path
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # the grid's order names the runs
+    return spec, path
+
+
+@dataclass
+class Outcome:
+    """What a test reads back from a sweep: the printed lines, the rows of results.json and dmd.json."""
+
+    lines: list[str]
+    runs: list[dict]
+    failures: list
+    dynamics: dict | None
+
+    @property
+    def trained(self) -> int:
+        """How many runs trained in this call, as the headline says."""
+        return int(re.search(r"(\d+) trained now", self.lines[0]).group(1))
 
 
 def run(config, path, out):
-    return run_experiment(config, path, out, device="cpu", progress=False)
+    report = run_experiment(path, out, device="cpu", progress=False)
+    root = out / config["name"]
+    dmd = root / "dmd.json"
+    return Outcome(
+        report.lines,
+        json.loads((root / "results.json").read_text())["runs"],
+        report.failures,
+        json.loads(dmd.read_text()) if dmd.is_file() else None,
+    )
 
 
 GRID = {"task.loss_on": ["answer", "all"], "optim.weight_decay": [0, 1]}
@@ -48,8 +74,8 @@ def test_sweep_writes_every_output(tmp_path):
         "loss_on=all_wd=0_seed0",
         "loss_on=all_wd=1_seed0",
     ]
-    assert [r.name for r in result.runs] == names
-    assert all(r.status == "ok" and r.regime is not None for r in result.runs)
+    assert [r["name"] for r in result.runs] == names
+    assert all(r["status"] == "ok" and r["regime"] is not None for r in result.runs)
     for name in names:
         assert (root / name / SUMMARY_FILE).is_file()
 
@@ -70,11 +96,11 @@ def test_sweep_writes_every_output(tmp_path):
     table = regimes["table"]
     assert table["row_labels"] == ["loss_on=answer", "loss_on=all"] and table["column_labels"] == ["wd=0", "wd=1"]
     assert [[sum(cell.values()) for cell in row] for row in table["counts"]] == [[1, 1], [1, 1]]
-    assert json.loads((root / "failures.json").read_text()) == []
+    assert not (root / "failures.json").exists() and result.failures == []
     for figure in ("generalization_heatmap", "accuracy_curves", "loss_vs_bounds"):
         assert (root / "figures" / f"{figure}.html").is_file()
 
-    lines = describe(result)
+    lines = result.lines
     assert lines[0].startswith("sweep s: 4 runs (4 ok, 0 failed; 4 trained now, 0 reused)")
     assert any("wd=0" in line and "wd=1" in line for line in lines)
     assert any(line.strip().startswith("loss_on=all ") for line in lines)
@@ -84,7 +110,7 @@ def test_rerun_skips_finished_runs_and_resumes_partial_ones(tmp_path, monkeypatc
     config, path = make_sweep(tmp_path, grid={"optim.weight_decay": [0, 1]})
     first = run(config, path, tmp_path / "out")
     root = tmp_path / "out" / "s"
-    summaries = {r.name: (root / r.name / SUMMARY_FILE) for r in first.runs}
+    summaries = {r["name"]: (root / r["name"] / SUMMARY_FILE) for r in first.runs}
     mtimes = {name: p.stat().st_mtime_ns for name, p in summaries.items()}
 
     def refuse(*args, **kwargs):
@@ -93,9 +119,9 @@ def test_rerun_skips_finished_runs_and_resumes_partial_ones(tmp_path, monkeypatc
     with monkeypatch.context() as m:
         m.setattr(runs, "train_many", refuse)
         again = run(config, path, tmp_path / "out")
-    assert again.trained == [] and all(r.status == "ok" for r in again.runs)
+    assert again.trained == 0 and all(r["status"] == "ok" for r in again.runs)
     assert {name: p.stat().st_mtime_ns for name, p in summaries.items()} == mtimes
-    assert [r.to_dict() for r in again.runs] == [r.to_dict() for r in first.runs]
+    assert again.runs == first.runs
 
     # A run without its summary (interrupted at the very end) is resumed, not started over.
     summaries["wd=1_seed0"].unlink()
@@ -109,7 +135,7 @@ def test_rerun_skips_finished_runs_and_resumes_partial_ones(tmp_path, monkeypatc
     monkeypatch.setattr(runs, "train_many", spy)
     resumed = run(config, path, tmp_path / "out")
     assert calls == [(["wd=1_seed0"], True)]
-    assert resumed.trained == ["wd=1_seed0"] and all(r.status == "ok" for r in resumed.runs)
+    assert resumed.trained == 1 and all(r["status"] == "ok" for r in resumed.runs)
     assert summaries["wd=0_seed0"].stat().st_mtime_ns == mtimes["wd=0_seed0"]
 
 
@@ -128,7 +154,7 @@ def test_one_failing_run_does_not_stop_the_others(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(runs, "train_many", failing)
         result = run(config, path, tmp_path / "out")
-    status = {r.name: (r.status, r.error) for r in result.runs}
+    status = {r["name"]: (r["status"], r["error"]) for r in result.runs}
     assert status == {
         "wd=0_seed0": ("ok", None),
         "wd=0_seed1": ("failed", "RuntimeError: boom"),
@@ -136,18 +162,19 @@ def test_one_failing_run_does_not_stop_the_others(tmp_path, monkeypatch):
         "wd=1_seed1": ("ok", None),
     }
     root = tmp_path / "out" / "s"
+    # The engine writes failures.json (and the command exits 1 naming the run); the row keeps the error.
     failures = json.loads((root / "failures.json").read_text())
-    assert [(f["name"], f["error"]) for f in failures] == [("wd=0_seed1", "RuntimeError: boom")]
-    assert "Traceback" in failures[0]["traceback"]
+    assert [(Path(f["run_dir"]).name, f["error"]) for f in failures] == [("wd=0_seed1", "RuntimeError: boom")]
+    assert "Traceback" in failures[0]["traceback"] and [f.error for f in result.failures] == ["RuntimeError: boom"]
     rows = {r["name"]: r for r in csv.DictReader((root / "results.csv").open())}
     assert rows["wd=0_seed1"]["status"] == "failed" and rows["wd=0_seed1"]["error"] == "RuntimeError: boom"
-    assert any("wd=0_seed1: RuntimeError: boom" in line for line in describe(result))
+    assert any("wd=0_seed1: RuntimeError: boom" in line for line in result.lines)
     regimes = json.loads((root / "regimes.json").read_text())
     assert regimes["table"]["counts"][0][0]["failed"] == 1
 
     # Rerun without the fault: only the failed run trains, and the failure is gone.
     again = run(config, path, tmp_path / "out")
-    assert again.trained == ["wd=0_seed1"] and all(r.status == "ok" for r in again.runs)
+    assert again.trained == 1 and all(r["status"] == "ok" for r in again.runs)
     assert json.loads((root / "failures.json").read_text()) == []
 
 
@@ -165,13 +192,13 @@ def test_a_single_failing_run_is_recorded_without_a_retry(tmp_path, monkeypatch)
     monkeypatch.setattr(runs, "train_many", fail_wd0)
     result = run(config, path, tmp_path / "out")
     assert attempts == ["wd=0_seed0"]
-    assert [(r.name, r.status) for r in result.runs] == [("wd=0_seed0", "failed"), ("wd=1_seed0", "ok")]
+    assert [(r["name"], r["status"]) for r in result.runs] == [("wd=0_seed0", "failed"), ("wd=1_seed0", "ok")]
 
 
 def test_weight_decay_pairs_share_their_initial_weights(tmp_path):
     config, path = make_sweep(tmp_path, grid={"optim.weight_decay": [0, 1]}, seeds=[0, 1])
     result = run(config, path, tmp_path / "out")
-    runs = {r.name: Run.open(r.run_dir) for r in result.runs}
+    runs = {r["name"]: Run.open(r["run_dir"]) for r in result.runs}
     for seed in (0, 1):
         a, b = runs[f"wd=0_seed{seed}"].load_state_dict(0), runs[f"wd=1_seed{seed}"].load_state_dict(0)
         assert a.keys() == b.keys()
@@ -204,16 +231,16 @@ def test_recorders_on_every_run_and_dmd_spectra_compared_across_conditions(tmp_p
     root = tmp_path / "out" / "s"
     fits = {}
     for r in result.runs:
-        stored = Run.open(r.run_dir)
+        stored = Run.open(r["run_dir"])
         recording = load_recording(stored)
         assert recording.steps.tolist() == list(range(21)) and recording.spec.probe_from == "test"
         assert set(recording.probe_rows.tolist()) <= set(stored.split().test.tolist())
         assert (stored.root / "recordings" / "gradient_norms.jsonl").is_file()
         # The comparison's fit, by hand: projected DMD of the log-prob quantiles, time-mean centred.
-        fits[r.name] = dmd_projected(recording.values["log_prob"].double().numpy(), n_delays=3, rank=3)
+        fits[r["name"]] = dmd_projected(recording.values["log_prob"].double().numpy(), n_delays=3, rank=3)
 
     dynamics = json.loads((root / "dmd.json").read_text())
-    assert dynamics["skipped"] == [] and [e["name"] for e in dynamics["runs"]] == [r.name for r in result.runs]
+    assert dynamics["skipped"] == [] and [e["name"] for e in dynamics["runs"]] == [r["name"] for r in result.runs]
     for entry in dynamics["runs"]:
         found = np.array(entry["eigenvalues"]["re"]) + 1j * np.array(entry["eigenvalues"]["im"])
         np.testing.assert_allclose(found, fits[entry["name"]].eigenvalues, atol=1e-10)
@@ -230,7 +257,7 @@ def test_recorders_on_every_run_and_dmd_spectra_compared_across_conditions(tmp_p
     assert len(markers) == 4  # one trace per run, a colour per condition
     colours = {t["legendgroup"]: t["marker"]["color"] for t in markers}
     assert len(set(colours.values())) == 2 and all(t["marker"]["color"] == colours[t["legendgroup"]] for t in markers)
-    lines = describe(result)
+    lines = result.lines
     assert any(line.startswith("DMD of the recorded fingerprints (projected, log_prob") for line in lines)
     assert any(line.strip().startswith("wd=1: spectral radius") for line in lines)
 
@@ -240,7 +267,7 @@ def test_runs_finished_before_record_was_set_are_listed_as_skipped(tmp_path):
     run(config, path, tmp_path / "out")
     recorded, path = make_sweep(tmp_path, grid={"optim.weight_decay": [0, 1]}, record=["fingerprint"])
     again = run(recorded, path, tmp_path / "out")
-    assert again.trained == []
+    assert again.trained == 0
     skipped = again.dynamics["skipped"]
     assert [s["name"] for s in skipped] == ["wd=0_seed0", "wd=1_seed0"]
     assert all("finished before record: [fingerprint] was set" in s["reason"] for s in skipped)

@@ -18,7 +18,7 @@ from grokscope.experiments.sweep import (
     expand,
     field_aliases,
     format_value,
-    plan_runs,
+    plan,
     regime_summary,
     regime_table,
     results_csv,
@@ -146,7 +146,8 @@ def test_planned_runs_are_unique_safe_and_resolved(sweep_file, tmp_path):
         },
         seeds=[0, 1],
     )
-    fields, planned = plan_runs(config, sweep_file, tmp_path / "out")
+    planned_sweep = plan(config, sweep_file)
+    fields, planned = planned_sweep.fields, planned_sweep.runs
     assert fields == ["optim.weight_decay", "task.loss_on", "train.batch_size", "task.train_fraction"]
     names = [p.name for p in planned]
     assert len(planned) == 3 * 2 * 2 * 2 * 2 and len(set(names)) == len(names)
@@ -154,19 +155,18 @@ def test_planned_runs_are_unique_safe_and_resolved(sweep_file, tmp_path):
     assert names[0] == "wd=0_loss_on=answer_bs=none_frac=0.3_seed0"
     assert names[1] == "wd=0_loss_on=answer_bs=none_frac=0.3_seed1"
     first = planned[0]
-    assert first.run_dir == tmp_path / "out" / "sweep" / first.name
     assert first.config.seed == 0 and planned[1].config.seed == 1
     assert first.config.optim.weight_decay == 0 and first.config.task.train_fraction == 0.3
     assert planned[-1].config.task.loss_on == "all" and planned[-1].config.train.batch_size == 8
     # The seeds of a condition share their config but for the seed (train_many trains them together).
     assert first.config.with_seed(0) == planned[1].config.with_seed(0)
     # Planning twice gives the same names.
-    assert [p.name for p in plan_runs(config, sweep_file, tmp_path / "out")[1]] == names
+    assert [p.name for p in plan(config, sweep_file).runs] == names
 
 
 def test_set_applies_to_every_run_and_runs_fill_in_base_values(sweep_file, tmp_path):
     config = sweep(set=["train.steps=7"], runs=[{"optim.weight_decay": 0}, {"train.batch_size": 4}])
-    _, planned = plan_runs(config, sweep_file, tmp_path)
+    planned = plan(config, sweep_file).runs
     assert [p.config.train.steps for p in planned] == [7, 7]
     # A field one run leaves alone takes the base value, and it is still part of the name.
     assert [p.name for p in planned] == ["wd=0_bs=none_seed0", "wd=1_bs=4_seed0"]
@@ -185,21 +185,21 @@ def test_set_applies_to_every_run_and_runs_fill_in_base_values(sweep_file, tmp_p
 )
 def test_invalid_overrides_name_the_run_and_the_field(sweep_file, tmp_path, grid, field):
     with pytest.raises(UserError) as err:
-        plan_runs(sweep(grid=grid), sweep_file, tmp_path)
+        plan(sweep(grid=grid), sweep_file)
     message = str(err.value)
     assert "\n" not in message and str(sweep_file) in message and "run " in message and field in message
 
 
 def test_bad_set_and_base_are_user_errors(sweep_file, tmp_path):
     with pytest.raises(UserError, match="set"):
-        plan_runs(sweep(set=["nonsense"]), sweep_file, tmp_path)
+        plan(sweep(set=["nonsense"]), sweep_file)
     with pytest.raises(UserError, match="no such config file"):
-        plan_runs(sweep(base="missing.yaml"), sweep_file, tmp_path)
+        plan(sweep(base="missing.yaml"), sweep_file)
 
 
 def test_duplicate_names_are_refused(sweep_file, tmp_path):
     with pytest.raises(UserError, match="share the directory"):
-        plan_runs(sweep(grid={"optim.weight_decay": [1, 1.0]}), sweep_file, tmp_path)
+        plan(sweep(grid={"optim.weight_decay": [1, 1.0]}), sweep_file)
 
 
 def result(condition, values, seed, regime, g=None, status="ok"):
@@ -273,7 +273,8 @@ def test_results_csv_has_one_row_per_run_and_a_column_per_field():
 def test_shipped_sweep_configs_plan(name, n_runs, tmp_path):
     path = Path(__file__).parents[2] / "configs" / f"{name}.yaml"
     config = SweepConfig.model_validate(yaml.safe_load(path.read_text()))
-    fields, planned = plan_runs(config, path, tmp_path)
+    planned_sweep = plan(config, path)
+    fields, planned = planned_sweep.fields, planned_sweep.runs
     assert fields == ["task.loss_on", "optim.weight_decay", "train.batch_size"]
     assert len(planned) == n_runs
     assert {p.config.task.format for p in planned} == {"power"}

@@ -9,34 +9,38 @@ same seed, on the last stage's split. Per stage and for
 the baseline this records the number of training pairs, the stage's own train/test accuracy, accuracy on every
 pair of the full task, and on the pairs the model never trained on (for the curriculum: in no stage's training set).
 With ``llc:``, each stage's LLC on its own input range's training pairs, and the direct run's
-(:mod:`grokscope.experiments.stages`).
+(:mod:`grokscope.experiments.stages`). A seed whose stage failed stops there and is reported as failed; the others
+finish.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from grokscope.analysis.common import answer_logits
 from grokscope.errors import UserError
+from grokscope.experiments.engine import Engine
 from grokscope.experiments.runs import Name
+from grokscope.experiments.spec import ExperimentSpec
 from grokscope.experiments.stages import (
     StagedConfig,
+    StagedPlan,
     StageLLC,
     base_config,
     chain_llc,
     check_stages,
-    llc_cell,
-    llc_lines,
-    run_stages,
+    plan_stages,
+    train_stages,
     write_results,
 )
 from grokscope.store import Run
 from grokscope.tasks import ModularTask
+from grokscope.viz.stages_text import describe_curriculum
 
 
 class CurriculumConfig(StagedConfig):
@@ -56,17 +60,22 @@ class CurriculumConfig(StagedConfig):
 
 @dataclass
 class StageResult:
+    """One seed's stage (or its direct run): accuracies after it; ``status`` ``failed`` (metrics None) with the
+    reason when the run failed or its chain stopped before it."""
+
     seed: int
     stage: str  # "range 8", ... or "direct"
     input_range: int
     steps: int
-    train_pairs: int
-    train_acc: float
-    test_acc: float
-    full_acc: float  # every pair of the full task
-    unseen_acc: float | None  # pairs in no training set of this chain
-    run_dir: str
+    train_pairs: int | None = None
+    train_acc: float | None = None
+    test_acc: float | None = None
+    full_acc: float | None = None  # every pair of the full task
+    unseen_acc: float | None = None  # pairs in no training set of this chain
+    run_dir: str = ""
     llc: StageLLC | None = None  # with llc: in the config
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
 
 
 @torch.no_grad()
@@ -86,39 +95,69 @@ def trained_pairs(run: Run, task: ModularTask) -> torch.Tensor:
     return seen[full[:, 0] * task.modulus + full[:, 1]]
 
 
-def run_experiment(
-    config: CurriculumConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
-) -> list[StageResult]:
+def plan(config: CurriculumConfig, config_path: Path) -> StagedPlan:
+    """Every stage's and the direct baseline's run configs, validated (a range above the modulus is refused)."""
     base = base_config(config, config_path)
     if config.stages[-1] > base.task.modulus:
         raise UserError(f"{config_path}: stages: {config.stages[-1]} exceeds the modulus {base.task.modulus}")
-    full = ModularTask.from_config(base.task.model_copy(update={"input_range": None}))
     # Nested splits: each stage's training set holds every earlier stage's, so a stage's test pairs were trained on
     # in no stage so far; the direct baseline (the last stage's task) has the last stage's split.
-    stages = [(f"range{r}", {"input_range": r, "split": "nested"}) for r in config.stages]
+    stages: list[tuple[str, dict[str, Any]]] = [
+        (f"range{r}", {"input_range": r, "split": "nested"}) for r in config.stages
+    ]
     last = config.stages[-1]
-    stages[-1] = (stages[-1][0], {"input_range": None if last == full.modulus else last, "split": "nested"})
-    chain, direct = run_stages(config, base, config_path, out, stages, device=device, progress=progress)
-    budgets = config.budgets(len(stages))
-    llc = chain_llc(config, chain, direct, device=device, progress=progress) if config.llc is not None else None
+    stages[-1] = (stages[-1][0], {"input_range": None if last == base.task.modulus else last, "split": "nested"})
+    return plan_stages(config, base, config_path, stages)
+
+
+def execute(config: CurriculumConfig, plan: StagedPlan, engine: Engine) -> list[StageResult]:
+    """Train the chain and the direct runs through the engine; per seed and stage, accuracy on every pair and on
+    the pairs no stage so far trained on (and the LLC with ``llc:``)."""
+    trained = train_stages(plan, engine)
+    full = ModularTask.from_config(plan.base.task.model_copy(update={"input_range": None}))
+    budgets = config.budgets(len(plan.labels))
+    llc = None
+    if config.llc is not None:
+        llc = chain_llc(config, trained.chain, trained.direct, device=engine.device, progress=engine.progress)
     results = []
     for i, seed in enumerate(config.seeds):
         seen = torch.zeros(full.n_pairs, dtype=torch.bool)
-        for k, (r, n, stage) in enumerate(zip(config.stages, budgets, chain, strict=True)):
-            seen |= trained_pairs(stage[i], full)
-            results.append(_result(seed, f"range {r}", r, n, stage[i], full, seen))
+        for k, (r, n, stage) in enumerate(zip(config.stages, budgets, trained.chain, strict=True)):
+            run = stage[i]
+            if run is not None:
+                seen |= trained_pairs(run, full)
+            run_dir = plan.chain_dirs(engine.root)[k][i]
+            results.append(_result(seed, f"range {r}", r, n, run, run_dir, full, seen, trained.why))
             results[-1].llc = llc[0][k][i] if llc is not None else None
-        direct_seen = trained_pairs(direct[i], full)
-        results.append(_result(seed, "direct", config.stages[-1], sum(budgets), direct[i], full, direct_seen))
+        run, run_dir = trained.direct[i], plan.direct_dirs(engine.root)[i]
+        direct_seen = trained_pairs(run, full) if run is not None else seen
+        results.append(
+            _result(seed, "direct", config.stages[-1], sum(budgets), run, run_dir, full, direct_seen, trained.why)
+        )
         results[-1].llc = llc[1][i] if llc is not None else None
-    title = "curriculum: accuracy on every pair after each stage vs direct training"
-    write_results(config, out, results, title, value="full_acc")
     return results
 
 
+def summarize(config: CurriculumConfig, plan: StagedPlan, measures: list[StageResult], root: Path) -> dict[str, Any]:
+    """``results.json`` (a row per seed and stage, the LLC across seeds with ``llc:``) and the figure."""
+    title = "curriculum: accuracy on every pair after each stage vs direct training"
+    return write_results(config, root, measures, title, value="full_acc")
+
+
 def _result(
-    seed: int, stage: str, input_range: int, steps: int, run: Run, full: ModularTask, seen: torch.Tensor
+    seed: int,
+    stage: str,
+    input_range: int,
+    steps: int,
+    run: Run | None,
+    run_dir: Path,
+    full: ModularTask,
+    seen: torch.Tensor,
+    why: dict[str, str],
 ) -> StageResult:
+    if run is None:
+        error = why.get(str(run_dir), "did not finish")
+        return StageResult(seed, stage, input_range, steps, run_dir=str(run_dir), status="failed", error=error)
     final = run.metrics()[-1]
     correct = correct_on(run, full)
     unseen = ~seen
@@ -136,15 +175,11 @@ def _result(
     )
 
 
-def summary_lines(results: list[StageResult]) -> list[str]:
-    with_llc = any(r.llc is not None for r in results)
-    header = "seed | stage | train pairs | steps | stage test acc | acc on every pair | acc on never-trained pairs"
-    lines = [header + (" | final LLC" if with_llc else "")]
-    for r in results:
-        unseen = "—" if r.unseen_acc is None else f"{r.unseen_acc:.1%}"
-        line = f"{r.seed} | {r.stage} | {r.train_pairs} | {r.steps} | {r.test_acc:.1%} | {r.full_acc:.1%} | {unseen}"
-        lines.append(line + (f" | {llc_cell(r.llc)}" if with_llc else ""))
-    return lines + (llc_lines(results) if with_llc else [])
-
-
-CONFIG = CurriculumConfig
+SPEC = ExperimentSpec(
+    kind="curriculum",
+    config=CurriculumConfig,
+    plan=plan,
+    execute=execute,
+    summarize=summarize,
+    describe=describe_curriculum,
+)

@@ -5,24 +5,27 @@ For each seed, a base run and, for each epsilon, a run whose initial weights car
 For each (base, perturbed) pair this measures, over training: the relative parameter distance
 ``||W_a - W_b|| / ||W_a||`` and the prediction disagreement on every input (at common checkpoints), the distance
 between the two fingerprints (log-probability quantiles, at every recorded step), and whether and when both grok.
-Finished runs are reused, so rerunning the experiment only trains what is missing.
+Every run trains through the experiment engine (local or Ray; finished runs reused, so rerunning the experiment
+only trains what is missing). A pair whose base or perturbed run failed is reported as failed; the others finish.
+The printed text is :mod:`grokscope.viz.perturbation_text`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from grokscope.analysis.common import answer_logits, jsonable
-from grokscope.analysis.fingerprint import FingerprintRecorder, FingerprintSpec, load_recording
+from grokscope.analysis.fingerprint import load_recording
 from grokscope.config import RunConfig
+from grokscope.experiments.engine import Engine
 from grokscope.experiments.runs import (
-    ExperimentModel,
     Name,
+    RecordedExperiment,
     Seed,
     check_buildable,
     check_run_count,
@@ -30,9 +33,11 @@ from grokscope.experiments.runs import (
     checked,
     load_base,
 )
-from grokscope.store import SUMMARY_FILE, Run, write_json
-from grokscope.training import train
+from grokscope.experiments.spec import ExperimentSpec
+from grokscope.recorders import RecordPlan
+from grokscope.store import Run, write_json
 from grokscope.viz.perturbation import figures
+from grokscope.viz.perturbation_text import describe
 from grokscope.viz.write import write_figures
 
 RESULT_FILE = "perturbation.json"
@@ -42,8 +47,11 @@ MAX_EPSILON = 100.0
 Epsilon = Annotated[float, Field(gt=0, le=MAX_EPSILON)]
 
 
-class PerturbationConfig(ExperimentModel):
-    """``grokscope experiment`` config of kind ``perturbation`` (``base`` is a run config, relative to this file)."""
+class PerturbationConfig(RecordedExperiment):
+    """``grokscope experiment`` config of kind ``perturbation`` (``base`` is a run config, relative to this file).
+
+    Every run records fingerprints (the distance between two runs' fingerprints is a measure here), every
+    ``record_every`` steps on ``probe_size`` inputs; ``record`` may add other recorders and ``log`` loggers."""
 
     kind: Literal["perturbation"]
     name: Name = "perturbation"
@@ -55,6 +63,10 @@ class PerturbationConfig(ExperimentModel):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     record_every: int = Field(2, ge=1)
     probe_size: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _fingerprint_needs_its_recorder(self) -> PerturbationConfig:
+        return self  # the fingerprint recorder is always attached here: probe settings need no record: entry
 
     @model_validator(mode="after")
     def _check(self) -> PerturbationConfig:
@@ -71,36 +83,43 @@ class PerturbationConfig(ExperimentModel):
         check_run_count(n, "epsilons", f"{len(self.seeds)} seeds x (1 + {len(self.epsilons)} epsilons)")
         return self
 
+    def record_plan(self) -> RecordPlan:
+        """The fingerprint recorder (``probe_size`` inputs, ``fingerprint`` settings) on every run, and whatever
+        ``record`` and ``log`` add."""
+        probe = {"probe_size": self.probe_size} | (
+            self.fingerprint.model_dump(exclude_none=True) if self.fingerprint else {}
+        )
+        names = tuple(dict.fromkeys(["fingerprint", *self.record]))
+        return RecordPlan(names, self.record_every, probe, where="record", loggers=tuple(dict.fromkeys(self.log)))
+
 
 def folder_name(seed: int, epsilon: float) -> str:
     return f"seed{seed}_eps{epsilon:g}"
 
 
+def base_folder(seed: int) -> str:
+    return f"seed{seed}_base"
+
+
 @dataclass
 class PairResult:
-    """Divergence of one perturbed run from its base run."""
+    """Divergence of one perturbed run from its base run; ``status`` ``failed`` (no measures) with the reason when
+    either run failed."""
 
     seed: int
     epsilon: float
-    steps: list[int]
-    parameter_distance: list[float]
-    prediction_disagreement: list[float]
-    fingerprint_steps: list[int]
-    fingerprint_distance: list[float]
-    base_generalization_step: int | None
-    perturbed_generalization_step: int | None
-    both_grokked: bool
+    steps: list[int] = field(default_factory=list)
+    parameter_distance: list[float] = field(default_factory=list)
+    prediction_disagreement: list[float] = field(default_factory=list)
+    fingerprint_steps: list[int] = field(default_factory=list)
+    fingerprint_distance: list[float] = field(default_factory=list)
+    base_generalization_step: int | None = None
+    perturbed_generalization_step: int | None = None
+    both_grokked: bool = False
     base_diverged_step: int | None = None
     perturbed_diverged_step: int | None = None
-
-
-def _train_or_reuse(
-    config: RunConfig, run_dir: Path, recorder_every: int, spec: FingerprintSpec, device: str, progress: bool
-) -> Run:
-    if (run_dir / SUMMARY_FILE).is_file():
-        return Run.open(run_dir)
-    recorder = FingerprintRecorder(every=recorder_every, spec=spec)
-    return train(config, run_dir, device=device, resume=True, progress=progress, callbacks=[recorder]).run
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
 
 
 @torch.no_grad()
@@ -164,50 +183,45 @@ def plan(config: PerturbationConfig, config_path: Path) -> list[tuple[RunConfig,
     return planned
 
 
-def run_experiment(
-    config: PerturbationConfig, config_path: Path, out: Path, *, device: str = "auto", progress: bool = True
+def execute(
+    config: PerturbationConfig, plan: list[tuple[RunConfig, list[tuple[float, RunConfig]]]], engine: Engine
 ) -> list[PairResult]:
-    """Train every base and perturbed run (reusing finished ones) and measure each pair's divergence."""
-    planned = plan(config, config_path)
-    root = out / config.name
-    spec = FingerprintSpec(probe_size=config.probe_size)
-    pairs = []
-    for seed, (seeded, perturbed) in zip(config.seeds, planned, strict=True):
-        base = _train_or_reuse(seeded, root / f"seed{seed}_base", config.record_every, spec, device, progress)
-        for epsilon, perturbed_config in perturbed:
-            run_dir = root / folder_name(seed, epsilon)
-            perturbed_run = _train_or_reuse(perturbed_config, run_dir, config.record_every, spec, device, progress)
-            pairs.append(compare_runs(base, perturbed_run, seed, epsilon))
-    rows = jsonable(pairs)
-    write_json(root / RESULT_FILE, {"config": config.model_dump(), "pairs": rows})
-    write_figures(figures(rows), root / "figures")
+    """Train every base and perturbed run through the engine (reusing finished ones) and measure each pair."""
+    root = engine.root
+    # The base runs differ only in their seed: one group. A perturbed run also has its own perturbation seed, so it
+    # is a group of its own.
+    groups = [([seeded for seeded, _ in plan], [root / base_folder(s) for s in config.seeds])]
+    for seed, (_, perturbed) in zip(config.seeds, plan, strict=True):
+        groups += [([c], [root / folder_name(seed, epsilon)]) for epsilon, c in perturbed]
+    trained = engine.train_groups(groups)
+    bases, perturbed_runs = trained[0], [runs[0] for runs in trained[1:]]
+    pairs, j = [], 0
+    for seed, base, (_, perturbed) in zip(config.seeds, bases, plan, strict=True):
+        for epsilon, _ in perturbed:
+            other, j = perturbed_runs[j], j + 1
+            if base is None or other is None:
+                dirs = (root / base_folder(seed), root / folder_name(seed, epsilon))
+                failures = [(d.name, f.error) for d in dirs if (f := engine.failure_of(d)) is not None]
+                error = "; ".join(f"{name}: {why}" for name, why in failures) or "did not finish"
+                pairs.append(PairResult(seed, epsilon, status="failed", error=error))
+            else:
+                pairs.append(compare_runs(base, other, seed, epsilon))
     return pairs
 
 
-def _g(x: float | None) -> str:
-    return "nan" if x is None else f"{x:.2g}"
+def summarize(config: PerturbationConfig, plan: Any, measures: list[PairResult], root: Path) -> dict[str, Any]:
+    """``perturbation.json`` (the config and every pair's divergence) and the figure; returns that data."""
+    data = {"config": config.model_dump(), "pairs": jsonable(measures)}
+    write_json(root / RESULT_FILE, data)
+    write_figures(figures([p for p in data["pairs"] if p["status"] == "ok"]), root / "figures")
+    return data
 
 
-def describe(pair: PairResult) -> str:
-    """One line per pair; robust to runs that diverged (no common checkpoints, nan distances)."""
-    if pair.parameter_distance:
-        first, last = pair.parameter_distance[0], pair.parameter_distance[-1]
-        distance = f"parameter distance {_g(first)} -> {_g(last)}"
-    else:
-        distance = "no common checkpoints"
-    disagreement = pair.prediction_disagreement[-1] if pair.prediction_disagreement else None
-    parts = [distance]
-    if disagreement is not None and disagreement == disagreement:
-        parts.append(f"final disagreement {disagreement:.1%}")
-    parts.append(f"generalized at {pair.base_generalization_step} vs {pair.perturbed_generalization_step}")
-    for who, step in (("base", pair.base_diverged_step), ("perturbed", pair.perturbed_diverged_step)):
-        if step is not None:
-            parts.append(f"{who} run diverged at step {step}")
-    return f"seed {pair.seed}, eps {pair.epsilon:g}: " + ", ".join(parts)
-
-
-CONFIG = PerturbationConfig
-
-
-def summary_lines(pairs: list[PairResult]) -> list[str]:
-    return [describe(pair) for pair in pairs]
+SPEC = ExperimentSpec(
+    kind="perturbation",
+    config=PerturbationConfig,
+    plan=plan,
+    execute=execute,
+    summarize=summarize,
+    describe=describe,
+)

@@ -5,22 +5,20 @@ before anything trains, so that a mistake is a one-line :class:`~grokscope.error
 file and its field, and nothing is written. Experiment config models derive from :class:`ExperimentModel` (unknown
 keys and inf/nan refused) and use :data:`Seed`, :data:`Name` and :func:`check_seeds`.
 
-Training: an experiment calls :func:`train_missing` with configs that differ only in their seed (and
-``model.init_from``); rerunning an experiment therefore trains only what is missing, and an interrupted one picks
-up where it stopped.
+Training: :func:`train_missing` trains one group of configs that differ only in their seed (and
+``model.init_from``), reusing finished runs and resuming interrupted ones; the launchers
+(:mod:`grokscope.experiments.launch`) call it for the :class:`~grokscope.experiments.engine.Engine`, through which
+every kind trains.
 
 Recorders: an experiment config derived from :class:`RecordedExperiment` takes ``record: [fingerprint, gradients]``,
-``record_every`` and ``fingerprint`` (probe settings); every run the experiment trains then gets fresh recorders
-(:class:`~grokscope.recorders.RecordPlan`), passed as ``record=`` or attached for the whole experiment by
-:func:`attached_recorders` (``grokscope.experiments.run`` does this). Runs with recorders train one after another.
+``record_every``, ``fingerprint`` (probe settings) and ``log``; its :meth:`RecordedExperiment.record_plan` is what the
+engine gives every run it trains (fresh recorders per run; runs with recorders train one after another).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,20 +82,6 @@ class RecordedExperiment(ExperimentModel):
         probe = self.fingerprint.model_dump(exclude_none=True) if self.fingerprint else {}
         names, loggers = tuple(dict.fromkeys(self.record)), tuple(dict.fromkeys(self.log))
         return RecordPlan(names, self.record_every, probe, where="record", loggers=loggers)
-
-
-_ATTACHED: ContextVar[RecordPlan | None] = ContextVar("grokscope_attached_recorders", default=None)
-
-
-@contextmanager
-def attached_recorders(plan: RecordPlan | None) -> Iterator[None]:
-    """Within the block, :func:`train_missing` gives every run it trains the recorders of ``plan`` (unless a caller
-    passes ``record=`` itself); None attaches none."""
-    token = _ATTACHED.set(plan)
-    try:
-        yield
-    finally:
-        _ATTACHED.reset(token)
 
 
 def check_seeds(seeds: Sequence[int]) -> None:
@@ -181,11 +165,10 @@ def train_missing(
     """The finished run in each directory, training (or resuming) those that are not finished yet.
 
     ``resume=True`` continues the started runs and starts the others (also those killed while being created).
-    ``record``: recorders for every run trained here (default: those of :func:`attached_recorders`); recorders
-    watch one model each, so those runs train one after another instead of stacked. A finished run is reused as
-    it is, with or without recordings.
+    ``record``: recorders (and loggers) for every run trained here; recorders watch one model each, so those runs
+    train one after another instead of stacked. A finished run is reused as it is, with or without recordings.
     """
-    plan = record if record is not None else _ATTACHED.get()
+    plan = record
     todo = [(c, d) for c, d in zip(configs, run_dirs, strict=True) if not (d / SUMMARY_FILE).is_file()]
     if todo and plan is not None and plan.attaches:
         check_claimable([d for _, d in todo], resume=True, overwrite=False)  # the whole list, before any trains
@@ -194,35 +177,3 @@ def train_missing(
     elif todo:
         train_many([c for c, _ in todo], [d for _, d in todo], device=device, resume=True, progress=progress)
     return [Run.open(d) for d in run_dirs]
-
-
-def train_chain(
-    stages: Sequence[Sequence[RunConfig]],
-    stage_dirs: Sequence[Sequence[Path]],
-    *,
-    device: str,
-    progress: bool,
-    record: RecordPlan | None = None,
-) -> list[list[Run]]:
-    """Train stage after stage; each seed's stage k starts from its stage k-1 final checkpoint (``init_from``).
-
-    ``stages[k][i]`` is seed i's config of stage k (its ``init_from`` is filled in here); all seeds of a stage
-    train together. Returns the runs as ``[stage][seed]``.
-    """
-    done: list[list[Run]] = []
-    for k, (configs, dirs) in enumerate(zip(stages, stage_dirs, strict=True)):
-        if k:
-            configs = [_starting_from(c, previous) for c, previous in zip(configs, done[-1], strict=True)]
-        done.append(train_missing(configs, dirs, device=device, progress=progress, record=record))
-    return done
-
-
-def _starting_from(config: RunConfig, previous: Run) -> RunConfig:
-    steps = previous.steps()
-    if not steps:
-        diverged = (previous.summary() or {}).get("diverged") or {}
-        why = f"diverged at step {diverged['step']} and " if "step" in diverged else ""
-        raise UserError(f"{previous.root}: this stage {why}left no checkpoint for the next stage to start from")
-    data = config.to_dict()
-    data["model"]["init_from"] = str(previous.checkpoint_path(steps[-1]))
-    return parse_config(data, source=config.name)

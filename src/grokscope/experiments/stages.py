@@ -3,7 +3,9 @@
 Every stage is the base run config with some task fields changed (an input range, a modulus) and its own step
 budget; each seed's stage k starts from its stage k-1 final weights (``model.init_from``, a fresh AdamW) and spends
 its whole budget (no early stop). The direct baseline changes the task to the last stage's and trains for the summed
-budget from the same seed.
+budget from the same seed. Every run trains through the experiment engine
+(:class:`~grokscope.experiments.engine.Engine`): a seed whose stage failed stops there and is reported, the other
+seeds go on.
 
 With ``llc:`` in the config, the local learning coefficient (:mod:`grokscope.analysis.llc`) of each stage run's
 final checkpoint (or of every checkpoint, or every N-th, for a trajectory along the chain) and of the direct run's
@@ -29,8 +31,9 @@ from grokscope import stats
 from grokscope.analysis.common import jsonable
 from grokscope.analysis.llc import SamplerSettings, require_sampler
 from grokscope.analysis.runner import analyze, select_steps
-from grokscope.config import RunConfig
+from grokscope.config import RunConfig, parse_config
 from grokscope.errors import UserError
+from grokscope.experiments.engine import Engine, Failure
 from grokscope.experiments.runs import (
     Name,
     RecordedExperiment,
@@ -39,8 +42,6 @@ from grokscope.experiments.runs import (
     check_seeds,
     checked,
     load_base,
-    train_chain,
-    train_missing,
     with_seeds,
 )
 from grokscope.store import Run, write_json
@@ -95,13 +96,33 @@ def base_config(config: StagedConfig, config_path: Path) -> RunConfig:
     return load_base(config_path, config.base, config.set)[1]
 
 
+@dataclass(frozen=True)
+class StagedPlan:
+    """Every run config of a staged experiment, validated: the chain as ``[stage][seed]`` (``init_from`` is filled
+    in while training, from the previous stage's final checkpoint), the direct baseline per seed, the stages'
+    folder names, and the base run config they were built from."""
+
+    base: RunConfig
+    labels: list[str]
+    chain: list[list[RunConfig]]
+    direct: list[RunConfig]
+    seeds: list[int]
+
+    def chain_dirs(self, root: Path) -> list[list[Path]]:
+        return [[root / f"seed{s}" / label for s in self.seeds] for label in self.labels]
+
+    def direct_dirs(self, root: Path) -> list[Path]:
+        return [root / f"seed{s}" / "direct" for s in self.seeds]
+
+
 def plan_stages(
     config: StagedConfig, base: RunConfig, config_path: Path, stages: Sequence[tuple[str, dict[str, Any]]]
-) -> tuple[list[list[RunConfig]], list[RunConfig]]:
+) -> StagedPlan:
     """Every run config of the chain (``[stage][seed]``) and of the direct baseline (per seed), validated.
 
     A stage the base config cannot take (an input range above a modulus, a composite modulus for ``div``, a split
-    that leaves no training pair) is a one-line error naming the experiment file and the stage.
+    that leaves no training pair) is a one-line error naming the experiment file and the stage; so are LLC settings
+    the task cannot take. Nothing trains.
     """
     budgets = config.budgets(len(stages))
 
@@ -111,41 +132,82 @@ def plan_stages(
         data["task"].update(task)
         return with_seeds(checked(data, f"{config_path}: stage {label}"), config.seeds)
 
-    chain = [build(task, n, label) for (label, task), n in zip(stages, budgets, strict=True)]
-    return chain, build(stages[-1][1], sum(budgets), "direct")
-
-
-def run_stages(
-    config: StagedConfig,
-    base: RunConfig,
-    config_path: Path,
-    out: Path,
-    stages: Sequence[tuple[str, dict[str, Any]]],
-    *,
-    device: str,
-    progress: bool,
-) -> tuple[list[list[Run]], list[Run]]:
-    """Train every stage (``(folder name, task fields)``) for every seed, then the direct baseline.
-
-    Every config is built and validated before anything trains. Returns the stage runs as ``[stage][seed]`` and the
-    direct runs per seed (finished runs are reused).
-    """
-    root = out / config.name
-    chain_configs, direct_configs = plan_stages(config, base, config_path, stages)
     if config.llc is not None:
         if len(base.task.operations) > 1:
             raise UserError(f"{config_path}: llc: not supported for tasks with several operations")
         require_sampler()  # before anything trains
-    chain = train_chain(
-        chain_configs,
-        [[root / f"seed{s}" / label for s in config.seeds] for label, _ in stages],
-        device=device,
-        progress=progress,
-    )
-    direct = train_missing(
-        direct_configs, [root / f"seed{s}" / "direct" for s in config.seeds], device=device, progress=progress
-    )
-    return chain, direct
+    chain = [build(task, n, label) for (label, task), n in zip(stages, budgets, strict=True)]
+    direct = build(stages[-1][1], sum(budgets), "direct")
+    return StagedPlan(base, [label for label, _ in stages], chain, direct, list(config.seeds))
+
+
+@dataclass
+class Trained:
+    """The runs of a staged experiment: ``chain[stage][seed]`` and ``direct[seed]``, None where a run failed or
+    could not start; ``why`` says why for each such run directory."""
+
+    chain: list[list[Run | None]]
+    direct: list[Run | None]
+    why: dict[str, str] = field(default_factory=dict)
+
+
+def train_stages(plan: StagedPlan, engine: Engine) -> Trained:
+    """Train the chain stage by stage through the engine, then the direct baseline (finished runs reused).
+
+    Each seed's stage k starts from its stage k-1 final checkpoint; a seed whose stage failed (or left no
+    checkpoint, e.g. it diverged at once) stops there: its later stages are not trained and are reported with the
+    reason, while the other seeds go on. A stage that cannot hand over is recorded as the engine's failure, so the
+    experiment exits non-zero naming it.
+    """
+    dirs = plan.chain_dirs(engine.root)
+    chain: list[list[Run | None]] = []
+    why: dict[str, str] = {}
+    for k, (configs, stage_dirs) in enumerate(zip(plan.chain, dirs, strict=True)):
+        ready: list[int] = []
+        starts: list[RunConfig] = []
+        for i, (config, run_dir) in enumerate(zip(configs, stage_dirs, strict=True)):
+            if k == 0:
+                ready.append(i)
+                starts.append(config)
+                continue
+            previous = chain[-1][i]
+            if previous is None:
+                why[str(run_dir)] = f"not trained: stage {plan.labels[k - 1]} did not finish"
+                continue
+            start, reason = _starting_from(config, previous)
+            if start is None:
+                why[str(run_dir)] = reason
+                engine.failures.append(Failure(str(run_dir), f"RuntimeError: {reason}"))
+                continue
+            ready.append(i)
+            starts.append(start)
+        runs = engine.train(starts, [stage_dirs[i] for i in ready]) if ready else []
+        stage: list[Run | None] = [None] * len(configs)
+        for i, run in zip(ready, runs, strict=True):
+            stage[i] = run
+            failure = engine.failure_of(stage_dirs[i])
+            if run is None and failure is not None:
+                why[str(stage_dirs[i])] = failure.error
+        chain.append(stage)
+    direct_dirs = plan.direct_dirs(engine.root)
+    direct = engine.train(plan.direct, direct_dirs)
+    for run, run_dir in zip(direct, direct_dirs, strict=True):
+        failure = engine.failure_of(run_dir)
+        if run is None and failure is not None:
+            why[str(run_dir)] = failure.error
+    return Trained(chain, direct, why)
+
+
+def _starting_from(config: RunConfig, previous: Run) -> tuple[RunConfig | None, str]:
+    """``config`` starting from ``previous``'s final checkpoint, or None and why it cannot."""
+    steps = previous.steps()
+    if not steps:
+        diverged = (previous.summary() or {}).get("diverged") or {}
+        how = f"diverged at step {diverged['step']} and " if "step" in diverged else ""
+        return None, f"{previous.root}: this stage {how}left no checkpoint for the next stage to start from"
+    data = config.to_dict()
+    data["model"]["init_from"] = str(previous.checkpoint_path(steps[-1]))
+    return parse_config(data, source=config.name), ""
 
 
 # The LLC along the chain ----------------------------------------------------------------------------------------
@@ -203,9 +265,10 @@ def _run_llc(run: Run, steps: list[int], offset: int, settings: LLCConfig, devic
 
 
 def chain_llc(
-    config: StagedConfig, chain: list[list[Run]], direct: list[Run], *, device: str, progress: bool
-) -> tuple[list[list[StageLLC]], list[StageLLC]]:
-    """The LLC of every stage run (``[stage][seed]``) and of every direct run (per seed), as ``config.llc`` asks.
+    config: StagedConfig, chain: list[list[Run | None]], direct: list[Run | None], *, device: str, progress: bool
+) -> tuple[list[list[StageLLC | None]], list[StageLLC | None]]:
+    """The LLC of every stage run (``[stage][seed]``) and of every direct run (per seed), as ``config.llc`` asks;
+    None for a run that did not train.
 
     Each run's LLC is estimated on its own training split and objective (its stage's input range or modulus) by the
     analysis runner, which caches every estimate in the run's ``analysis/llc.json`` with its settings.
@@ -218,11 +281,19 @@ def chain_llc(
     offsets = [sum(budgets[:k]) for k in range(len(chain))]
     boundaries = list(itertools.accumulate(budgets))
     per_stage = [
-        [_run_llc(run, _llc_steps(run, settings.checkpoints), offset, settings, dev, progress) for run in runs]
+        [
+            None
+            if run is None
+            else _run_llc(run, _llc_steps(run, settings.checkpoints), offset, settings, dev, progress)
+            for run in runs
+        ]
         for runs, offset in zip(chain, offsets, strict=True)
     ]
     per_seed_direct = [
-        _run_llc(run, _llc_steps(run, settings.checkpoints, boundaries), 0, settings, dev, progress) for run in direct
+        None
+        if run is None
+        else _run_llc(run, _llc_steps(run, settings.checkpoints, boundaries), 0, settings, dev, progress)
+        for run in direct
     ]
     return per_stage, per_seed_direct
 
@@ -259,55 +330,19 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def llc_cell(value: StageLLC | None) -> str:
-    """One summary-table cell: the final LLC, mean ± between-chain sd, flagged when the sampler did not converge and
-    when it is negative (the chains found lower loss than the checkpoint's: it is not at a local minimum, where the
-    LLC is defined, e.g. in a loss spike)."""
-    if value is None or value.llc_mean is None:
-        return "—"
-    sd = "" if value.llc_std is None else f" ± {value.llc_std:.1f}"
-    flags = []
-    if not value.converged:
-        flags.append("unconverged")
-    if value.llc_mean < 0:
-        flags.append("negative: not at a minimum")
-    return f"{value.llc_mean:.1f}{sd}" + (f" ({'; '.join(flags)})" if flags else "")
-
-
-def llc_lines(results: list[Any]) -> list[str]:
-    """What the summary prints under the table: the final LLC per stage across seeds, and the last stage vs direct."""
-    summary = llc_across_seeds(jsonable(results))
-    parts = []
-    for s in summary["stages"]:
-        if s["mean"] is None:
-            parts.append(f"{s['stage']} —")
-        else:
-            sd = "" if s["sd"] is None else f" ± {s['sd']:.1f}"
-            parts.append(f"{s['stage']} {s['mean']:.1f}{sd} (n={s['n']})")
-    lines = ["final LLC across seeds (mean ± sd): " + ", ".join(parts)]
-    test = summary.get("last_stage_vs_direct")
-    if test and test.get("welch_p") is not None:
-        lines.append(
-            f"final LLC {test['a']} vs direct: difference {test['mean_difference']:.1f}, Welch p = {test['welch_p']:.3g}"
-        )
-    return lines
-
-
-def write_results(config: StagedConfig, out: Path, results: list[Any], title: str, value: str) -> dict[str, Any] | None:
-    """``results.json`` (config and one row per stage and seed, and with ``llc`` the LLC summary across seeds) and
-    the figures; returns the LLC summary (None without ``llc``)."""
-    root = out / config.name
+def write_results(config: StagedConfig, root: Path, results: list[Any], title: str, value: str) -> dict[str, Any]:
+    """``results.json`` under ``root`` (the config, one row per stage and seed, and with ``llc`` the LLC summary
+    across seeds) and the figures; returns what ``results.json`` holds."""
     rows = jsonable(results)
     data: dict[str, Any] = {"config": config.model_dump(), "stages": rows}
     drawn = figures(rows, title, value=value)
-    summary = None
     if config.llc is not None:
-        summary = data["llc"] = {"settings": config.llc.model_dump(), **llc_across_seeds(rows)}
+        data["llc"] = {"settings": config.llc.model_dump(), **llc_across_seeds(rows)}
         boundaries = list(itertools.accumulate(config.budgets(len(_chain_labels(rows)))))
         drawn |= llc_figures(rows, boundaries)
     write_json(root / "results.json", data)
     write_figures(drawn, root / "figures")
-    return summary
+    return data
 
 
 def _chain_labels(rows: list[dict[str, Any]]) -> list[str]:
