@@ -79,8 +79,7 @@ def test_the_experiment_runner_names_no_kind():
     from grokscope.experiments import registry
 
     kinds = set(registry())
-    # Transfer and similarity join once they are ported; then this becomes >= 6.
-    assert {"sweep", "perturbation", "curriculum", "finetune"} <= kinds
+    assert {"sweep", "perturbation", "curriculum", "finetune", "transfer", "similarity"} <= kinds
     for name in ("engine.py", "spec.py", "__init__.py"):
         source = (SRC / "experiments" / name).read_text()
         tree = ast.parse(source)
