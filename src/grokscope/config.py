@@ -232,7 +232,8 @@ class OptimConfig(_Section):
 
 
 class CheckpointSchedule(_Section):
-    """Checkpoints at step 0, every ``dense_every`` steps up to ``dense_until``, then every ``every``, and at the end."""
+    """Checkpoints at step 0, every ``dense_every`` steps up to ``dense_until``, then every ``every``, and at the
+    end."""
 
     every: int = Field(1000, ge=1, le=MAX_INT)
     dense_every: int = Field(100, ge=1, le=MAX_INT)

@@ -92,7 +92,8 @@ class GrokfastMA(GradientFilter):
     """Once ``window`` gradients are seen, ``g <- g + lamb * mean(last window gradients)``; before that ``g`` is kept.
 
     Each parameter has a ring buffer of shape ``(*p.shape, window)`` (so memory is ``window`` copies of the
-    parameters; the window axis is last so that a leading model axis stays leading) and a running sum, updated in O(size) per step. To stop float drift from the add/subtract, the sum is
+    parameters; the window axis is last so that a leading model axis stays leading) and a running sum, updated in
+    O(size) per step. To stop float drift from the add/subtract, the sum is
     recomputed exactly from the buffer each time the ring wraps, so it never carries more than ``2 * window`` steps
     of rounding error.
     """

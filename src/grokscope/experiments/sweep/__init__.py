@@ -30,11 +30,12 @@ vocabulary, such as ``model.n_layers``, ``model.d_model`` or ``task.modulus``, c
 those runs cannot share them.
 
 Each condition's seeds train as one group of the :class:`~grokscope.experiments.engine.Engine` (stacked by
-:func:`~grokscope.training.many.train_many` on a GPU), in this process or as a Ray task. A run whose ``summary.json`` exists is reused;
-one with a ``config.yaml`` but no summary is resumed. When a group fails, its runs are retrained one by one so the
-failure is pinned on the run that caused it; failed runs are rows of ``results.csv`` (with the error) and entries
-of the engine's ``failures.json``, and the rest of the sweep goes on. Outputs: ``results.csv`` / ``results.json`` (one row per run: swept values, seed, regime, steps,
-final metrics, loss bounds), ``regimes.json`` (regime counts by condition and by field, and a table over the first
+:func:`~grokscope.training.many.train_many` on a GPU), in this process or as a Ray task. A run whose
+``summary.json`` exists is reused; one with a ``config.yaml`` but no summary is resumed. When a group fails, its
+runs are retrained one by one so the failure is pinned on the run that caused it; failed runs are rows of
+``results.csv`` (with the error) and entries of the engine's ``failures.json``, and the rest of the sweep goes on.
+Outputs: ``results.csv`` / ``results.json`` (one row per run: swept values, seed, regime, steps, final metrics,
+loss bounds), ``regimes.json`` (regime counts by condition and by field, and a table over the first
 two swept fields) and ``figures/``.
 
 Recorders: with ``record`` every run trains with those recorders (runs then train one after another: a recorder

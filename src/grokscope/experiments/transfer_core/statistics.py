@@ -94,9 +94,10 @@ def summarize(
     agreement: list[dict[str, Any]] | None = None,
     speed_on: SpeedOn = "test_acc",
 ) -> dict[str, Any]:
-    """``stats.json``: per condition and threshold a description of steps-to-threshold (on ``speed_on``) (censored runs counted, not
-    averaged), and every condition against ``baseline`` (default random init, else all pairs), Holm-corrected per
-    threshold, each with Shapiro–Wilk flags; speed-ups over the baseline with bootstrap intervals; normality per
+    """``stats.json``: per condition and threshold a description of steps-to-threshold on ``speed_on`` (censored
+    runs counted, not averaged), and every condition against ``baseline`` (default random init, else all pairs),
+    Holm-corrected per threshold, each with Shapiro–Wilk flags; speed-ups over the baseline with the intervals
+    :func:`grokscope.stats.speedup` gives for their n; normality per
     condition and metric; retention against ``chance`` (one-sided one-sample t-test over seeds, Wilcoxon beside);
     outliers at |z| > ``outlier_z``; relearning against the source runs (``scratch``: their steps-to-threshold) at
     ``relearn_budget``; ``agreement`` (from :func:`prediction_agreement`); and per-condition mean ± sd of the final
