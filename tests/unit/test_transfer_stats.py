@@ -13,22 +13,23 @@ import yaml
 
 from conftest import tiny_config
 from grokscope.analysis import neurons
+from grokscope.analysis.common import jsonable
 from grokscope.errors import UserError
 from grokscope.experiments import run as run_experiment
-from grokscope.experiments.transfer import (
-    MIN_GAIN,
+from grokscope.experiments.transfer import TransferConfig
+from grokscope.experiments.transfer_core.measures import (
     TargetResult,
-    TransferConfig,
     attention_summary,
     gradient_summary,
     learning_pattern,
     prediction_agreement,
     specialization_summary,
-    summarize,
 )
+from grokscope.experiments.transfer_core.statistics import summarize
 from grokscope.stats import (
     Sample,
     compare,
+    fieller_interval,
     max_abs_z,
     normality_rejected,
     one_sample,
@@ -39,6 +40,7 @@ from grokscope.stats import (
 )
 from grokscope.store import Run
 from grokscope.training import train
+from grokscope.viz.transfer_text import describe
 
 # --- normality ----------------------------------------------------------------------------------------------------
 
@@ -231,24 +233,35 @@ def test_prediction_agreement_matches_a_loop_on_common_seeds():
 # --- learning pattern ---------------------------------------------------------------------------------------------
 
 
-def curve(points: dict[int, float]) -> list[dict]:
-    return [{"step": s, "epoch": s, "test_acc": a} for s, a in points.items()]
+def curve(points: dict[float, float], steps_per_epoch: int = 4) -> list[dict]:
+    """Metric rows at the given epochs (several steps per epoch, so that reading steps instead would show)."""
+    return [{"step": int(e * steps_per_epoch), "epoch": e, "test_acc": a} for e, a in points.items()]
 
 
-def test_learning_pattern_by_hand():
-    # A head start: 0.01 at 0, 0.61 by step 100 (10% of 1000), 1.0 by the end.
-    rows = curve({0: 0.01, 50: 0.3, 100: 0.61, 150: 0.7, 500: 0.95, 1000: 1.0})
-    pattern = learning_pattern(rows, 1000, 0.1, 1.0)
-    assert pattern["acc_start"] == 0.01 and pattern["acc_early"] == 0.61 and pattern["acc_late"] == 1.0
-    assert pattern["early_share"] == pytest.approx(0.6 / 0.99)
-    # The last logged row at or before the point counts; a run that stopped early keeps its last accuracy.
-    stopped = learning_pattern(curve({0: 0.0, 90: 0.2, 400: 1.0}), 1000, 0.1, 0.5)
-    assert (stopped["acc_early"], stopped["acc_late"], stopped["early_share"]) == (0.2, 1.0, pytest.approx(0.2))
-    # Grokking: nothing by the early point.
-    assert learning_pattern(curve({0: 0.0, 100: 0.0, 900: 1.0}), 1000, 0.1, 1.0)["early_share"] == 0.0
-    # No gain worth sharing out.
-    flat = learning_pattern(curve({0: 0.02, 100: 0.03, 1000: 0.02 + MIN_GAIN / 2}), 1000, 0.1, 1.0)
-    assert flat["early_share"] is None
+def test_learning_pattern_gains_over_the_first_and_last_epochs_by_hand():
+    # A head start: 0.05 at epoch 0, 0.55 by epoch 100, then slowly to 0.97 at epoch 3000.
+    rows = curve({0: 0.05, 50: 0.3, 100: 0.55, 150: 0.6, 1500: 0.8, 2000: 0.9, 2500: 0.95, 3000: 0.97})
+    pattern = learning_pattern(rows, early=100, late=1000)
+    assert pattern["gain_early"] == pytest.approx(0.55 - 0.05)  # epochs 0-100
+    assert pattern["gain_late"] == pytest.approx(0.97 - 0.9)  # epochs 2000-3000
+    assert pattern["late_from_epoch"] == 2000
+    # Between logged rows the last row at or before the epoch counts: epoch 100 reads 75's, 3100 - 1000 reads 2000's.
+    sparse = curve({0: 0.0, 75: 0.2, 130: 0.4, 2000: 0.5, 2200: 0.9, 3100: 1.0})
+    got = learning_pattern(sparse, early=100, late=1000)
+    assert (got["gain_early"], got["gain_late"], got["late_from_epoch"]) == (0.2, 0.5, 2000)
+    # Grokking from a random init: nothing early, most of it late.
+    grokking = learning_pattern(curve({0: 0.1, 100: 0.1, 1200: 0.2, 1800: 0.99, 2200: 1.0}), 100, 1000)
+    assert grokking["gain_early"] == 0.0 and grokking["gain_late"] == pytest.approx(1.0 - 0.2)
+
+
+def test_a_run_shorter_than_the_late_window_counts_from_its_first_row():
+    rows = curve({0: 0.1, 100: 0.4, 400: 0.9})  # stopped early at epoch 400 < late = 1000
+    pattern = learning_pattern(rows, early=100, late=1000)
+    assert pattern["gain_late"] == pytest.approx(0.9 - 0.1) and pattern["late_from_epoch"] == 0
+    assert pattern["gain_early"] == pytest.approx(0.4 - 0.1)
+    # Exactly one window long: the window starts at the first row too.
+    assert learning_pattern(curve({0: 0.2, 1000: 0.7}), 100, 1000)["gain_late"] == pytest.approx(0.5)
+    assert learning_pattern([], 100, 1000) == {"gain_early": None, "gain_late": None, "late_from_epoch": None}
 
 
 # --- final-model summaries ----------------------------------------------------------------------------------------
@@ -388,7 +401,14 @@ BAD_PLANS = {
     ),
     "baseline": ({"baseline": "nope"}, "baseline: 'nope' is not one of the conditions"),
     "outlier_z": ({"outlier_z": 0}, "outlier_z: Input should be greater than 0 (got 0)"),
-    "pattern order": ({"learning_pattern": {"early": 0.5, "late": 0.2}}, "learning_pattern.early: must be below late"),
+    "pattern early": (
+        {"learning_pattern": {"early": 0, "late": 1000}},
+        "learning_pattern.early: Input should be greater than or equal to 1 (got 0)",
+    ),
+    "pattern late": (
+        {"learning_pattern": {"early": 100, "late": 0.5}},
+        "learning_pattern.late: Input should be a valid integer",
+    ),
 }
 
 
@@ -406,11 +426,11 @@ def test_bad_condition_settings_are_one_line(tmp_path, case):
 # --- stats.json sections from per-run results ---------------------------------------------------------------------
 
 
-def target(condition: str, seed: int, budget: int, epochs: float | None, retention: float, **more) -> TargetResult:
+def target(condition: str, seed: int, budget: int, steps: float | None, retention: float, **more) -> TargetResult:
     result = TargetResult(condition, seed, None, "", f"/runs/{condition}/{seed}", budget)
-    result.epochs_to = {"0.9": epochs, "0.95": epochs, "0.99": epochs, "0.999": epochs}
+    result.steps_to = {"0.9": steps, "0.95": steps, "0.99": steps, "0.999": steps}
     result.source_retention = [0.9, retention]
-    result.final_test_acc = 1.0 if epochs is not None else 0.4
+    result.final_test_acc = 1.0 if steps is not None else 0.4
     for key, value in more.items():
         setattr(result, key, value)
     return result
@@ -454,7 +474,87 @@ def test_summarize_on_differing_seeds_and_budgets():
     ]
     assert flagged["flagged_seeds"] == [5]
     # Normality rows per condition and metric, Shapiro–Wilk on the reached values.
-    row = next(r for r in out["normality"] if r["condition"] == "grokked" and r["metric"] == "epochs_to_0.999")
+    row = next(r for r in out["normality"] if r["condition"] == "grokked" and r["metric"] == "steps_to_0.999")
     assert row["shapiro_p"] == pytest.approx(sps.shapiro([4100, 4300, 3900, 4600]).pvalue)
     assert out["final"]["random_30k"]["test_acc"]["n"] == 3
     assert out["final"]["grokked"]["source_retention"]["mean"] == pytest.approx(0.014)
+
+
+# --- censoring in steps, and what the text prints for two seeds ---------------------------------------------------
+
+
+def test_censoring_is_in_steps_a_run_past_its_budget_is_censored():
+    # 600 steps per run; one run "reached" 99.9% at step 650 (past its budget: e.g. logged by a longer config).
+    runs = [target("random", 0, 600, 400, 0.1), target("random", 1, 600, 500, 0.1), target("random", 2, 600, 650, 0.1)]
+    described = summarize(runs, ["random"])["describe"]["0.999"]["random"]
+    assert (described["n"], described["n_reached"], described["n_censored"]) == (3, 2, 1)
+    assert described["mean"] == pytest.approx(450)  # the censored run is counted, not averaged in
+    # Comparisons censor at the smallest budget, in steps: 26000 steps is not reached within 5000.
+    long = [target("random_30k", s, 30000, e, 0.1) for s, e in enumerate([4000, 26000])]
+    short = [target("grokked", s, 5000, e, 0.1) for s, e in enumerate([1000, 1200])]
+    out = summarize(short + long, ["grokked", "random_30k"], baseline="random_30k")
+    assert out["unit"] == "steps" and out["compare_budget"] == 5000
+    pair = out["compare"]["0.999"][0]
+    assert (pair["a"], pair["b"], pair["n_censored_b"], pair["n_censored_a"]) == ("grokked", "random_30k", 1, 0)
+    # The speed-up uses each condition's own budget: the long baseline's 26000 is reached within its 30000.
+    speed = out["speedup"]["0.999"][0]
+    assert speed["ratio"] == pytest.approx(np.mean([4000, 26000]) / np.mean([1000, 1200]))
+
+
+def test_train_accuracy_speed_reads_train_steps_to():
+    runs = []
+    for condition, test, train_steps in (("grokked", None, [100, 140]), ("random", None, [300, 340])):
+        for seed, t in enumerate(train_steps):
+            r = target(condition, seed, 1000, test, 0.1)
+            r.train_steps_to = {"0.9": t, "0.95": t, "0.99": t, "0.999": t}
+            runs.append(r)
+    on_test = summarize(runs, ["grokked", "random"])
+    assert on_test["speed_on"] == "test_acc" and on_test["speedup"]["0.999"][0]["ratio"] is None
+    on_train = summarize(runs, ["grokked", "random"], speed_on="train_acc")
+    assert on_train["speed_on"] == "train_acc"
+    assert on_train["speedup"]["0.999"][0]["ratio"] == pytest.approx(320 / 120)
+    assert on_train["outlier_rule"][0]["metric"] == "steps_to_0.999 (train_acc)"
+
+
+def _described(targets: list[TargetResult], conditions: list[str], **kwargs) -> tuple[dict, list[str]]:
+    statistics = summarize(targets, conditions, **kwargs)
+    statistics["settings"] = {"learning_pattern": {"early": 100, "late": 1000}}
+    result = jsonable({"conditions": conditions, "targets": targets, "statistics": statistics})
+    return statistics, describe(result)
+
+
+def test_two_seeds_print_no_bootstrap_interval_and_state_n_per_group():
+    grokked = [target("grokked", s, 5000, e, 0.02) for s, e in enumerate([1000, 1300])]
+    random_init = [target("random", s, 5000, e, 0.05) for s, e in enumerate([4000, 4600])]
+    statistics, lines = _described(grokked + random_init, ["grokked", "random"], chance=1 / 113)
+    speed = statistics["speedup"]["0.999"][0]
+    assert speed["ci_low"] is None and speed["ci_high"] is None  # no bootstrap on 2 runs per group
+    by_hand = fieller_interval([4000, 4600], [1000, 1300])
+    assert (speed["fieller_low"], speed["fieller_high"]) == (pytest.approx(by_hand.low), pytest.approx(by_hand.high))
+    line = next(x for x in lines if x.startswith("speed-up to 99.9% test acc of grokked over random"))
+    assert "(bootstrap)" not in line and "(Fieller)" in line
+    assert f"{4300 / 1150:.2f}x" in line and "(n = 2 and 2; reached 2 and 2)" in line
+    compare = next(x for x in lines if x.startswith("grokked (n=2) vs random (n=2)"))
+    assert "censored at 5000 steps" in compare
+    # The condition table: runs and reached per condition.
+    row = next(x for x in lines if x.startswith("grokked |"))
+    assert row.startswith("grokked | 2/2 | 2/2 |")
+
+
+def test_fifteen_reached_runs_per_group_print_the_bootstrap_interval():
+    grokked = [target("grokked", s, 5000, 1000 + 20 * s, 0.02) for s in range(15)]
+    random_init = [target("random", s, 5000, 4000 + 35 * s, 0.05) for s in range(15)]
+    statistics, lines = _described(grokked + random_init, ["grokked", "random"])
+    speed = statistics["speedup"]["0.999"][0]
+    assert speed["ci_low"] is not None and speed["ci_low"] < speed["ratio"] < speed["ci_high"]
+    line = next(x for x in lines if x.startswith("speed-up to 99.9% test acc of grokked"))
+    assert "(bootstrap)" in line and "(n = 15 and 15; reached 15 and 15)" in line
+
+
+def test_a_failed_target_run_is_reported_in_its_row_and_the_rest_is_summarized():
+    ok = [target("random", s, 5000, e, 0.05) for s, e in enumerate([4000, 4600])]
+    failed = TargetResult("grokked", 0, 90, "failed: RuntimeError: boom", None, 5000)
+    statistics, lines = _described([failed, *ok], ["grokked", "random"])
+    assert "grokked" not in statistics["describe"]["0.999"] and statistics["describe"]["0.999"]["random"]["n"] == 2
+    assert failed.row()["run_dir"] is None and failed.row()["note"] == "failed: RuntimeError: boom"
+    assert "grokked | 0/1 trained (failed: RuntimeError: boom)" in lines
