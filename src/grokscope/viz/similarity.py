@@ -12,8 +12,9 @@ PALETTE = qualitative.Plotly  # a condition keeps its colour in both panels (one
 
 
 def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
-    """``similarity``: speed-up over the baseline to the ``speedup_at`` test accuracy (bootstrap 95% interval) and final source
-    retention (mean ± sd over seeds, chance 1/p dashed), one trace per condition, targets in the config's order."""
+    """``similarity``: speed-up over the baseline to the ``speedup_at`` test accuracy (bootstrap 95% interval) and
+    final source retention (mean ± sd over seeds, chance 1/p dashed), one trace per condition, targets in the
+    config's order."""
     targets = [t["target"] for t in result["targets"]]
     at = float(result["targets"][0]["threshold"]) if result["targets"] else 0.99
     fig = make_subplots(
