@@ -5,8 +5,8 @@ import shutil
 
 from typer.testing import CliRunner
 
-from grokscope.cli import app
 from conftest import tiny_config
+from grokscope.cli import app
 
 runner = CliRunner()
 

@@ -103,7 +103,8 @@ def checked_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tens
     """``state`` restricted to the model's keys, in its dtype; a missing, unknown or misshapen key is one line."""
     import torch
 
-    out = {}
+    # The attention buffers are the model's own whatever the source holds (an older TransformerLens has none).
+    out = {key: tensor for key, tensor in expected.items() if TL_BUFFERS.match(key)}
     for key, tensor in state.items():
         if TL_BUFFERS.match(key):
             continue
