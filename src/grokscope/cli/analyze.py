@@ -277,7 +277,7 @@ def _complex_pairs(values: dict) -> list[tuple[float, float]]:
     return [(r, i) for r, i in zip(values["re"], values["im"], strict=True) if r is not None and i is not None]
 
 
-def analyze(
+def parameters(
     path: Annotated[Path, typer.Argument(help="A run directory or a bare checkpoints/ folder.")],
     fourier: Annotated[bool, typer.Option("--fourier", help="Fourier spectra and key frequencies.")] = False,
     neurons: Annotated[bool, typer.Option("--neurons", help="Neuron frequency specialization.")] = False,
@@ -323,17 +323,17 @@ def analyze(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     **option_values: Any,
 ) -> None:
-    """The fixed part of ``grokscope analyze``; :func:`command` adds each analysis's option flags."""
-    raise NotImplementedError  # replaced by command()'s callback, which knows the option groups
+    """The fixed parameters of ``grokscope analyze``, as typer reads them; :func:`command` adds each analysis's
+    option flags and a callback that runs :func:`run_analyses` (this function is never called)."""
 
 
 def command() -> click.Command:
-    """``grokscope analyze`` as a click command: the fixed parameters of :func:`analyze` and every analysis's options
+    """``grokscope analyze`` as a click command: the fixed parameters of :func:`parameters` and every analysis's options
     (from :func:`grokscope.analysis.options.option_groups`)."""
     from grokscope.analysis.options import option_groups
 
     groups = option_groups()
-    fixed = [p for p in inspect.signature(analyze, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    fixed = [p for p in inspect.signature(parameters, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
     extra = option_parameters(groups)
     names = {p.name for p in fixed}
 
