@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +43,6 @@ from grokscope.errors import UserError
 from grokscope.tasks import Dataset, ModularTask, Split, task_split
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from grokscope.models import GrokTransformer
 
 CONFIG_FILE = "config.yaml"
@@ -589,7 +587,8 @@ class Run:
         return load_checkpoint(self.checkpoint_path(step))
 
     def load_model(self, step: int | None = None, device: torch.device | str = "cpu") -> GrokTransformer:
-        """A :class:`~grokscope.models.GrokTransformer` with the weights at ``step`` (default: the latest checkpoint)."""
+        """A :class:`~grokscope.models.GrokTransformer` with the weights at ``step`` (default: the latest
+        checkpoint)."""
         from grokscope.models import load_model
 
         state = self.load_state_dict(step)
@@ -630,20 +629,3 @@ class Run:
     def summary(self) -> dict[str, Any] | None:
         path = self.root / SUMMARY_FILE
         return read_summary(path) if path.is_file() else None
-
-    def analysis(
-        self, name: str, *, key_frequencies: Sequence[int] | None = None, key_from: str | int = "final"
-    ) -> pd.DataFrame:
-        """What ``grokscope analyze`` cached for analysis ``name``: a row per checkpoint (indexed by step), a column
-        per scalar field (nested fields joined with ``_``, e.g. ``excluded_loss_train``). Measures that use key
-        frequencies come against one reference key set, named in ``frame.attrs["key_reference"]``: the run's final
-        checkpoint's, or the variant ``key_from`` / ``key_frequencies`` names (as ``grokscope analyze`` takes them)."""
-        from grokscope.analysis.runner import analysis_frame
-
-        return analysis_frame(self, name, key_frequencies=key_frequencies, key_from=key_from)
-
-    def analysis_summary(self, name: str) -> dict[str, Any] | None:
-        """What analysis ``name``'s rows add up to (``analysis/progress.summary.json``: the phases), or None."""
-        from grokscope.analysis.runner import analysis_summary
-
-        return analysis_summary(self, name)

@@ -94,3 +94,18 @@ def test_default_analysis_skips_what_the_task_does_not_support(tmp_path):
     # Asked for by name, an analysis that does not apply is an error.
     named = invoke("analyze", tmp_path / "mul", "--progress", "--quiet")
     assert named.exit_code == 2 and "not mul" in named.output
+
+
+def test_a_probe_larger_than_the_inputs_is_refused_in_one_line(run_copy):
+    """The probe used to be cut to the 3,481 inputs of p = 59 while the recorded options said 10,000,000."""
+    before = sorted(p.relative_to(run_copy) for p in run_copy.rglob("*"))
+    result = invoke("analyze", run_copy, "--fingerprint", "--probe-size", 10_000_000, "--quiet")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --probe-size 10000000: "), result.output
+    assert "3,481 inputs" in lines[0] and "at most 3481" in lines[0]
+    assert sorted(p.relative_to(run_copy) for p in run_copy.rglob("*")) == before  # nothing written, nothing lost
+    fits = invoke("analyze", run_copy, "--fingerprint", "--probe-size", 3481, "--steps", "0", "--quiet")
+    assert fits.exit_code == 0, fits.output
+    row = json.loads((run_copy / "analysis" / "fingerprint.json").read_text())[0]
+    assert row["options"] == {"probe_size": 3481} and len(row["probe_rows"]) == 3481  # recorded as used

@@ -115,6 +115,23 @@ def test_dmd_and_probe_flag_mistakes_are_one_line(recorded_run, args, message):
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_dmd_settings_the_recording_cannot_fit_name_the_flags(recorded_run):
+    """DMD's own checks speak of n_delays, rank and T; the user changes --dmd-delays and --dmd-rank."""
+    before = sorted(p.relative_to(recorded_run) for p in recorded_run.rglob("*"))
+    for args, fragments in (
+        (["--dmd-delays", 100], ["--dmd-delays 100 + --dmd-rank 10", "has 101"]),
+        (["--dmd-delays", 1, "--dmd-rank", 60], ["--dmd-rank 60", "--dmd-delays"]),
+    ):
+        result = invoke("analyze", recorded_run, "--dmd", *args, "--quiet")
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: --dmd-"), result.output
+        assert "snapshots" not in lines[0] and "n_delays=" not in lines[0], result.output
+        for fragment in fragments:
+            assert fragment in lines[0], result.output
+    assert sorted(p.relative_to(recorded_run) for p in recorded_run.rglob("*")) == before
+
+
 def test_probe_flags_choose_the_checkpoint_fingerprint_probe(recorded_run, tmp_path):
     from grokscope.store import Run
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from grokscope.analysis import over_checkpoints, progress
+from grokscope.analysis import analysis_frame, over_checkpoints, progress
 from grokscope.analysis.runner import analyze, default_analyses
 from grokscope.cli import app
 from unit.test_progress import brute_model_measures
@@ -87,13 +87,13 @@ def test_every_analysis_is_a_dataframe_and_typed_results(run_copy, grokked_run):
     report = analyze(run, names, steps=[90, 100], progress=False, skip_inapplicable=True)
     assert not report.skipped
     for name in names:
-        frame = run.analysis(name)
+        frame = analysis_frame(run, name)
         assert list(frame.index) == [90, 100], name
         assert frame.shape[1] > 0, name
     typed = over_checkpoints(run, "gradients", [90, 100])
     assert typed[1].steps_between == 10 and typed[1].update_ratio_total_per_step is not None
     assert type(typed[0]).__name__ == "GradientsResult"
-    assert list(run.analysis("progress")["excluded_loss_train"]) == [
+    assert list(analysis_frame(run, "progress")["excluded_loss_train"]) == [
         r["excluded"]["loss"]["train"] for r in report.rows["progress"]
     ]
     assert (run_copy / "analysis" / "progress.single_frequency.parquet").is_file()
@@ -146,12 +146,12 @@ def test_variant_key_sets_go_to_folders_of_their_own(run_copy):
         assert (analysis / "progress.json").read_bytes() == default_rows, folder
         assert (analysis / "progress.summary.json").read_bytes() == default_summary, folder
     run = Run.open(run_copy)
-    frame = run.analysis("progress")
+    frame = analysis_frame(run, "progress")
     assert frame.attrs["key_reference"] == f"final:{run.steps()[-1]}"
     assert set(frame["key_reference"]) == {frame.attrs["key_reference"]}
-    each = run.analysis("progress", key_from="each")
+    each = analysis_frame(run, "progress", key_from="each")
     assert each.attrs["key_reference"] == "each" and list(each.index) == [50, 100]
-    assert run.analysis("progress", key_frequencies=[1, 21]).attrs["key_reference"] == "given"
+    assert analysis_frame(run, "progress", key_frequencies=[1, 21]).attrs["key_reference"] == "given"
     # A key set given with an analysis that uses none, or with --key-from, or empty: one line each, nothing written.
     for extra in (["--only", "fourier", "--key-frequencies", "1,2"], ["--key-frequencies", "1", "--key-from", "each"]):
         result = CliRunner().invoke(app, ["analyze", str(run_copy), *extra, "--quiet"])

@@ -252,7 +252,7 @@ def control_frequencies(model: GrokTransformer, task: ModularTask, key: Sequence
     return tuple(sorted(frequencies[others][order[: len(set(key))]].tolist()))
 
 
-# Running ablations -----------------------------------------------------------------------------------------------------
+# Running ablations ---------------------------------------------------------------------------------------------
 def _other_rows(n: int, seed: int, device: torch.device) -> Int[Tensor, " n"]:
     """For each row a different row, drawn with a private generator so the global RNG is untouched."""
     offsets = torch.randint(1, n, (n,), generator=torch.Generator().manual_seed(seed))
@@ -326,7 +326,7 @@ def ablated_logits(model: GrokTransformer, task: ModularTask, spec: Ablation) ->
     return _ablated(model, task, data, spec, clean)
 
 
-# Results ---------------------------------------------------------------------------------------------------------------
+# Results -------------------------------------------------------------------------------------------------------
 @dataclass
 class Scores:
     """Cross-entropy and accuracy at the answer position; train values are NaN when no split was given."""

@@ -1,12 +1,13 @@
 """What every analysis shares: the (a, b) input grid, the answer-position forward, scoring, JSON-ready values.
 
-Analyses take a :class:`~grokscope.models.GrokTransformer` and a :class:`~grokscope.tasks.ModularTask` and return a result dataclass;
-:func:`jsonable` turns tensors, arrays and nested dataclasses into plain JSON values. :func:`answer_run` is the one
-forward pass they make: over every input (or given rows), computing the last layer only at the answer position, with
-optional hooks and captured activations; :func:`answer_logits` and :func:`answer_activations` are its common uses,
-the latter shared by several analyses of one checkpoint. :func:`answer_loss` and :func:`score_splits` score logits
-the same way everywhere: mean cross-entropy at the answers per split, and an input right only when its answer wins
-strictly. The Fourier side of the shared numerics lives in :mod:`grokscope.analysis.basis`.
+Analyses take a :class:`~grokscope.models.GrokTransformer` and a :class:`~grokscope.tasks.ModularTask` and return a
+result dataclass; :func:`jsonable` turns tensors, arrays and nested dataclasses into plain JSON values.
+:func:`answer_run` is the one forward pass they make: over every input (or given rows), computing the last layer only at
+the answer position, with optional hooks and captured activations; :func:`answer_logits` and :func:`answer_activations`
+are its common uses, the latter shared by several analyses of one checkpoint. :func:`answer_loss` and
+:func:`score_splits` score logits the same way everywhere: mean cross-entropy at the answers per split, and an input
+right only when its answer wins strictly. The Fourier side of the shared numerics lives in
+:mod:`grokscope.analysis.basis`.
 """
 
 from __future__ import annotations

@@ -173,13 +173,15 @@ def _check(snapshots: Any, n_delays: int, rank: int, dt: float, ridge: float) ->
     # Y0 has m = T - n_delays columns, and a rank-r fit needs m >= r.
     if n_snapshots < n_delays + rank:
         raise UserError(
-            f"snapshots: need T >= n_delays + rank = {n_delays + rank} (n_delays={n_delays}, rank={rank}), got T={n_snapshots}"
+            f"snapshots: need T >= n_delays + rank = {n_delays + rank} (n_delays={n_delays}, rank={rank}), "
+            f"got T={n_snapshots}"
         )
     return x
 
 
 def _relative_error(estimate: np.ndarray, target: np.ndarray) -> float:
-    """``||estimate - target||_F / ||target||_F``; inf when the estimate overflowed or the target is zero and it is not."""
+    """``||estimate - target||_F / ||target||_F``; inf when the estimate overflowed or the target is zero and it
+    is not."""
     error, size = np.linalg.norm(estimate - target), np.linalg.norm(target)
     if not np.isfinite(error):
         return float("inf")
@@ -198,7 +200,8 @@ def dmd_rrr(
 
     Centring (``center``, see :func:`center_snapshots`): ``per_snapshot_mean`` subtracts from each snapshot its own
     mean over the ``D`` features; ``time_mean`` subtracts each feature's mean over time; ``relative_to_t0`` subtracts
-    the first snapshot from every snapshot; ``none`` leaves them. With ``H`` the delay embedding of the centred snapshots (column ``t`` stacks ``x_t, ..., x_{t+n_delays-1}``),
+    the first snapshot from every snapshot; ``none`` leaves them. With ``H`` the delay embedding of the centred
+    snapshots (column ``t`` stacks ``x_t, ..., x_{t+n_delays-1}``),
     ``Y0 = H[:, :m]`` and ``Y1 = H[:, 1:]`` (``m = T - n_delays``), the estimate is::
 
         A = argmin_{rank(A) <= r} ||Y1 - A Y0||_F^2 + ridge * ||A||_F^2  =  P_r A_ridge

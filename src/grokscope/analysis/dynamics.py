@@ -10,17 +10,60 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from grokscope.analysis.dmd import DMDResult, Method, fit_dmd, method_defaults, method_settings, windowed_dmd
-from grokscope.analysis.fingerprint import Recording, load_recording
+from grokscope.analysis.dmd import (
+    Centering,
+    DMDResult,
+    Method,
+    fit_dmd,
+    method_defaults,
+    method_settings,
+    windowed_dmd,
+)
+from grokscope.analysis.fingerprint import OBSERVABLES, ProbeOptions, Recording, load_recording
+from grokscope.analysis.options import AnalysisOptions, Flag
 from grokscope.errors import UserError
 from grokscope.store import ANALYSIS_DIR, Run, atomic_write, write_json
 
+NAME = "dmd"
 PROBE_FIELDS = ("probe_seed", "probe_from", "probe_size", "token_index")
 """The fingerprint settings a DMD caller may name to check that the recording was made with them."""
+Observable = Literal[OBSERVABLES]  # type: ignore[valid-type]
+
+
+class DMDOptions(AnalysisOptions):
+    """:func:`analyze_dynamics`'s settings as ``grokscope analyze --dmd-*`` flags; unset ones keep its defaults."""
+
+    FLAG_PREFIX: ClassVar[str] = "--dmd-"
+
+    method: Annotated[
+        Method, Flag("DMD estimator: rrr (reduced-rank regression) or projected (POD-projected DMD).", default="rrr")
+    ] = "rrr"
+    n_delays: Annotated[int, Flag("DMD delay-embedding depth.", flag="--dmd-delays", default="32", metavar="N")] = (
+        Field(32, ge=1)
+    )
+    rank: Annotated[int, Flag("DMD rank.", default="10", metavar="N")] = Field(10, ge=1)
+    center: Annotated[
+        Centering | None,
+        Flag(
+            "Centering before the DMD fit: per_snapshot_mean, time_mean, relative_to_t0 or none.",
+            default="per_snapshot_mean for rrr, time_mean for projected",
+        ),
+    ] = None
+    observable: Annotated[
+        Observable, Flag("Fingerprint observable for DMD: log_prob, margin or entropy.", default="log_prob")
+    ] = "log_prob"
+    window: Annotated[
+        int | None, Flag("Snapshots per sliding DMD window.", default="max(2 (delays + rank), T/8)", metavar="N")
+    ] = Field(None, ge=1)
+
+
+OPTIONS: tuple[type[AnalysisOptions], ...] = (DMDOptions, ProbeOptions)
+"""The options DMD reads: its own, and the fingerprint probe's (checked against the recording's)."""
 
 
 @dataclass
@@ -84,6 +127,28 @@ def fit_recording(
     return fit_dmd(snapshots, method, **settings)
 
 
+def flag(field: str) -> str:
+    """The command-line flag of a DMD setting, for messages that tell the user what to change."""
+    return DMDOptions.flag(field)
+
+
+def check_fit(snapshots: np.ndarray, n_delays: int, rank: int) -> None:
+    """The conditions of a DMD fit that the settings decide, refused in one line naming the flags to change (the
+    estimators' own checks speak of their parameters, which a command-line user never sees)."""
+    n_snapshots, n_features = snapshots.shape if snapshots.ndim == 2 else (len(snapshots), 1)
+    if n_snapshots < n_delays + rank:
+        raise UserError(
+            f"{flag('n_delays')} {n_delays} + {flag('rank')} {rank}: the fit needs at least {n_delays + rank} "
+            f"fingerprints and the recording has {n_snapshots}; lower them, or record more often "
+            "(grokscope train --record fingerprint --record-every N)"
+        )
+    if rank > n_features * n_delays:
+        raise UserError(
+            f"{flag('rank')} {rank}: at most {flag('n_delays')} x features = {n_features * n_delays} "
+            f"({n_features} features per fingerprint); lower {flag('rank')} or raise {flag('n_delays')}"
+        )
+
+
 def analyze_dynamics(
     run: Run,
     *,
@@ -107,15 +172,19 @@ def analyze_dynamics(
     recording = load_recording(run)
     check_probe(recording, "--dmd", **(probe or {}))
     snapshots = recording.snapshots(observable).double().numpy()
+    check_fit(snapshots, n_delays, rank)
     steps = recording.steps.tolist()
     dt = float(recording.every)  # continuous-time eigenvalues per training step
     settings = method_settings(method, {"n_delays": n_delays, "rank": rank, "center": center, "dt": dt, "ridge": ridge})
     settings = {**method_defaults(method), **settings}
     result = fit_dmd(snapshots, method, **settings)
     if window is not None and window < n_delays + rank:
-        raise UserError(f"--dmd-window {window}: must be at least n_delays + rank = {n_delays + rank}")
+        raise UserError(
+            f"{flag('window')} {window}: must be at least n_delays + rank = {n_delays + rank} "
+            f"({flag('n_delays')} {n_delays} + {flag('rank')} {rank})"
+        )
     if window is not None and window > len(snapshots):
-        raise UserError(f"--dmd-window {window}: the recording has only {len(snapshots)} fingerprints")
+        raise UserError(f"{flag('window')} {window}: the recording has only {len(snapshots)} fingerprints")
     window = window or default_window(len(snapshots), n_delays, rank)
     windowed = None
     if window >= n_delays + rank and len(snapshots) >= window:

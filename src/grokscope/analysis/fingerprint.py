@@ -22,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
+from pydantic import Field
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from grokscope.analysis.common import jsonable, model_device
+from grokscope.analysis.options import AnalysisOptions, Flag
 from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.callbacks import Callback
 from grokscope.errors import UserError
@@ -65,8 +67,8 @@ def probe_generator_seed(probe_seed: int) -> int:
 
     Splits (:func:`grokscope.tasks.make_split` and the task's nested split) seed their generator with the run's split
     seed itself, which a config keeps in ``[0, 2**32 - 1]``; the probe's generator seed is always above that range,
-    so the probe's permutation is never the split's, for any pair of seeds. Hashing with a domain tag (rather than adding a constant) also keeps
-    neighbouring probe seeds from giving neighbouring generator seeds.
+    so the probe's permutation is never the split's, for any pair of seeds. Hashing with a domain tag (rather than
+    adding a constant) also keeps neighbouring probe seeds from giving neighbouring generator seeds.
     """
     digest = hashlib.sha256(f"{PROBE_STREAM}:{int(probe_seed)}".encode()).digest()
     return MAX_RUN_SEED + 1 + int.from_bytes(digest[:8], "little") % (2**63 - MAX_RUN_SEED - 1)
@@ -124,6 +126,34 @@ class FingerprintSpec:
                 f"(0..{task.n_ctx - 1}, or negative from the end)"
             )
         return self.token_index
+
+
+class ProbeOptions(AnalysisOptions):
+    """The probe settings ``grokscope analyze`` takes (:class:`FingerprintSpec` fields): they choose the probe of
+    ``--fingerprint``, and with ``--dmd`` they are checked against the recording's."""
+
+    probe_seed: Annotated[
+        int, Flag("Fingerprint probe seed (--fingerprint; --dmd checks the recording's).", metavar="N")
+    ] = Field(0, ge=0, le=MAX_RUN_SEED)
+    probe_from: Annotated[
+        ProbeFrom, Flag("Draw the fingerprint probe from all inputs, the train set or the test set.", default="all")
+    ] = "all"
+    probe_size: Annotated[int, Flag("Fingerprint probe size.", default="100", metavar="N")] = Field(100, ge=1)
+    token_index: Annotated[int | None, Flag("Fingerprint token position.", default="the answer position")] = None
+
+    def check_run(self, run: Run) -> None:
+        """A probe larger than the inputs it is drawn from is refused rather than silently cut to their number (the
+        recorded options would otherwise name a probe that was never used)."""
+        if "probe_size" not in self.model_fields_set:
+            return
+        split = run.split() if self.probe_from != "all" else None
+        spec = FingerprintSpec(probe_size=1, probe_from=self.probe_from)
+        available = len(spec.pool(run.task, split))
+        if self.probe_size > available:
+            raise UserError(
+                f"{self.flag('probe_size')} {self.probe_size}: the probe is drawn from {available:,} inputs "
+                f"({self.flag('probe_from')} {self.probe_from}); give at most {available}"
+            )
 
 
 def legacy_probe_rows(spec: FingerprintSpec, task: ModularTask) -> Int[Tensor, " probe"]:
@@ -329,4 +359,6 @@ class FingerprintRecorder(Callback):
         self._flush()
 
 
-SPEC = AnalysisSpec(name=NAME, compute=compute, result=FingerprintResult, inputs=frozenset({"split"}))
+SPEC = AnalysisSpec(
+    name=NAME, compute=compute, result=FingerprintResult, inputs=frozenset({"split"}), options=(ProbeOptions,)
+)

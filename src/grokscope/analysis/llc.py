@@ -59,15 +59,16 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 from jaxtyping import Float
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from grokscope.analysis.common import jsonable, model_device
+from grokscope.analysis.options import AnalysisOptions, Flag
 from grokscope.analysis.spec import AnalysisSpec, RowResult
 from grokscope.errors import UserError
 from grokscope.losses import loss_dtype as resolve_loss_dtype
@@ -486,7 +487,7 @@ def calibrate(
 
 
 # Settings from a config or the command line -----------------------------------------------------------------------
-class SamplerSettings(BaseModel):
+class SamplerSettings(AnalysisOptions):
     """:func:`compute`'s sampler keywords as a config section (``llc:`` of a staged experiment) or the
     ``grokscope analyze --llc-*`` flags give them, validated; the defaults are :func:`compute`'s.
 
@@ -495,16 +496,29 @@ class SamplerSettings(BaseModel):
     ``seed * num_chains + c``.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    FLAG_PREFIX: ClassVar[str] = "--llc-"
+    HELP_PREFIX: ClassVar[str] = "LLC: "
 
-    lr: float = Field(DEFAULTS["lr"], gt=0, description="SGLD step size")
-    n_beta: float | None = Field(None, gt=0, description="inverse temperature (null: n / ln n of the training rows)")
-    localization: float = Field(DEFAULTS["localization"], ge=0, description="strength of the pull towards w*")
-    num_chains: int = Field(DEFAULTS["num_chains"], ge=1, le=64)
-    num_draws: int = Field(DEFAULTS["num_draws"], ge=4, le=1_000_000, description="draws per chain after burn-in")
-    num_burnin: int = Field(DEFAULTS["num_burnin"], ge=0, le=1_000_000)
-    batch_size: int | None = Field(DEFAULTS["batch_size"], ge=1, description="mini-batch rows (null: full batch)")
-    seed: int = Field(0, ge=0, le=2**24)
+    lr: Annotated[float, Flag("SGLD step size.", default="2e-4")] = Field(
+        DEFAULTS["lr"], gt=0, description="SGLD step size"
+    )
+    n_beta: Annotated[float | None, Flag("inverse temperature.", default="n / ln n")] = Field(
+        None, gt=0, description="inverse temperature (null: n / ln n of the training rows)"
+    )
+    localization: Annotated[float, Flag("localization strength.", default="100")] = Field(
+        DEFAULTS["localization"], ge=0, description="strength of the pull towards w*"
+    )
+    num_chains: Annotated[int, Flag("SGLD chains.", default="4")] = Field(DEFAULTS["num_chains"], ge=1, le=64)
+    num_draws: Annotated[int, Flag("draws per chain.", default="150")] = Field(
+        DEFAULTS["num_draws"], ge=4, le=1_000_000, description="draws per chain after burn-in"
+    )
+    num_burnin: Annotated[int, Flag("burn-in steps per chain.", default="150")] = Field(
+        DEFAULTS["num_burnin"], ge=0, le=1_000_000
+    )
+    batch_size: Annotated[
+        int | None, Flag("mini-batch rows, or full for the full batch.", default="128", words=(("full", None),))
+    ] = Field(DEFAULTS["batch_size"], ge=1, description="mini-batch rows (null: full batch)")
+    seed: Annotated[int, Flag("sampler seed.", default="0")] = Field(0, ge=0, le=2**24)
 
     def options(self) -> dict[str, Any]:
         """The settings that differ from :func:`compute`'s defaults, as its keywords: what the analysis runner
@@ -513,8 +527,16 @@ class SamplerSettings(BaseModel):
         fields = SamplerSettings.model_fields  # a subclass's own fields (an experiment's) are not compute's
         return {k: getattr(self, k) for k, f in fields.items() if getattr(self, k) != f.default}
 
+    def keywords(self) -> dict[str, Any]:
+        return self.options()
+
 
 # Slow (SGLD chains per checkpoint) and needs the optional devinterp extra: only when asked for by name.
 SPEC = AnalysisSpec(
-    name=NAME, compute=compute, result=LLCResult, inputs=frozenset({"split", "objective"}), in_all=False
+    name=NAME,
+    compute=compute,
+    result=LLCResult,
+    inputs=frozenset({"split", "objective"}),
+    in_all=False,
+    options=(SamplerSettings,),
 )

@@ -180,7 +180,8 @@ def resolve_layer(model: GrokTransformer, layer: int | None) -> int:
 def neuron_activations(
     model: GrokTransformer, task: ModularTask, layer: int | None = None, chunk: int = 16_384
 ) -> Float[Tensor, "p p d_mlp"]:
-    """MLP post-activations at the answer position for every (a, b), indexed ``[a, b, neuron]``, in the model's dtype."""
+    """MLP post-activations at the answer position for every (a, b), indexed ``[a, b, neuron]``, in the model's
+    dtype."""
     p = require_grid(task, NAME)
     name = f"blocks.{resolve_layer(model, layer)}.mlp.hook_post"
     # Nothing after the neurons is needed: the forward ends there.

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from grokscope.analysis.common import jsonable
+from grokscope.analysis.options import AnalysisOptions
 
 # What the runner can feed a compute function, as keyword arguments of these names:
 #   split            the run's train/test split
@@ -44,6 +45,8 @@ class AnalysisSpec:
     function ``(model, task, activations=...) -> list[int]`` that gives a checkpoint's key frequencies; the runner
     takes the reference key set from the spec that has one. ``in_all``: run by ``--all``. ``summarize``:
     ``(rows, metrics) -> RowResult``, what the run's rows add up to (e.g. phases), written as ``<name>.summary.json``.
+    ``options``: the :class:`~grokscope.analysis.options.AnalysisOptions` models whose keywords ``compute`` takes
+    (the command line's flags for this analysis come from them).
     """
 
     name: str
@@ -57,6 +60,7 @@ class AnalysisSpec:
     key_frequencies: Callable[..., list[int]] | None = None
     in_all: bool = True
     summarize: Callable[..., Any] | None = None
+    options: tuple[type[AnalysisOptions], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.inputs) - set(INPUTS)

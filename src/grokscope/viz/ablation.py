@@ -81,9 +81,8 @@ def _bars(row: dict[str, Any]) -> go.Figure:
         title = _TITLES[g]
         if len(ranked) > TOP:
             rest = max(abs(a["delta_test_acc"]) for a in ranked[TOP:])
-            title += (
-                f": the {TOP} most damaging of {len(ranked)} (the other {len(ranked) - TOP} change it by ≤ {rest:.1%})"
-            )
+            others = f"the other {len(ranked) - TOP} change it by ≤ {rest:.1%}"
+            title += f": the {TOP} most damaging of {len(ranked)} ({others})"
         titles.append(title)
     heights = [len(shown[g]) for g in order]
     figure = make_subplots(

@@ -1,4 +1,5 @@
-"""Figures of attention: per-head heatmaps over (a, b), the Fourier make-up of the scores, and attention over training."""
+"""Figures of attention: per-head heatmaps over (a, b), the Fourier make-up of the scores, and attention over
+training."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def _over_training(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) ->
 
 
 def figures(rows: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> dict[str, go.Figure]:
-    """``attention_heatmaps`` (last row with heatmaps), ``attention_fourier`` (last row), ``attention_over_training``."""
+    """``attention_heatmaps`` (last row with heatmaps), ``attention_fourier`` (last row),
+    ``attention_over_training``."""
     if not rows:
         return {}
     out = {"attention_fourier": _fourier(rows[-1]), "attention_over_training": _over_training(rows, metrics)}

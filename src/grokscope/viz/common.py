@@ -2,8 +2,8 @@
 
 plotly's automatic ticks fail in two ways on the figures of a grokking run: a second y axis laid over the first gets
 its ticks synchronised to the first axis's grid (plotly.js 3+ ``tickmode: "sync"``), which on a log or differently
-scaled first axis gives unevenly spaced, meaningless labels (−0.857, −0.727 …); and a log axis gets unlabelled minor
-digits (2, 3, … 9) between its decades. The axes here say what they draw: a range with a little room around the
+scaled first axis gives unevenly spaced, meaningless labels (−0.857, −0.727 …); and a log axis gets unlabelled
+minor digits (2, 3, … 9) between its decades. The axes here say what they draw: a range with a little room around the
 data (so that a line at 1.0 is not cut in half by the plot's edge) and evenly spaced ticks, every decade (or every
 few decades) on a log axis.
 """

@@ -102,7 +102,8 @@ def _neurons_story(rows: list[dict[str, Any]]) -> str:
     live = last["n_neurons"] - last["n_dead"]
     text = (
         f"At step {last['step']}, {last['fraction_clustered']:.0%} of the {live} live neurons are clustered on one "
-        f"frequency (FVE ≥ {last['cluster_threshold']}), on {last['n_cluster_frequencies']} frequencies; mean largest "
+        f"frequency (FVE ≥ {last['cluster_threshold']}), on {last['n_cluster_frequencies']} frequencies; "
+        "mean largest "
         f"FVE {last['mean_max_fve']:.2f}"
     )
     if first is not last:
@@ -175,7 +176,8 @@ def _llc_story(rows: list[dict[str, Any]]) -> str:
     converged = sum(bool(r.get("converged")) for r in rows)
     return (
         f"The local learning coefficient is {first['llc_mean']:.1f} ± {first['llc_std']:.1f} at step {first['step']}, "
-        f"{top['llc_mean']:.1f} at its highest (step {top['step']}) and {last['llc_mean']:.1f} ± {last['llc_std']:.1f} "
+        f"{top['llc_mean']:.1f} at its highest (step {top['step']}) and "
+        f"{last['llc_mean']:.1f} ± {last['llc_std']:.1f} "
         f"at step {last['step']}; the sampler converged at {converged} of {len(rows)} checkpoints."
     )
 

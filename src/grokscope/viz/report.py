@@ -6,8 +6,8 @@ measures, Fourier, neurons, attention, ablations, gradients, dynamics), each ope
 shows and the numbers that matter (from the cached analysis rows), followed by its figures; the config last. An
 experiment's page shows its results table first, then the statistics, every figure and the runs inside it.
 Figures are gathered from the ``<name>.json`` that :func:`grokscope.viz.write.write_figures` writes beside each HTML
-figure, and plotly.js is inlined once, so the page works offline. A small script records any JavaScript error in ``<html data-errors>`` (and the console), which is how
-the test suite checks the page in a real browser.
+figure, and plotly.js is inlined once, so the page works offline. A small script records any JavaScript error in
+``<html data-errors>`` (and the console), which is how the test suite checks the page in a real browser.
 
 A damaged config, metrics or summary of a run is a one-line error (as for every command). Analysis results and
 figures are caches that ``grokscope analyze`` can redo: a damaged one is left out of the page with a visible note.
