@@ -34,7 +34,8 @@ def llc_lines(summary: dict[str, Any]) -> list[str]:
     test = summary.get("last_stage_vs_direct")
     if test and test.get("welch_p") is not None:
         lines.append(
-            f"final LLC {test['a']} vs direct: difference {test['mean_difference']:.1f}, Welch p = {test['welch_p']:.3g}"
+            f"final LLC {test['a']} vs direct: difference {test['mean_difference']:.1f}, "
+            f"Welch p = {test['welch_p']:.3g}"
         )
     return lines
 

@@ -95,7 +95,8 @@ def describe_dynamics(dynamics: dict[str, Any] | None) -> list[str]:
     ]
     for entry in dynamics["by_condition"]:
         lines.append(
-            f"  {entry['condition'] or 'base'}: spectral radius {mean_sd(entry['spectral_radius'], '.4f', with_n=False)}"
+            f"  {entry['condition'] or 'base'}: "
+            f"spectral radius {mean_sd(entry['spectral_radius'], '.4f', with_n=False)}"
             f", one-step error {mean_sd(entry['reconstruction_error'], '.3g', with_n=False)} "
             f"({plural(entry['n'], 'run')})"
         )
