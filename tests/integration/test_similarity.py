@@ -31,8 +31,10 @@ def _write(tmp_path, **spec):
 
 def test_targets_share_the_source_runs_and_are_compared_in_one_table(tmp_path):
     path = _write(tmp_path)
-    lines = run(path, tmp_path / "out", device="cpu", progress=False)
+    report = run(path, tmp_path / "out", device="cpu", progress=False)
+    lines = report.lines
     root = tmp_path / "out" / "sim"
+    assert report.failures == []
     assert sorted(p.name for p in root.iterdir()) == ["figures", "random", "results.json", "source", "sub"]
     assert not (root / "sub" / "source").exists() and (root / "source" / "seed0" / "summary.json").is_file()
     results = json.loads((root / "results.json").read_text())
@@ -41,6 +43,9 @@ def test_targets_share_the_source_runs_and_are_compared_in_one_table(tmp_path):
         own = json.loads((root / target["target"] / "stats.json").read_text())
         assert target["retention"] == {c: m["source_retention"] for c, m in own["final"].items()}
         assert target["chance"] == pytest.approx(1 / 13)
+        # A random table's test accuracy is chance by construction: its speed-up is read on train accuracy.
+        expected = "train_acc" if target["target"] == "random" else "test_acc"
+        assert target["speed_on"] == own["speed_on"] == expected
     assert (root / "figures" / "similarity.html").is_file()
     assert lines[0].startswith("target | condition") and len(lines) == 1 + 2 * 2 + 1
     # The random target really is the table, not another operation.

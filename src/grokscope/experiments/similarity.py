@@ -47,6 +47,14 @@ class SimilarityConfig(TransferSettings):
         0.99, description="the accuracy whose steps-to-threshold the speed-ups compare"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_target_set(cls, data: Any) -> Any:
+        """A transfer's ``target_set`` here is a mistake worth naming (else it reads as an unknown key)."""
+        if isinstance(data, dict) and "target_set" in data:
+            raise ValueError("target_set: give each target's overrides under targets")
+        return data
+
     @model_validator(mode="after")
     def _check_targets(self) -> SimilarityConfig:
         empty = next((name for name, sets in self.targets.items() if not sets), None)
