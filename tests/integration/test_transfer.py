@@ -8,12 +8,15 @@ import pytest
 import torch
 import yaml
 from scipy import stats as scipy_stats
+from typer.testing import CliRunner
 
 from conftest import tiny_config
 from grokscope.analysis.common import answer_logits
+from grokscope.cli import app
 from grokscope.errors import UserError
 from grokscope.experiments import run
 from grokscope.experiments import transfer as transfer_module
+from grokscope.experiments.transfer_core import pipeline
 from grokscope.store import SUMMARY_FILE, Run
 from grokscope.viz.report import build_report
 
@@ -41,12 +44,14 @@ def experiment(tmp_path):
 
 def test_transfer_experiment_writes_every_output_and_reuses_runs(experiment, monkeypatch):
     path, out = experiment
-    lines = run(path, out, device="cpu", progress=False)
+    report = run(path, out, device="cpu", progress=False)
+    lines = report.lines
     root = out / "tiny_transfer"
+    assert report.failures == [] and not (root / "failures.json").exists()
     assert lines[0].startswith("condition")
     assert {p.name for p in (root / "figures").glob("*.html")} == {
         "transfer_accuracy.html",
-        "transfer_epochs_to_threshold.html",
+        "transfer_steps_to_threshold.html",
         "transfer_retention.html",
         "transfer_source_generalization.html",
         "transfer_final_accuracy.html",
@@ -60,7 +65,7 @@ def test_transfer_experiment_writes_every_output_and_reuses_runs(experiment, mon
     for target in trained:
         assert target["budget"] == (80 if target["condition"] == "random" else 60)
         assert len(target["source_retention"]) == len(target["steps"]) > 1
-        assert target["relearn_epochs_to"] is not None
+        assert target["relearn_steps_to"] is not None
         config = yaml.safe_load((Path(target["run_dir"]) / "config.yaml").read_text())
         assert config["task"]["operation"] == "sub" and config["optim"]["freeze"] == ["embed"]
         if target["condition"] == "random":
@@ -90,7 +95,7 @@ def test_transfer_experiment_writes_every_output_and_reuses_runs(experiment, mon
 
     monkeypatch.setattr("grokscope.experiments.runs.train_many", no_training)
     before = {p: p.stat().st_mtime_ns for p in root.rglob(SUMMARY_FILE)}
-    assert run(path, out, device="cpu", progress=False) == lines
+    assert run(path, out, device="cpu", progress=False).lines == lines
     assert before == {p: p.stat().st_mtime_ns for p in root.rglob(SUMMARY_FILE)}
 
 
@@ -99,7 +104,7 @@ def test_bad_transfer_config_is_one_line(tmp_path):
     path.write_text("kind: transfer\nsource: x.yaml\ntarget_set: []\n")
     with pytest.raises(Exception, match="target_set"):
         run(path, tmp_path, device="cpu", progress=False)
-    assert transfer_module.CONFIG is transfer_module.TransferConfig
+    assert transfer_module.SPEC.config is transfer_module.TransferConfig
 
 
 @pytest.mark.slow
@@ -126,11 +131,11 @@ def test_study_plan_in_one_experiment_with_every_transfer_output(tmp_path):
         "baseline": "random_long",
         "outlier_z": 1.0,
         "relearn_steps": 20,
-        "learning_pattern": {"early": 0.2, "late": 1.0},
+        "learning_pattern": {"early": 5, "late": 20},
     }
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(spec))
-    lines = run(path, tmp_path / "out", device="cpu", progress=False)
+    lines = run(path, tmp_path / "out", device="cpu", progress=False).lines
     root = tmp_path / "out" / "plan"
 
     rows = list(csv.DictReader((root / "results.csv").open()))
@@ -138,7 +143,7 @@ def test_study_plan_in_one_experiment_with_every_transfer_output(tmp_path):
     assert [r["seed"] for r in by_condition["random_long"]] == ["0", "1"] and not (root / "random_long/seed2").exists()
     for condition, budget in (("grokked", 200), ("random", 200), ("random_long", 400)):
         for row in by_condition[condition]:
-            assert int(row["budget"]) == budget
+            assert int(row["budget_steps"]) == budget
             if row["run_dir"]:
                 assert yaml.safe_load((Path(row["run_dir"]) / "config.yaml").read_text())["train"]["steps"] == budget
     statistics = json.loads((root / "stats.json").read_text())
@@ -156,7 +161,7 @@ def test_study_plan_in_one_experiment_with_every_transfer_output(tmp_path):
 
     # Speed-up at each threshold: the long baseline's mean over reached runs / the condition's.
     def reached(condition: str, threshold: str) -> list[float]:
-        return [float(r[f"epochs_to_{threshold}"]) for r in by_condition[condition] if r[f"epochs_to_{threshold}"]]
+        return [float(r[f"steps_to_{threshold}"]) for r in by_condition[condition] if r[f"steps_to_{threshold}"]]
 
     for threshold, speedups in statistics["speedup"].items():
         for s in speedups:
@@ -187,7 +192,7 @@ def test_study_plan_in_one_experiment_with_every_transfer_output(tmp_path):
     assert at_90["grokked"]["ratio"] is None and "from the start" in at_90["grokked"]["note"]
     assert at_90["random"]["ratio"] is not None and "transfer_speedup" in figures
     page = build_report(root)
-    for heading in ("retention vs chance", "agreement", "specialization (mean ± sd over seeds)", "relearn: Epochs"):
+    for heading in ("retention vs chance", "agreement", "specialization (mean ± sd over seeds)", "relearn: "):
         assert heading in page
     assert any(line.startswith("speed-up to 99.9%") for line in lines)
     assert any(line.startswith("agreement random vs random_long") for line in lines)
@@ -246,3 +251,61 @@ def test_replay_needs_tasks_that_differ_only_in_the_operation(tmp_path):
     with pytest.raises(UserError, match=r"replay: task\.modulus is 11 in the target but 13"):
         run(path, tmp_path / "out", device="cpu", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_target_run_is_reported_in_its_row_and_the_command_exits_1_naming_it(tmp_path, monkeypatch):
+    source = tiny_config(train={"steps": 60, "eval_every": 10, "checkpoints": {"every": 10}})
+    (tmp_path / "source.yaml").write_text(source.to_yaml())
+    spec = {
+        "kind": "transfer",
+        "name": "broken",
+        "source": "source.yaml",
+        "target_set": ["task.operation=sub", "train.steps=30"],
+        "seeds": [0, 1],
+        "conditions": ["random"],
+        "partial": [{"name": "at40", "step": 40}],
+    }
+    path = tmp_path / "transfer.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    root = out / "broken"
+    # Seed 1's target run of at40 starts from a checkpoint the engine cannot load.
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    real = pipeline.with_init
+
+    def with_broken_init(config, seed, init_from):
+        if init_from is not None and config.name.endswith("_target") and seed == 1:
+            init_from = str(broken)
+        return real(config, seed, init_from)
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "with_init", with_broken_init)
+        result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(out), "--quiet", "--device", "cpu"])
+    failed_dir = root / "at40" / "seed1"
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines()[0].startswith("condition")  # the experiment still summarized
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith(f"error: run failed: {failed_dir}: ") and errors[-1].startswith(
+        "error: 1 run(s) failed"
+    )
+    failures = json.loads((root / "failures.json").read_text())
+    assert [f["run_dir"] for f in failures] == [str(failed_dir)] and "Traceback" in failures[0]["traceback"]
+    # The failed run is a row with no run directory and the failure as its reason; the others are measured.
+    results = json.loads((root / "results.json").read_text())
+    rows = {(t["condition"], t["seed"]): t for t in results["targets"]}
+    assert rows[("at40", 1)]["run_dir"] is None and rows[("at40", 1)]["source_step"] == 40
+    assert rows[("at40", 1)]["source_reason"] == f"failed: {failures[0]['error']}"
+    assert all(t["run_dir"] for key, t in rows.items() if key != ("at40", 1))
+    table = {(r["condition"], r["seed"]): r for r in csv.DictReader((root / "results.csv").open())}
+    assert table[("at40", "1")]["run_dir"] == "" and table[("at40", "1")]["note"].startswith("failed: ")
+    statistics = json.loads((root / "stats.json").read_text())
+    assert statistics["describe"]["0.999"]["at40"]["n"] == 1 and statistics["describe"]["0.999"]["random"]["n"] == 2
+
+    # Run again without the fault: only the failed run trains, and the failures are gone.
+    before = {p: p.stat().st_mtime_ns for p in root.rglob(SUMMARY_FILE)}
+    again = run(path, out, device="cpu", progress=False)
+    assert before == {p: p.stat().st_mtime_ns for p in root.rglob(SUMMARY_FILE) if p in before}
+    assert again.failures == [] and json.loads((root / "failures.json").read_text()) == []
+    assert (failed_dir / SUMMARY_FILE).is_file()
+    assert all(t["run_dir"] for t in json.loads((root / "results.json").read_text())["targets"])
