@@ -40,6 +40,9 @@ from grokscope.stats import (
 )
 from grokscope.store import Run
 from grokscope.training import train
+from grokscope.viz import transfer as transfer_figures
+from grokscope.viz.similarity import describe as similarity_describe
+from grokscope.viz.similarity import figures as similarity_figures
 from grokscope.viz.transfer_text import describe
 
 # --- normality ----------------------------------------------------------------------------------------------------
@@ -486,8 +489,12 @@ def test_summarize_on_differing_seeds_and_budgets():
 def test_censoring_is_in_steps_a_run_past_its_budget_is_censored():
     # 600 steps per run; one run "reached" 99.9% at step 650 (past its budget: e.g. logged by a longer config).
     runs = [target("random", 0, 600, 400, 0.1), target("random", 1, 600, 500, 0.1), target("random", 2, 600, 650, 0.1)]
-    described = summarize(runs, ["random"])["describe"]["0.999"]["random"]
+    out = summarize(runs, ["random"])
+    described = out["describe"]["0.999"]["random"]
     assert (described["n"], described["n_reached"], described["n_censored"]) == (3, 2, 1)
+    result = jsonable({"conditions": ["random"], "targets": runs, "statistics": out})
+    (box,) = transfer_figures.steps_boxes(result).data
+    assert list(box.y) == [400, 500] and box.name == "random (1 never reached)"
     assert described["mean"] == pytest.approx(450)  # the censored run is counted, not averaged in
     # Comparisons censor at the smallest budget, in steps: 26000 steps is not reached within 5000.
     long = [target("random_30k", s, 30000, e, 0.1) for s, e in enumerate([4000, 26000])]
@@ -514,6 +521,14 @@ def test_train_accuracy_speed_reads_train_steps_to():
     assert on_train["speed_on"] == "train_acc"
     assert on_train["speedup"]["0.999"][0]["ratio"] == pytest.approx(320 / 120)
     assert on_train["outlier_rule"][0]["metric"] == "steps_to_0.999 (train_acc)"
+    # Normality is tested on the values the tests use: train steps here.
+    row = next(r for r in on_train["normality"] if r["condition"] == "random" and r["metric"] == "train_steps_to_0.9")
+    assert row["n"] == 2 and not row["testable"]
+    assert not any(r["metric"].startswith("steps_to") for r in on_train["normality"])
+    # The box plot reads them too.
+    result = jsonable({"conditions": ["grokked", "random"], "targets": runs, "statistics": on_train})
+    boxes = {trace.name: list(trace.y) for trace in transfer_figures.steps_boxes(result).data}
+    assert boxes == {"grokked": [100, 140], "random": [300, 340]}
 
 
 def _described(targets: list[TargetResult], conditions: list[str], **kwargs) -> tuple[dict, list[str]]:
@@ -539,6 +554,12 @@ def test_two_seeds_print_no_bootstrap_interval_and_state_n_per_group():
     # The condition table: runs and reached per condition.
     row = next(x for x in lines if x.startswith("grokked |"))
     assert row.startswith("grokked | 2/2 | 2/2 |")
+    # The speed-up figure draws the Fieller interval the text names (not a zero-width bar marked "no interval").
+    result = jsonable({"conditions": ["grokked", "random"], "targets": grokked + random_init, "statistics": statistics})
+    bar = next(t for t in transfer_figures.speedup(result).data if t.name == "to 99.9%")
+    assert list(bar.error_y.arrayminus) == [pytest.approx(speed["ratio"] - by_hand.low)]
+    assert list(bar.error_y.array) == [pytest.approx(by_hand.high - speed["ratio"])]
+    assert list(bar.marker.pattern.shape) == [""]
 
 
 def test_fifteen_reached_runs_per_group_print_the_bootstrap_interval():
@@ -558,3 +579,22 @@ def test_a_failed_target_run_is_reported_in_its_row_and_the_rest_is_summarized()
     assert "grokked" not in statistics["describe"]["0.999"] and statistics["describe"]["0.999"]["random"]["n"] == 2
     assert failed.row()["run_dir"] is None and failed.row()["note"] == "failed: RuntimeError: boom"
     assert "grokked | 0/1 trained (failed: RuntimeError: boom)" in lines
+
+
+def test_similarity_figure_draws_the_interval_the_text_names_and_says_what_speed_is_read_on():
+    fast = speedup(Sample.from_values([4000, 4600]), Sample.from_values([1000, 1300]), names=("grokked", "random"))
+    target = {"baseline": "random", "threshold": "0.999", "retention": {}, "final_test_acc": {}, "chance": 1 / 13}
+    result = {
+        "conditions": ["grokked", "random"],
+        "targets": [
+            {**target, "target": "sub", "speed_on": "test_acc", "speedup": {"grokked": fast.to_dict()}},
+            {**target, "target": "random", "speed_on": "train_acc", "speedup": {}},
+        ],
+    }
+    figure = similarity_figures(result)["similarity"]
+    trace = next(t for t in figure.data if t.name == "grokked" and t.xaxis == "x")
+    assert trace.error_y.arrayminus[0] == pytest.approx(fast.ratio - fast.fieller_low)
+    assert trace.error_y.array[0] == pytest.approx(fast.fieller_high - fast.ratio)
+    assert "train acc for random" in figure.layout.annotations[0].text
+    line = next(x for x in similarity_describe(result) if x.startswith("sub | grokked"))
+    assert "(Fieller)" in line and "(bootstrap)" not in line and "(n = 2 vs 2)" in line

@@ -9,6 +9,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from grokscope.viz.text import MISSING, mean_sd, ratio_interval
+from grokscope.viz.transfer import speedup_bounds
 
 PALETTE = qualitative.Plotly  # a condition keeps its colour in both panels (one legend entry)
 
@@ -19,10 +20,12 @@ def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
     config's order."""
     targets = [t["target"] for t in result["targets"]]
     at = float(result["targets"][0]["threshold"]) if result["targets"] else 0.99
+    on_train = [t["target"] for t in result["targets"] if t.get("speed_on") == "train_acc"]
+    on = "test acc" + (f"; train acc for {', '.join(on_train)}" if on_train else "")
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=(f"speed-up over the baseline (to {at:.1%} test acc)", "source task kept (final retention)"),
+        subplot_titles=(f"speed-up over the baseline (to {at:.1%} {on})", "source task kept (final retention)"),
     )
     for i, condition in enumerate(result["conditions"]):
         colour = PALETTE[i % len(PALETTE)]
@@ -32,8 +35,9 @@ def figures(result: dict[str, Any]) -> dict[str, go.Figure]:
             s = t["speedup"].get(condition) or {}
             r = s.get("ratio")
             ratio.append(r)
-            low.append(None if r is None or s.get("ci_low") is None else r - s["ci_low"])
-            high.append(None if r is None or s.get("ci_high") is None else s["ci_high"] - r)
+            lo, hi = speedup_bounds(s)
+            low.append(None if r is None or lo is None else r - lo)
+            high.append(None if r is None or hi is None else hi - r)
             m = t["retention"].get(condition) or {}
             kept.append(m.get("mean"))
             kept_sd.append(m.get("sd"))

@@ -68,16 +68,29 @@ def accuracy_bands(result: dict[str, Any]) -> go.Figure:
     return _bands(groups, "Target test accuracy: mean and 95% CI across seeds", "test accuracy")
 
 
+def speedup_bounds(s: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The interval a speed-up carries, as the text names it: the bootstrap where n allowed one, else Fieller's."""
+    if s.get("ci_low") is not None and s.get("ci_high") is not None:
+        return s["ci_low"], s["ci_high"]
+    return s.get("fieller_low"), s.get("fieller_high")
+
+
 def steps_boxes(result: dict[str, Any], threshold: str = "0.999") -> go.Figure:
+    """Steps to ``threshold`` per condition, read on what the statistics read (test accuracy, or train accuracy for
+    a target whose test accuracy is chance by construction); a run past its budget counts as censored there too."""
+    on_train = result["statistics"].get("speed_on") == "train_acc"
+    key = "train_steps_to" if on_train else "steps_to"
     figure = go.Figure()
     for condition in result["conditions"]:
         runs = [t for t in result["targets"] if t["condition"] == condition and t["run_dir"]]
-        reached = [t["steps_to"][threshold] for t in runs if t["steps_to"].get(threshold) is not None]
+        values = [(t.get(key) or {}).get(threshold) for t in runs]
+        reached = [v for v, t in zip(values, runs, strict=True) if v is not None and v <= t["budget"]]
         censored = len(runs) - len(reached)
         label = condition + (f" ({censored} never reached)" if censored else "")
         figure.add_box(y=reached, name=label, boxpoints="all")
     figure.update_layout(
-        title=f"Steps to {float(threshold):.1%} target test accuracy (censored runs left out, counted)",
+        title=f"Steps to {float(threshold):.1%} target {'train' if on_train else 'test'} accuracy "
+        "(censored runs left out, counted)",
         yaxis_title="steps",
         showlegend=False,
     )
@@ -142,8 +155,8 @@ def final_accuracy(result: dict[str, Any]) -> go.Figure:
 
 
 def speedup(result: dict[str, Any]) -> go.Figure | None:
-    """Speed-up over the baseline (mean epochs of the baseline / of the condition) per threshold, with the
-    bootstrap interval; None when there is no baseline or nothing to show."""
+    """Speed-up over the baseline (mean steps of the baseline / of the condition) per threshold, with the interval
+    it carries (bootstrap where n allows, else Fieller); None when there is no baseline or nothing to show."""
     by_threshold = result["statistics"].get("speedup", {})
     rows = [(t, r) for t, rs in by_threshold.items() for r in rs if r["ratio"] is not None]
     if not rows:
@@ -151,8 +164,9 @@ def speedup(result: dict[str, Any]) -> go.Figure | None:
     figure = go.Figure()
     for i, threshold in enumerate(dict.fromkeys(t for t, _ in rows)):
         shown = [r for t, r in rows if t == threshold]
-        low = [r["ratio"] - r["ci_low"] if r["ci_low"] is not None else 0 for r in shown]
-        high = [r["ci_high"] - r["ratio"] if r["ci_high"] is not None else 0 for r in shown]
+        bounds = [speedup_bounds(r) for r in shown]
+        low = [r["ratio"] - lo if lo is not None else 0 for r, (lo, _) in zip(shown, bounds, strict=True)]
+        high = [hi - r["ratio"] if hi is not None else 0 for r, (_, hi) in zip(shown, bounds, strict=True)]
         figure.add_bar(
             x=[r["name"] for r in shown],
             y=[r["ratio"] for r in shown],
@@ -160,7 +174,7 @@ def speedup(result: dict[str, Any]) -> go.Figure | None:
             name=f"to {float(threshold):.1%}",
             marker_color=COLORS[i % len(COLORS)],
             # Hatched: no interval (too few runs for one), so the zero-width bar is not a CI.
-            marker_pattern_shape=["" if r["ci_low"] is not None else "/" for r in shown],
+            marker_pattern_shape=["" if lo is not None else "/" for lo, _ in bounds],
             hovertext=[
                 f"{r['n_reached']}/{r['n_reached'] + r['n_censored']} vs "
                 f"{r['reference_n_reached']}/{r['reference_n_reached'] + r['reference_n_censored']} runs reached"

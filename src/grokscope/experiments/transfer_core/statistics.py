@@ -67,10 +67,17 @@ def _relearn_statistics(
     return out
 
 
-def _normality(by_condition: Mapping[str, list[TargetResult]]) -> list[dict[str, Any]]:
-    """Shapiro–Wilk per condition and per-run metric: the values the t-tests and t-intervals use."""
+def _normality(by_condition: Mapping[str, list[TargetResult]], speed_on: SpeedOn) -> list[dict[str, Any]]:
+    """Shapiro–Wilk per condition and per-run metric: the values the t-tests and t-intervals use (steps to each
+    threshold on ``speed_on``: ``train_steps_to_*`` for a target read on train accuracy)."""
+    on_train = speed_on == "train_acc"
     metrics: dict[str, Callable[[TargetResult], float | None]] = {
-        **{f"steps_to_{t}": (lambda r, t=str(t): r.steps_to.get(t)) for t in THRESHOLDS},
+        **{
+            f"{'train_' if on_train else ''}steps_to_{t}": (
+                lambda r, t=str(t): (r.train_steps_to if on_train else r.steps_to).get(t)
+            )
+            for t in THRESHOLDS
+        },
         "early_test_acc": lambda r: r.early_test_acc,
         "final_test_acc": lambda r: r.final_test_acc,
         "final_source_retention": lambda r: r.final_source_retention,
@@ -157,7 +164,7 @@ def summarize(
                 "flagged_seeds": out["outliers"][condition],
             }
         )
-    out["normality"] = _normality(by_condition)
+    out["normality"] = _normality(by_condition, speed_on)
     if chance is not None:
         out["retention_vs_chance"] = [
             {"condition": c, "chance": chance, **stats.one_sample(kept, chance, "greater").to_dict()}
