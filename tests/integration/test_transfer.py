@@ -75,7 +75,13 @@ def test_transfer_experiment_writes_every_output_and_reuses_runs(experiment, mon
             # The target starts from the source checkpoint: its retention at step 0 is the source's test accuracy.
             chosen = results["sources"][str(target["seed"])][target["condition"]]
             assert target["source_retention"][0] == pytest.approx(chosen["test_acc"], abs=1e-9)
+    # memorized is chosen by the source's memorization phase (the default), never by the accuracy ceiling.
+    for seed, choices in results["sources"].items():
+        reason = choices["memorized"]["reason"]
+        assert "memorization" in reason and "ceiling" not in reason, reason
+        assert (root / "source" / f"seed{seed}" / "analysis").is_dir()  # the progress measures the phase came from
     statistics = json.loads((root / "stats.json").read_text())
+    assert statistics["unit"] == "steps" and statistics["speed_on"] == "test_acc"
     assert set(statistics["describe"]["0.999"]) <= {"grokked", "memorized", "random"}
     for described in statistics["describe"]["0.999"].values():
         assert described["n"] == described["n_reached"] + described["n_censored"]
@@ -146,6 +152,16 @@ def test_study_plan_in_one_experiment_with_every_transfer_output(tmp_path):
             assert int(row["budget_steps"]) == budget
             if row["run_dir"]:
                 assert yaml.safe_load((Path(row["run_dir"]) / "config.yaml").read_text())["train"]["steps"] == budget
+    # The learning pattern by hand from each run's metrics: gained over epochs 0-5 and over the last 20 epochs.
+    for row in rows:
+        if row["run_dir"]:
+            metrics = Run.open(row["run_dir"]).metrics()
+            at = lambda epoch, m=metrics: next((r for r in reversed(m) if r["epoch"] <= epoch), m[0])  # noqa: E731
+            early = at(5)["test_acc"] - metrics[0]["test_acc"]
+            late = metrics[-1]["test_acc"] - at(metrics[-1]["epoch"] - 20)["test_acc"]
+            assert float(row["gain_early"]) == pytest.approx(early) and float(row["gain_late"]) == pytest.approx(late)
+            # Full-batch training: the labelled epochs beside the steps are the same numbers.
+            assert row["epochs_to_0.9"] == row["steps_to_0.9"]
     statistics = json.loads((root / "stats.json").read_text())
     assert statistics["settings"]["seeds"] == {"grokked": [0, 1, 2], "random": [0, 1, 2], "random_long": [0, 1]}
 
