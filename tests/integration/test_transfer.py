@@ -15,6 +15,7 @@ from grokscope.analysis.common import answer_logits
 from grokscope.cli import app
 from grokscope.errors import UserError
 from grokscope.experiments import run
+from grokscope.experiments import runs as runs_module
 from grokscope.experiments import transfer as transfer_module
 from grokscope.experiments.transfer_core import pipeline
 from grokscope.store import SUMMARY_FILE, Run
@@ -325,3 +326,39 @@ def test_a_failed_target_run_is_reported_in_its_row_and_the_command_exits_1_nami
     assert again.failures == [] and json.loads((root / "failures.json").read_text()) == []
     assert (failed_dir / SUMMARY_FILE).is_file()
     assert all(t["run_dir"] for t in json.loads((root / "results.json").read_text())["targets"])
+
+
+def test_a_failed_source_run_leaves_its_seed_untrained_and_reported_and_the_rest_summarized(tmp_path, monkeypatch):
+    source = tiny_config(train={"steps": 60, "eval_every": 10, "checkpoints": {"every": 10}})
+    (tmp_path / "source.yaml").write_text(source.to_yaml())
+    spec = {
+        "kind": "transfer",
+        "name": "nosource",
+        "source": "source.yaml",
+        "target_set": ["task.operation=sub", "train.steps=30"],
+        "seeds": [0, 1],
+        "conditions": ["random"],
+        "partial": [{"name": "at40", "step": 40}],
+    }
+    path = tmp_path / "transfer.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    real = runs_module.train_many
+
+    def failing(configs, dirs, **kwargs):
+        if any(str(d).endswith("source/seed1") for d in dirs):
+            raise RuntimeError("source blew up")
+        return real(configs, dirs, **kwargs)
+
+    monkeypatch.setattr(runs_module, "train_many", failing)
+    report = run(path, tmp_path / "out", device="cpu", progress=False)
+    root = tmp_path / "out" / "nosource"
+    assert [f.run_dir for f in report.failures] == [str(root / "source" / "seed1")]
+    results = json.loads((root / "results.json").read_text())
+    rows = {(t["condition"], t["seed"]): t for t in results["targets"]}
+    for condition in ("at40", "random"):  # random init too: its retention is scored on that seed's source split
+        assert rows[(condition, 1)]["run_dir"] is None
+        assert rows[(condition, 1)]["source_reason"] == "source run failed: RuntimeError: source blew up"
+        assert rows[(condition, 0)]["run_dir"] and rows[(condition, 0)]["steps_to"]
+    assert not (root / "random" / "seed1").exists()
+    statistics = json.loads((root / "stats.json").read_text())
+    assert statistics["describe"]["0.999"]["random"]["n"] == 1

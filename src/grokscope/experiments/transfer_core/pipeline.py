@@ -79,8 +79,11 @@ def run_transfer(
             result = TargetResult(condition.name, seed, choice.step, choice.reason, None, target_config.train.steps)
             targets.append(result)
             source = sources[seed]
-            if condition.init != RANDOM and (choice.step is None or source is None):
-                continue  # the source never satisfied the criterion (or failed): reported, not trained
+            if source is None:  # a run needs its seed's source (retention, the split): reported, not trained
+                result.source_reason = choices[seed]["grokked"].reason  # "source run failed: ..."
+                continue
+            if condition.init != RANDOM and choice.step is None:
+                continue  # the source never satisfied the criterion: reported, not trained
             init_from = None if choice.step is None else str(source.checkpoint_path(choice.step))
             result.run_dir = str(root / condition.name / f"seed{seed}")
             jobs.append((with_init(target_config, seed, init_from), Path(result.run_dir)))
