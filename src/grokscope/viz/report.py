@@ -486,7 +486,7 @@ def _threshold_tables(described: dict[str, Any], compared: dict[str, Any], prefi
     out = []
     for threshold, groups in described.items():
         out += [
-            f"<h3>{html.escape(prefix)}Epochs to {html.escape(threshold)}</h3>",
+            f"<h3>{html.escape(prefix)}Steps to {html.escape(threshold)}</h3>",
             _table(
                 [{"condition": c, **{k: v for k, v in d.items() if not isinstance(v, list)}} for c, d in groups.items()]
             ),
