@@ -107,3 +107,14 @@ class InterruptAt(Callback):
     def on_step_end(self, step, model):
         if step == self.step:
             raise KeyboardInterrupt
+
+
+def assert_one_line_error(result, *fragments):
+    """A CLI result that is a user error: exit 2, no traceback, one ``error: ...`` line holding every fragment."""
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0], output

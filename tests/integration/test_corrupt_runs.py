@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error
 from grokscope.analysis.runner import analysis_summary, analyze, read_rows, registry
 from grokscope.cli import app
 from grokscope.store import Run, save_checkpoint
@@ -18,16 +19,6 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    output = result.output
-    assert result.exit_code == 2, output
-    assert "Traceback" not in output, output
-    lines = output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], output
 
 
 def snapshot(root):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error
 from grokscope.cli import app
 from grokscope.store import Run
 
@@ -17,14 +18,6 @@ QUICKSTART = Path(__file__).parents[2] / "configs" / "quickstart.yaml"
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], result.output
 
 
 def tl_state(run: Run, step: int | None = None) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import assert_one_line_error, tiny_config
 from grokscope.analysis import llc
 from grokscope.cli import app
 from grokscope.store import Run
@@ -29,14 +29,6 @@ FLAGS = {
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], result.output
 
 
 @pytest.fixture

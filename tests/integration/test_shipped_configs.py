@@ -66,6 +66,12 @@ LOOSE_CRITERIA = (
 )
 TINY_LLC = ("llc.num_draws=5", "llc.num_burnin=5")
 
+
+def transfer_smoke(*more: Override) -> list[Override]:
+    """Tiny source runs, one seed, five steps a condition, criteria every checkpoint meets, and ``more``."""
+    return [extend("source_set", *TINY_RUN), "seeds=[0]", every_budget(5), *more, LOOSE_CRITERIA]
+
+
 SMOKE: dict[str, list[Override]] = {
     # run configs: grokscope train
     "quickstart.yaml": ["train.steps=20"],
@@ -95,35 +101,10 @@ SMOKE: dict[str, list[Override]] = {
     "finetune_moduli_quick.yaml": ["stage_steps=5", *TINY_LLC, "seeds=[0]"],
     "perturbation.yaml": [extend("set", "train.steps=10")],
     # transfer-like: every condition (replay twins and own-seed baselines included) and relearning, one seed
-    "transfer_quick.yaml": [
-        extend("source_set", *TINY_RUN),
-        "seeds=[0]",
-        every_budget(5),
-        own_runs(5, [0]),
-        "relearn_steps=5",
-        LOOSE_CRITERIA,
-    ],
-    "transfer_add_to_sub.yaml": [
-        extend("source_set", *TINY_RUN),
-        "seeds=[0]",
-        every_budget(5),
-        "relearn_steps=5",
-        LOOSE_CRITERIA,
-    ],
-    "transfer_study_plan.yaml": [
-        extend("source_set", *TINY_RUN),
-        "seeds=[0]",
-        every_budget(5),
-        own_runs(5, [0]),
-        "relearn_steps=5",
-        LOOSE_CRITERIA,
-    ],
-    "similarity_quick.yaml": [
-        extend("source_set", *TINY_RUN),
-        "seeds=[0]",
-        every_budget(5),
-        LOOSE_CRITERIA,
-    ],
+    "transfer_quick.yaml": transfer_smoke(own_runs(5, [0]), "relearn_steps=5"),
+    "transfer_add_to_sub.yaml": transfer_smoke("relearn_steps=5"),
+    "transfer_study_plan.yaml": transfer_smoke(own_runs(5, [0]), "relearn_steps=5"),
+    "similarity_quick.yaml": transfer_smoke(),
 }
 
 runner = CliRunner()

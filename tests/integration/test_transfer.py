@@ -270,12 +270,13 @@ def test_replay_needs_tasks_that_differ_only_in_the_operation(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_failed_target_run_is_reported_in_its_row_and_the_command_exits_1_naming_it(tmp_path, monkeypatch):
+def two_seed_transfer(tmp_path, name):
+    """A tiny transfer (seeds 0 and 1: a random-init condition and a partial one from step 40) written to disk."""
     source = tiny_config(train={"steps": 60, "eval_every": 10, "checkpoints": {"every": 10}})
     (tmp_path / "source.yaml").write_text(source.to_yaml())
     spec = {
         "kind": "transfer",
-        "name": "broken",
+        "name": name,
         "source": "source.yaml",
         "target_set": ["task.operation=sub", "train.steps=30"],
         "seeds": [0, 1],
@@ -284,6 +285,11 @@ def test_a_failed_target_run_is_reported_in_its_row_and_the_command_exits_1_nami
     }
     path = tmp_path / "transfer.yaml"
     path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_failed_target_run_is_reported_in_its_row_and_the_command_exits_1_naming_it(tmp_path, monkeypatch):
+    path = two_seed_transfer(tmp_path, "broken")
     out = tmp_path / "out"
     root = out / "broken"
     # Seed 1's target run of at40 starts from a checkpoint the engine cannot load.
@@ -329,19 +335,7 @@ def test_a_failed_target_run_is_reported_in_its_row_and_the_command_exits_1_nami
 
 
 def test_a_failed_source_run_leaves_its_seed_untrained_and_reported_and_the_rest_summarized(tmp_path, monkeypatch):
-    source = tiny_config(train={"steps": 60, "eval_every": 10, "checkpoints": {"every": 10}})
-    (tmp_path / "source.yaml").write_text(source.to_yaml())
-    spec = {
-        "kind": "transfer",
-        "name": "nosource",
-        "source": "source.yaml",
-        "target_set": ["task.operation=sub", "train.steps=30"],
-        "seeds": [0, 1],
-        "conditions": ["random"],
-        "partial": [{"name": "at40", "step": 40}],
-    }
-    path = tmp_path / "transfer.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = two_seed_transfer(tmp_path, "nosource")
     real = runs_module.train_many
 
     def failing(configs, dirs, **kwargs):

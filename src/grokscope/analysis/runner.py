@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import pkgutil
 import types
 import typing
 from collections.abc import Sequence
@@ -45,6 +43,7 @@ from grokscope.analysis.reference import KeyReference, key_reference, parse_key_
 from grokscope.analysis.spec import AnalysisSpec, RowResult, rows_frame
 from grokscope.errors import UserError
 from grokscope.rundir import FolderLock
+from grokscope.specs import declared_specs
 from grokscope.store import (
     Run,
     atomic_write,
@@ -63,13 +62,7 @@ SUMMARY_SUFFIX = ".summary.json"
 
 def registry() -> dict[str, AnalysisSpec]:
     """Every analysis: the ``SPEC`` of each module of ``grokscope.analysis`` that declares one, in module order."""
-    package = importlib.import_module("grokscope.analysis")
-    specs = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        spec = getattr(importlib.import_module(f"grokscope.analysis.{info.name}"), "SPEC", None)
-        if isinstance(spec, AnalysisSpec):
-            specs[spec.name] = spec
-    return _ordered(specs)
+    return _ordered({spec.name: spec for spec in declared_specs("grokscope.analysis", AnalysisSpec)})
 
 
 def _ordered(specs: dict[str, AnalysisSpec]) -> dict[str, AnalysisSpec]:

@@ -9,8 +9,6 @@ and returns the printed summary and the runs that failed.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from grokscope.experiments.engine import Engine, Failure
 from grokscope.experiments.launch import LAUNCHERS
 from grokscope.experiments.runs import RecordedExperiment
 from grokscope.experiments.spec import ExperimentSpec
+from grokscope.specs import declared_specs
 from grokscope.store import write_json
 
 FAILURES_FILE = "failures.json"
@@ -30,13 +29,7 @@ FAILURES_FILE = "failures.json"
 
 def registry() -> dict[str, ExperimentSpec]:
     """Every experiment kind: the ``SPEC`` of each module of ``grokscope.experiments`` that declares one."""
-    package = importlib.import_module("grokscope.experiments")
-    specs = {}
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        spec = getattr(importlib.import_module(f"grokscope.experiments.{info.name}"), "SPEC", None)
-        if isinstance(spec, ExperimentSpec):
-            specs[spec.kind] = spec
-    return specs
+    return {spec.kind: spec for spec in declared_specs("grokscope.experiments", ExperimentSpec)}
 
 
 @dataclass(frozen=True)
