@@ -85,11 +85,7 @@ CASES = {
         ("--address", "auto"),
         "!--address auto: a Ray address needs --launcher ray",
     ),
-    "transfer --launcher ray": (
-        TR,
-        ("--launcher", "ray"),
-        "!--launcher ray: transfer experiments run with the local launcher only",
-    ),
+    "transfer --address": (TR, ("--address", "auto"), "!--address auto: a Ray address needs --launcher ray"),
     "sweep --launcher bogus": (SW, ("--launcher", "bogus"), "!--launcher bogus: expected local or ray"),
     "sweep --address local": (SW, ("--address", "auto"), "!--address auto: a Ray address needs --launcher ray"),
     # curriculum
