@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from grokscope.config import RunConfig, apply_overrides, parse_config, read_config_file
+from grokscope.config import RunConfig, apply_overrides, boolean_for_number, parse_config, read_config_file
 from grokscope.errors import UserError
 from grokscope.presets import resolve_base
 from grokscope.recorders import RecordPlan
@@ -45,6 +45,14 @@ class ExperimentModel(BaseModel):
     """Base of experiment config models: unknown keys are refused, and so are inf and nan in every float field."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        problem = boolean_for_number(cls, data)  # pydantic reads true as 1: "seeds: [true]" would be seed 1
+        if problem is not None:
+            raise ValueError(problem)
+        return data
 
 
 class FingerprintOptions(ExperimentModel):
