@@ -117,6 +117,16 @@ def boolean_for_number(model: type[BaseModel], data: Any) -> str | None:
     return None
 
 
+def not_an_option(name: str) -> str:
+    """``name`` (of a run or experiment folder), unless it starts with ``-``: such a folder reads as an option to every
+    command given its path (``rm -rf``, ``grokscope analyze -rf``)."""
+    if name.startswith("-"):
+        raise ValueError(
+            f"must not start with '-' (a folder named so reads as a command-line option), got {show(name)}"
+        )
+    return name
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: every float field (bounds or not) rejects inf, -inf and nan, however they are spelled.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -370,7 +380,7 @@ class RunConfig(_Section):
         # "." or ".." would point a run directory at its parents (and --overwrite at everything in them).
         if set(name) == {"."}:
             raise ValueError(f"must name a folder, not {show(name)}")
-        return name
+        return not_an_option(name)
 
     @property
     def split_seed(self) -> int:

@@ -22,9 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from grokscope.config import RunConfig, apply_overrides, boolean_for_number, parse_config, read_config_file
+from grokscope.config import (
+    RunConfig,
+    apply_overrides,
+    boolean_for_number,
+    not_an_option,
+    parse_config,
+    read_config_file,
+)
 from grokscope.errors import UserError
 from grokscope.presets import resolve_base
 from grokscope.recorders import RecordPlan
@@ -38,7 +45,7 @@ MAX_RUNS = 10_000
 """The most runs one experiment may plan (a typo in a grid must not plan a million runs)."""
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100), AfterValidator(not_an_option)]
 
 
 class ExperimentModel(BaseModel):
