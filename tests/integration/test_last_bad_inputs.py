@@ -1,0 +1,106 @@
+"""The last bad inputs of issue 26, through the command line: each is one ``error:`` line on stderr and exit code 2,
+no traceback, and nothing created or lost; and the summaries never call a run generalized that did not end so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from grokscope.cli import app
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, expected: str) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert result.stderr.splitlines() == [f"error: {expected}"], result.stderr
+    assert result.exit_code == 2
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_config().to_yaml())
+    return path
+
+
+def test_train_refuses_a_boolean_step_count(tmp_path, tiny):
+    out = tmp_path / "runs"
+    result = invoke("train", tiny, "--out", out, "--set", "train.steps=true", "--quiet", "--device", "cpu")
+    assert_one_line_error(result, f"{tiny}: train.steps: expected an integer, got true")
+    assert not out.exists()
+
+
+def test_experiment_refuses_boolean_seeds(tmp_path, tiny):
+    path = tmp_path / "e.yaml"
+    sweep = dict(kind="sweep", name="sw", base="tiny.yaml", grid={"optim.weight_decay": [0, 1]}, seeds=[True])
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "out"
+    result = invoke("experiment", path, "--out", out, "--quiet", "--device", "cpu")
+    assert_one_line_error(result, f"{path}: seeds: item 0: expected an integer, got true")
+    assert not out.exists() or not any(out.iterdir())
+
+
+NOT_AN_OPTION = "must not start with '-' (a folder named so reads as a command-line option), got '-rf'"
+
+
+def test_a_run_name_starting_with_a_dash_is_refused(tmp_path, tiny):
+    out = tmp_path / "runs"
+    result = invoke("train", tiny, "--out", out, "--name=-rf", "--quiet", "--device", "cpu")
+    assert_one_line_error(result, f"--name: name: {NOT_AN_OPTION}")
+    assert not out.exists()
+    named = tmp_path / "named.yaml"
+    named.write_text(tiny.read_text().replace("name: tiny", "name: -rf"))
+    result = invoke("train", named, "--out", out, "--quiet", "--device", "cpu")
+    assert_one_line_error(result, f"{named}: name: {NOT_AN_OPTION}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["sweep", "curriculum"])
+def test_an_experiment_name_starting_with_a_dash_is_refused(tmp_path, tiny, kind):
+    path = tmp_path / "e.yaml"
+    specs = {
+        "sweep": dict(kind="sweep", name="-rf", base="tiny.yaml", grid={"optim.weight_decay": [0, 1]}),
+        "curriculum": dict(kind="curriculum", name="-rf", base="tiny.yaml", stages=[7, 13], stage_steps=20, seeds=[0]),
+    }
+    path.write_text(yaml.safe_dump(specs[kind]))
+    out = tmp_path / "out"
+    result = invoke("experiment", path, "--out", out, "--quiet", "--device", "cpu")
+    assert_one_line_error(result, f"{path}: name: {NOT_AN_OPTION}")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_sweep_config_name_never_starts_with_a_dash():
+    from grokscope.experiments.sweep.plan import _config_name
+
+    assert _config_name("-x=1", "base") == "x-1"
+    assert _config_name("--", "base") == "base"
+
+
+def test_a_modulus_2_division_run_is_not_called_generalized(tmp_path):
+    """The real tiny run: its one test pair is right by chance at step 0 and wrong once training has fit the one
+    training pair; the summary and the printed sentence must not call that generalization."""
+    task = {"operation": "div", "modulus": 2, "train_fraction": 0.5}
+    config = tiny_config(seed=2, task=task, train={"steps": 60})  # seed 2: the untrained model gets the test pair
+    path = tmp_path / "div2.yaml"
+    path.write_text(config.to_yaml())
+    result = invoke("train", path, "--out", tmp_path / "runs", "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "tiny"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    # The premise: the test pair was right at some step (at step 0, by chance), and the run ends with it wrong.
+    assert rows[0]["test_acc"] == 1.0 and rows[-1]["test_acc"] < 0.99
+    assert summary["generalization_step"] is None
+    assert summary["regime"] in ("memorized_only", "not_learned")
+    assert "generalized at once" not in result.output and "-> grokked" not in result.output
+
+    from grokscope.experiments.regimes import classify_run
+
+    assert classify_run(rows).underlying in ("memorization_only", "not_learned")
