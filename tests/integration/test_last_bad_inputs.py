@@ -104,3 +104,57 @@ def test_a_modulus_2_division_run_is_not_called_generalized(tmp_path):
     from grokscope.experiments.regimes import classify_run
 
     assert classify_run(rows).underlying in ("memorization_only", "not_learned")
+
+
+HUGE = "task.modulus: training would need about 3.78e+06 GiB (the dataset of 10,000,600,009 pairs: 894.1 GiB), but "
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any training is a failure: the refusal must come before the first run starts."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("grokscope.experiments.runs.train_many", refuse)
+    monkeypatch.setattr("grokscope.experiments.runs.train", refuse)
+    monkeypatch.setattr("grokscope.memory.available_bytes", lambda device: 16 << 30)  # the same on every machine
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "where"),
+    [
+        ("sweep", dict(set=["task.modulus=100003"], grid={"optim.weight_decay": [0, 1]}), "run 0 (wd=0): "),
+        ("finetune", dict(moduli=[7, 100003], stage_steps=20, seeds=[0]), "stage mod100003: "),
+        ("perturbation", dict(set=["task.modulus=100003"], epsilons=[0.01], seeds=[0]), "base tiny.yaml: "),
+    ],
+)
+def test_an_experiment_too_big_for_memory_is_refused_like_train(tmp_path, tiny, no_training, kind, spec, where):
+    """The plan used to build the split (80 GB for a modulus of 100003) before any memory estimate."""
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(dict(kind=kind, name="big", base="tiny.yaml", **spec)))
+    out = tmp_path / "out"
+    result = invoke("experiment", path, "--out", out, "--quiet", "--device", "cpu")
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [f"error: {path}: {where}{HUGE}this machine has 16.0 GiB available"], lines
+    assert result.exit_code == 2
+    assert not out.exists() or not any(out.iterdir())
+    # grokscope train gives the same refusal.
+    train = invoke("train", tiny, "--out", out, "--set", "task.modulus=100003", "--quiet", "--device", "cpu")
+    assert train.exit_code == 2 and train.stderr == f"error: {HUGE}this machine has 16.0 GiB available\n", train.stderr
+
+
+def test_a_curriculum_whose_nested_split_spans_a_huge_modulus_is_refused(tmp_path, tiny, no_training):
+    """A nested split ranks every pair of the modulus grid, whatever the stage's input range: 49 pairs of range 7
+    still allocate 10^10 priorities."""
+    path = tmp_path / "e.yaml"
+    spec = dict(kind="curriculum", name="cur", base="tiny.yaml", stages=[7, 100003], stage_steps=20, seeds=[0])
+    path.write_text(yaml.safe_dump({**spec, "set": ["task.modulus=100003"]}))
+    result = invoke("experiment", path, "--out", tmp_path / "out", "--quiet", "--device", "cpu")
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert lines[0] == (
+        f"error: {path}: stage range7: task.modulus: training would need about 223.7 GiB (the dataset of 49 pairs and "
+        "its nested split over all 10,000,600,009 pairs of the modulus: 223.5 GiB), but this machine has 16.0 GiB available"
+    ), lines

@@ -33,6 +33,7 @@ from grokscope.config import (
     read_config_file,
 )
 from grokscope.errors import UserError
+from grokscope.memory import check_dataset_fits
 from grokscope.presets import resolve_base
 from grokscope.recorders import RecordPlan
 from grokscope.rundir import check_claimable
@@ -150,8 +151,10 @@ def apply_set(data: dict[str, Any], overrides: Sequence[str], config_path: Path,
 
 
 def check_buildable(config: RunConfig, where: str) -> None:
-    """What pydantic cannot see: the task and its split (cheap; no model is built)."""
+    """What pydantic cannot see: the task and its split (cheap; no model is built), once its dataset is known to fit
+    in memory (a modulus of 100003 is ten billion pairs: building its split would try to allocate 80 GB)."""
     try:
+        check_dataset_fits(config)
         task_split(config.task, 0)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None
