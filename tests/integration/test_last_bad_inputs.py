@@ -158,3 +158,34 @@ def test_a_curriculum_whose_nested_split_spans_a_huge_modulus_is_refused(tmp_pat
         f"error: {path}: stage range7: task.modulus: training would need about 223.7 GiB (the dataset of 49 pairs and "
         "its nested split over all 10,000,600,009 pairs of the modulus: 223.5 GiB), but this machine has 16.0 GiB available"
     ), lines
+
+
+def test_a_replay_share_that_rounds_to_no_pair_is_refused(tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("train", "multitask_quick", "--out", out, "--set", "task.replay=1e-9", "--quiet", "--device", "cpu")
+    assert_one_line_error(
+        result,
+        "task.replay: 1e-09 of the training set rounds to no earlier-task training pair (beside 1392 of sub); "
+        "the smallest share that replays one pair is 0.00036",
+    )
+    assert not out.exists()
+
+
+def test_the_smallest_replay_share_named_replays_one_pair():
+    from grokscope.config import TaskConfig
+    from grokscope.tasks import ModularTask, task_split
+
+    task = dict(operation=["add", "sub"], modulus=59, train_fraction=0.4)
+    split = task_split(TaskConfig(**task, replay=0.00036), 0)
+    operation = ModularTask.from_config(TaskConfig(**task)).operation_index()[split.train]
+    assert int((operation == 0).sum()) == 1  # one add pair replayed beside sub's
+    with pytest.raises(Exception, match="rounds to no earlier-task training pair"):
+        task_split(TaskConfig(**task, replay=0.000359), 0)
+
+
+def test_no_accuracy_is_printed_over_no_examples():
+    from grokscope.cli.train import operation_accuracy
+
+    final = {"train_acc_sub": 1.0, "test_acc_sub": 0.5, "test_acc_add": 0.25}
+    assert operation_accuracy(final, "sub") == "train acc 100.00%, test acc 50.00%"
+    assert operation_accuracy(final, "add") == "no training pairs, test acc 25.00%"
