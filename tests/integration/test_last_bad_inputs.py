@@ -189,3 +189,90 @@ def test_no_accuracy_is_printed_over_no_examples():
     final = {"train_acc_sub": 1.0, "test_acc_sub": 0.5, "test_acc_add": 0.25}
     assert operation_accuracy(final, "sub") == "train acc 100.00%, test acc 50.00%"
     assert operation_accuracy(final, "add") == "no training pairs, test acc 25.00%"
+
+
+def snapshot(root):
+    """Every file under ``root`` (but the lock, which a command may create) and its bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".grokscope.lock"
+    }
+
+
+@pytest.fixture
+def read_only():
+    """Make a folder read-only, for root too (``chattr +i``); skipped where neither way works."""
+    import os
+    import subprocess
+
+    made: list = []
+
+    def make(folder):
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+        elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a folder read-only for root here (no chattr)")
+        made.append(folder)
+
+    yield make
+    for folder in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        else:
+            folder.chmod(0o755)
+
+
+@pytest.fixture
+def stopped_run(tmp_path, tiny):
+    """A run trained with --log tensorboard whose summary is gone: a --resume continues it."""
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "runs"
+    result = invoke("train", tiny, "--out", out, "--quiet", "--device", "cpu", "--log", "tensorboard")
+    assert result.exit_code == 0, result.output
+    (out / "tiny" / "summary.json").unlink()
+    return out / "tiny"
+
+
+def test_resume_with_a_read_only_tensorboard_folder_is_one_line(tiny, stopped_run, read_only):
+    folder = stopped_run / "tensorboard"
+    before = snapshot(stopped_run)
+    read_only(folder)
+    result = invoke(
+        "train", tiny, "--out", stopped_run.parent, "--resume", "--quiet", "--device", "cpu", "--log", "tensorboard"
+    )
+    assert "Traceback" not in result.stdout + result.stderr and "b'" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() in (
+        [f"error: {folder}: cannot write TensorBoard's event files there (operation not permitted)"],
+        [f"error: {folder}: cannot write TensorBoard's event files there (permission denied)"],
+    ), result.stderr
+    assert result.exit_code == 2
+    assert snapshot(stopped_run) == before
+
+
+def test_a_file_where_the_tensorboard_folder_goes_is_one_line(tiny, stopped_run):
+    folder = stopped_run / "tensorboard"
+    for event_file in folder.iterdir():
+        event_file.unlink()
+    folder.rmdir()
+    folder.write_text("not a folder")
+    before = snapshot(stopped_run)
+    result = invoke(
+        "train", tiny, "--out", stopped_run.parent, "--resume", "--quiet", "--device", "cpu", "--log", "tensorboard"
+    )
+    assert_one_line_error(result, f"{folder}: is not a folder, so TensorBoard's event files cannot be written there")
+    assert snapshot(stopped_run) == before
+
+
+def test_a_file_name_given_as_bytes_is_printed_as_text(capsys):
+    import typer
+
+    from grokscope.cli.guard import guard
+
+    def fail():
+        raise PermissionError(1, "Operation not permitted", b"runs/x/tensorboard/events")
+
+    with pytest.raises(typer.Exit) as exit_:
+        guard(fail)
+    assert exit_.value.exit_code == 2
+    assert capsys.readouterr().err == "error: runs/x/tensorboard/events: Operation not permitted\n"
