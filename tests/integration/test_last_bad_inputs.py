@@ -276,3 +276,67 @@ def test_a_file_name_given_as_bytes_is_printed_as_text(capsys):
         guard(fail)
     assert exit_.value.exit_code == 2
     assert capsys.readouterr().err == "error: runs/x/tensorboard/events: Operation not permitted\n"
+
+
+@pytest.fixture
+def fourier_run(tmp_path, tiny):
+    out = tmp_path / "runs"
+    assert invoke("train", tiny, "--out", out, "--quiet", "--device", "cpu").exit_code == 0
+    run = out / "tiny"
+    result = invoke("analyze", run, "--fourier", "--quiet")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_a_fourier_row_with_a_key_frequencies_of_the_wrong_type_is_recomputed(fourier_run):
+    from grokscope.analysis.runner import analyze
+    from grokscope.store import Run
+
+    path = fourier_run / "analysis" / "fourier.json"
+    rows = json.loads(path.read_text())
+    rows[1]["key_frequencies"] = "not a list"
+    path.write_text(json.dumps(rows))
+    report = analyze(Run.open(fourier_run), ["fourier"], progress=False)
+    assert report.computed["fourier"] == [20]
+    assert report.notes == [
+        f'{path}: row 1 (step 20): key_frequencies: expected a list, got "not a list"; set aside, recomputed where '
+        "selected"
+    ]
+    assert all(isinstance(row["key_frequencies"], list) for row in json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        [{"step": 0, "key_frequencies": {"a": 1}}, 5, None],
+        [{"step": 0, "key_frequencies": [1]}],  # the right type, but none of the norms the figures read
+    ],
+)
+def test_fourier_rows_without_what_the_figures_read_are_recomputed(fourier_run, damaged):
+    path = fourier_run / "analysis" / "fourier.json"
+    path.write_text(json.dumps(damaged))
+    result = invoke("analyze", fourier_run, "--fourier", "--quiet")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "fourier: 4 checkpoint(s) analysed, 0 from cache" in result.output
+    notes = [line for line in result.output.splitlines() if line.startswith(str(path))]
+    assert len(notes) == 1 and "row 0 (step 0): " in notes[0], result.output
+    assert [row["step"] for row in json.loads(path.read_text())] == [0, 20, 40, 60]
+    path.write_text(json.dumps(damaged))
+    report = invoke("report", fourier_run)
+    assert report.exit_code == 0 and "Traceback" not in report.output, report.output
+
+
+def test_a_property_the_row_holds_is_checked_like_a_field():
+    from grokscope.analysis.fourier import FourierResult
+    from grokscope.analysis.runner import _result_problem
+
+    assert _result_problem(FourierResult, {"key_frequencies": {"a": 1}}).startswith('no "modulus"')
+    row = {f: [] for f in FourierResult.__dataclass_fields__ if f != "embedding_coefficients"}
+    row.update(modulus=13, rules={}, parameters={}, logit_norms=None, mlp_input_norms=None)
+    assert _result_problem(FourierResult, row) is None
+    assert _result_problem(FourierResult, {**row, "key_frequencies": {"a": 1}}) == (
+        'key_frequencies: expected a list, got {"a": 1}'
+    )
+    assert _result_problem(FourierResult, {**row, "rule_jaccard": {"a/b": "x"}}) == (
+        'rule_jaccard.a/b: expected a number, got "x"'
+    )
