@@ -4,9 +4,9 @@ Regimes
 -------
 Let M be the memorization step (first logged step with train accuracy >= ``memorize_at``) and G the generalization
 step (first logged step with test accuracy >= ``generalize_at``, when the last logged test accuracy is at or above it
-too: a run that ends below the threshold did not generalize), exactly as in :mod:`grokscope.training.summary`. Accuracy is always *answer* accuracy (the metrics measure it at the answer
-position whatever ``task.loss_on`` is), so all-position runs are judged by whether they get the answer right, not
-by their loss. The rules, applied in this order:
+too: a run that ends below the threshold did not generalize), exactly as in :mod:`grokscope.training.summary`.
+Accuracy is always *answer* accuracy (the metrics measure it at the answer position whatever ``task.loss_on`` is), so
+all-position runs are judged by whether they get the answer right, not by their loss. The rules, applied in this order:
 
 * ``not_learned``: neither M nor G exists.
 * ``unstable``: the run learned something but did not stay put. Either (a) an accuracy collapse: after the first row
