@@ -13,9 +13,11 @@ import re
 import reprlib
 import stat
 import tomllib
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,9 +72,72 @@ def split_metric(metric: str) -> tuple[str, str | None]:
     return match["base"], match["op"]
 
 
+def _numeric_kind(annotation: Any) -> str | None:
+    """ "an integer" or "a number" when ``annotation`` takes one (``int``, ``float | None``, ``Annotated[int, ...]``),
+    else None."""
+    if typing.get_origin(annotation) is Annotated:
+        return _numeric_kind(get_args(annotation)[0])
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [k for a in get_args(annotation) if (k := _numeric_kind(a)) is not None]
+        return "an integer" if kinds == ["an integer"] else (kinds[0] if kinds else None)
+    return None
+
+
+def boolean_for_number(model: type[BaseModel], data: Any) -> str | None:
+    """``field: expected an integer, got true`` when ``data`` gives a boolean to a number field of ``model`` (itself,
+    or an item of a list or tuple of numbers), else None.
+
+    Pydantic reads ``true`` as 1 (and 1.0), so ``train.steps: true`` would train one step: a boolean is no number.
+    """
+    if not isinstance(data, dict):
+        return None
+    for name, info in model.model_fields.items():
+        value = data.get(info.alias or name, data.get(name))
+        annotation = info.annotation
+        if isinstance(value, bool):
+            kind = _numeric_kind(annotation)
+            if kind is not None:
+                return f"{name}: expected {kind}, got {str(value).lower()}"
+        elif isinstance(value, list | tuple):
+            origin, args = typing.get_origin(annotation), get_args(annotation)
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # list[int] | None
+                inner = [a for a in args if typing.get_origin(a) in (list, tuple)]
+                origin, args = (typing.get_origin(inner[0]), get_args(inner[0])) if inner else (None, ())
+            if origin not in (list, tuple):
+                continue
+            for i, item in enumerate(value):
+                item_type = args[0] if origin is list or Ellipsis in args else (args[i] if i < len(args) else None)
+                kind = _numeric_kind(item_type) if args else None
+                if isinstance(item, bool) and kind is not None:
+                    return f"{name}: item {i}: expected {kind}, got {str(item).lower()}"
+    return None
+
+
+def not_an_option(name: str) -> str:
+    """``name`` (of a run or experiment folder), unless it starts with ``-``: such a folder reads as an option to every
+    command given its path (``rm -rf``, ``grokscope analyze -rf``)."""
+    if name.startswith("-"):
+        raise ValueError(
+            f"must not start with '-' (a folder named so reads as a command-line option), got {show(name)}"
+        )
+    return name
+
+
 class _Section(BaseModel):
     # allow_inf_nan=False: every float field (bounds or not) rejects inf, -inf and nan, however they are spelled.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        problem = boolean_for_number(cls, data)
+        if problem is not None:
+            raise ValueError(problem)
+        return data
 
 
 class TaskConfig(_Section):
@@ -315,7 +380,7 @@ class RunConfig(_Section):
         # "." or ".." would point a run directory at its parents (and --overwrite at everything in them).
         if set(name) == {"."}:
             raise ValueError(f"must name a folder, not {show(name)}")
-        return name
+        return not_an_option(name)
 
     @property
     def split_seed(self) -> int:

@@ -18,6 +18,7 @@ import os
 import re
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grokscope.callbacks import Callback
@@ -70,6 +71,22 @@ def _summary_numbers(summary: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in out.items() if not (isinstance(v, float) and not math.isfinite(v))}
 
 
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Make ``folder`` (its parent exists) unless it is there, and write and remove a file in it; a one-line
+    :class:`UserError` naming it when that fails. A logger's writer runs on a thread of its own, which would report
+    the failure as a traceback (and name the file as ``b'...'``) beside the error the training loop raises."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: is not a folder, so {what} cannot be written there")
+    probe = folder / f".grokscope-write-test-{uuid.uuid4().hex[:12]}"
+    try:
+        folder.mkdir(exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise UserError(f"{folder}: cannot write {what} there ({reason})") from None
+
+
 class TensorBoardLogger(Callback):
     """Writes each evaluation's metrics as TensorBoard scalars into ``<run>/tensorboard/``; the config and the
     grokking summary as text.
@@ -87,6 +104,7 @@ class TensorBoardLogger(Callback):
         from torch.utils.tensorboard import SummaryWriter
 
         log_dir = run.root / self.folder
+        check_writable_folder(log_dir, "TensorBoard's event files")  # before its writer thread fails on its own
         if step == 0 and log_dir.is_dir():
             for stale in log_dir.glob("events.out.tfevents.*"):
                 stale.unlink()

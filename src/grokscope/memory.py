@@ -70,10 +70,14 @@ def training_parts(config: RunConfig, n_models: int = 1) -> list[Part]:
     task = ModularTask.from_config(config.task)
     # Tokens and labels (int64) of every pair, the answers, the pair grid, and the split's permutation and indices.
     dataset = task.n_pairs * (8 * (2 * task.n_ctx + 3) + 8 * 3)
+    data = f"the dataset of {task.n_pairs:,} pairs"
+    if config.task.split == "nested":  # a priority per pair of the whole modulus grid, whatever the input range
+        dataset += 3 * 8 * task.modulus**2  # the priorities, their permutation and an arange (int64 each)
+        data += f" and its nested split over all {task.modulus**2:,} pairs of the modulus"
     evaluation = 3 * 4 * min(EVAL_ELEMENTS, n_models * task.n_pairs * task.d_vocab_out * len(task.loss_positions))
     batch_field = "train.batch_size" if config.train.batch_size else "train.batch_size (null: the whole training set)"
     return [
-        Part(f"the dataset of {task.n_pairs:,} pairs", dataset, "task.modulus"),
+        Part(data, dataset, "task.modulus"),
         Part(f"{n_models} model(s) of {n_parameters(config):,} parameters", n_models * model_bytes(config), "model"),
         Part("the activations of a training batch", n_models * activation_bytes(config), batch_field),
         Part("evaluation", evaluation, "task.modulus"),
@@ -104,6 +108,21 @@ def check_training_fits(config: RunConfig, device: torch.device, n_models: int =
     have = available_bytes(device)
     if have is None or need <= USABLE_FRACTION * have:
         return
+    _refuse(parts, device, have)
+
+
+def check_dataset_fits(config: RunConfig) -> None:
+    """Raise :func:`check_training_fits`'s one-line :class:`UserError` when the task's dataset alone (built in this
+    machine's memory, whatever the device trains) cannot fit: what a plan checks before it builds a split, when the
+    device its runs will train on is not known yet (training checks everything again, on its device)."""
+    parts = training_parts(config)
+    have = available_bytes(torch.device("cpu"))
+    if have is not None and parts[0].bytes > USABLE_FRACTION * have:
+        _refuse(parts, torch.device("cpu"), have)
+
+
+def _refuse(parts: list[Part], device: torch.device, have: int) -> None:
+    need = sum(p.bytes for p in parts)
     # Blame the part that first overflows, in the order the job allocates them: a dataset that cannot fit is the
     # modulus's fault even when its full-batch activations would be bigger still.
     total, culprit = 0, parts[-1]

@@ -20,6 +20,7 @@ Labels use ``IGNORE = -100`` where a position carries no loss, the convention of
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
@@ -405,6 +406,12 @@ class ModularTask:
         last = len(self.ops) - 1
         current, earlier = train[operation == last], train[operation != last]
         wanted = round(fraction / (1 - fraction) * len(current))
+        if wanted < 1:  # the earlier operations would not be replayed at all, and their accuracy would be over nothing
+            smallest = _smallest_replay(len(current))
+            raise UserError(
+                f"task.replay: {fraction:g} of the training set rounds to no earlier-task training pair (beside "
+                f"{len(current)} of {self.ops[last].name}); the smallest share that replays one pair is {smallest:.3g}"
+            )
         if wanted > len(earlier):
             raise UserError(
                 f"task.replay: {fraction} of the training set needs {wanted} earlier-task training pairs, "
@@ -522,6 +529,17 @@ def make_nested_split(
         test=rest[n_val:].sort().values,
         val=rest[:n_val].sort().values,
     )
+
+
+def _smallest_replay(n_current: int) -> float:
+    """The smallest share with 3 significant digits that replays at least one pair beside ``n_current`` pairs of the
+    last operation: ``round(f / (1 - f) * n_current) >= 1``, so ``f`` just above ``1 / (2 n_current + 1)``."""
+    bound = 1 / (2 * n_current + 1)
+    unit = 10.0 ** (math.floor(math.log10(bound)) - 2)
+    share = math.ceil(bound / unit) * unit
+    while round(share / (1 - share) * n_current) < 1:  # Python rounds 0.5 down to 0: the bound itself is too small
+        share += unit
+    return float(f"{share:.3g}")
 
 
 def task_split(cfg: TaskConfig, seed: int) -> Split:

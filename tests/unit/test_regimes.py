@@ -180,3 +180,13 @@ def test_empirical_entropy_of_repeated_pairs():
     # With repeats the floor is the entropy of the empirical distribution, not ln N.
     pairs = torch.tensor([[0, 1], [0, 1], [1, 2], [2, 0]])
     assert empirical_pair_entropy(pairs) == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+
+
+def test_a_run_that_ends_below_the_threshold_is_never_instant_generalization():
+    # The modulus-2 div run: a chance 100% on its one test pair at step 0, 0% once it has learnt its training pair.
+    r = classify_run(history([0.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]))
+    assert r.generalization_step is None and r.generalization_ratio is None
+    assert r.underlying == "memorization_only"
+    assert r.regime != "instant_generalization"
+    # Ending generalized after a collapse on the way is still unstable generalization.
+    assert classify_run(history([0.5, 1.0, 1.0, 1.0], [0.2, 1.0, 0.6, 1.0])).underlying == "instant_generalization"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import types
 import typing
 from collections.abc import Sequence
@@ -214,15 +215,56 @@ def _plain_layout(result: Any) -> bool:
     return dataclasses.is_dataclass(result) and getattr(result, "to_dict", None) is RowResult.to_dict
 
 
+def _rebuilt_from_fields(result: Any) -> bool:
+    """Whether a result is rebuilt from its row's fields (``RowResult.from_dict``): its ``to_dict`` may add keys (the
+    Fourier row adds ``key_frequencies``, ...), but a field with no default that the row lacks would come back None."""
+    from_dict = getattr(result, "from_dict", None)
+    return dataclasses.is_dataclass(result) and getattr(from_dict, "__func__", None) is RowResult.from_dict.__func__
+
+
+@functools.cache
+def _property_hints(result: Any) -> dict[str, Any]:
+    """The return types of a result's annotated properties, by name: what ``to_dict`` writes of them into the row
+    (``FourierResult.key_frequencies``: ``list[int]``) is checked like a field. One whose hint cannot be resolved is
+    left out."""
+    hints = {}
+    for name, member in inspect.getmembers(result, lambda m: isinstance(m, property)):
+        try:
+            hint = typing.get_type_hints(member.fget).get("return")
+        except Exception:  # a hint naming what its module does not import at run time: unchecked
+            continue
+        if hint is not None:
+            hints[name] = hint
+    return hints
+
+
 def _result_problem(result: Any, data: dict[str, Any]) -> str | None:
-    """Why ``data`` cannot be the JSON of a ``result`` (None: it can): its fields' types, and for a result whose
-    JSON is exactly its fields, every field there."""
+    """Why ``data`` cannot be the JSON of a ``result`` (None: it can): its fields' types and those of the properties
+    its row holds; for a result whose JSON is exactly its fields, every field there, and for any other rebuilt from
+    its fields, every field without a default."""
+    kept = getattr(result, "ARRAYS", ())  # in the sidecar file, not the row
     if _plain_layout(result):
-        kept = getattr(result, "ARRAYS", ())  # in the sidecar file, not the row
         missing = [f.name for f in dataclasses.fields(result) if f.name not in data and f.name not in kept]
         if missing:
             return f'no "{missing[0]}"'
-    return _misfit(result, data)
+    elif _rebuilt_from_fields(result):
+        missing = [
+            f.name
+            for f in dataclasses.fields(result)
+            if f.name not in data
+            and f.name not in kept
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            return f'no "{missing[0]}"'
+    problem = _misfit(result, data)
+    if problem is None and dataclasses.is_dataclass(result):
+        for name, hint in _property_hints(result).items():
+            problem = _misfit(hint, data[name], name) if name in data else None
+            if problem is not None:
+                break
+    return problem
 
 
 def row_problem(spec: AnalysisSpec, row: Any) -> str | None:

@@ -6,6 +6,7 @@ SIGTERM) says how to continue and exits 130 or 143. Both rules live here, once, 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -70,7 +71,8 @@ def guard(work: Callable[[], T], interrupted: str = "interrupted") -> T:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except OSError as err:  # a path the user gave: missing, read-only, full, a file where a folder should be
-        where = f"{err.filename}: " if err.filename else ""
+        name = os.fsdecode(err.filename) if isinstance(err.filename, bytes | str) else err.filename  # not b'...'
+        where = f"{name}: " if name else ""
         typer.echo(f"error: {where}{err.strerror or err}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     except KeyboardInterrupt as err:

@@ -153,14 +153,21 @@ def train(
             typer.echo(f"{run_dir}: {describe(s)}")
             typer.echo(f"  {describe_final(s)}")
             for op, per_op in (s.get("operations") or {}).items():
-                accuracy = (
-                    f"train acc {final.get(f'train_acc_{op}', 0):.2%}, test acc {final.get(f'test_acc_{op}', 0):.2%}"
-                )
-                typer.echo(f"  {op}: {accuracy}; {describe(per_op)}")
+                typer.echo(f"  {op}: {operation_accuracy(final, op)}; {describe(per_op)}")
         if diverged:
             raise typer.Exit(EXIT_DIVERGED)
 
     guard(work, "interrupted before a checkpoint could be saved; continue with the same command and --resume")
+
+
+def operation_accuracy(final: dict, op: str) -> str:
+    """``train acc 98.00%, test acc 12.50%`` of one operation in the last metrics row; a part without that operation's
+    pairs (the loop logs no accuracy over no examples) reads ``no training pairs`` or ``no test pairs``."""
+    parts = []
+    for key, what in (("train", "training"), ("test", "test")):
+        value = final.get(f"{key}_acc_{op}")
+        parts.append(f"{key} acc {value:.2%}" if value is not None else f"no {what} pairs")
+    return ", ".join(parts)
 
 
 def describe_divergence(diverged: dict) -> str:

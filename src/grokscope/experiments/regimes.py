@@ -3,10 +3,10 @@
 Regimes
 -------
 Let M be the memorization step (first logged step with train accuracy >= ``memorize_at``) and G the generalization
-step (first logged step with test accuracy >= ``generalize_at``), exactly as in
-:mod:`grokscope.training.summary`. Accuracy is always *answer* accuracy (the metrics measure it at the answer
-position whatever ``task.loss_on`` is), so all-position runs are judged by whether they get the answer right, not
-by their loss. The rules, applied in this order:
+step (first logged step with test accuracy >= ``generalize_at``, when the last logged test accuracy is at or above it
+too: a run that ends below the threshold did not generalize), exactly as in :mod:`grokscope.training.summary`.
+Accuracy is always *answer* accuracy (the metrics measure it at the answer position whatever ``task.loss_on`` is), so
+all-position runs are judged by whether they get the answer right, not by their loss. The rules, applied in this order:
 
 * ``not_learned``: neither M nor G exists.
 * ``unstable``: the run learned something but did not stay put. Either (a) an accuracy collapse: after the first row
@@ -58,7 +58,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from grokscope.tasks import ModularTask
-from grokscope.training.summary import classify, first_step_at
+from grokscope.training.summary import classify, first_step_at, generalization_step
 
 Regime = Literal["instant_generalization", "grokking", "memorization_only", "unstable", "not_learned"]
 REGIMES: tuple[Regime, ...] = ("instant_generalization", "grokking", "memorization_only", "unstable", "not_learned")
@@ -167,7 +167,7 @@ def classify_run(
     all-position runs); loss spikes are measured above it.
     """
     memorization = first_step_at(rows, "train_acc", rules.memorize_at)
-    generalization = first_step_at(rows, "test_acc", rules.generalize_at)
+    generalization = generalization_step(rows, rules.generalize_at)
     underlying = _FROM_SUMMARY[classify(memorization, generalization, rules.grok_ratio)]
     collapse = collapse_step(rows, rules)
     spike = spike_step(rows, memorization, rules, loss_floor)

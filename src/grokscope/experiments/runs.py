@@ -22,10 +22,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from grokscope.config import RunConfig, apply_overrides, parse_config, read_config_file
+from grokscope.config import (
+    RunConfig,
+    apply_overrides,
+    boolean_for_number,
+    not_an_option,
+    parse_config,
+    read_config_file,
+)
 from grokscope.errors import UserError
+from grokscope.memory import check_dataset_fits
 from grokscope.presets import resolve_base
 from grokscope.recorders import RecordPlan
 from grokscope.rundir import check_claimable
@@ -38,13 +46,21 @@ MAX_RUNS = 10_000
 """The most runs one experiment may plan (a typo in a grid must not plan a million runs)."""
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$", max_length=100), AfterValidator(not_an_option)]
 
 
 class ExperimentModel(BaseModel):
     """Base of experiment config models: unknown keys are refused, and so are inf and nan in every float field."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: Any) -> Any:
+        problem = boolean_for_number(cls, data)  # pydantic reads true as 1: "seeds: [true]" would be seed 1
+        if problem is not None:
+            raise ValueError(problem)
+        return data
 
 
 class FingerprintOptions(ExperimentModel):
@@ -135,8 +151,10 @@ def apply_set(data: dict[str, Any], overrides: Sequence[str], config_path: Path,
 
 
 def check_buildable(config: RunConfig, where: str) -> None:
-    """What pydantic cannot see: the task and its split (cheap; no model is built)."""
+    """What pydantic cannot see: the task and its split (cheap; no model is built), once its dataset is known to fit
+    in memory (a modulus of 100003 is ten billion pairs: building its split would try to allocate 80 GB)."""
     try:
+        check_dataset_fits(config)
         task_split(config.task, 0)
     except UserError as err:
         raise UserError(f"{where}: {err}") from None

@@ -4,7 +4,10 @@ Rules (all on the logged rows, so they are only as fine as ``train.eval_every``)
 
 * ``steps_to_train_acc[t]`` / ``steps_to_test_acc[t]``: first logged step with accuracy >= t.
 * memorization step M: first step with train accuracy >= ``memorize_at`` (0.99);
-  generalization step G: first step with test accuracy >= ``generalize_at`` (0.99).
+  generalization step G: first step with test accuracy >= ``generalize_at`` (0.99), provided the last logged test
+  accuracy is at or above it too: a run that ends below the threshold did not generalize, however it got there (a
+  test set of a few pairs can be right by chance, even at step 0 before any training: a modulus-2 ``div`` run has
+  one test pair, scored 100% by the untrained model and 0% once the training pair is learnt).
 * regime: ``grokked`` when G >= ``grok_ratio`` x M (default 2) — generalization came well after memorization;
   ``generalized_at_once`` when G came sooner; ``memorized_only`` when M exists but G does not;
   ``not_learned`` when neither does.
@@ -28,6 +31,15 @@ Regime = Literal["grokked", "generalized_at_once", "memorized_only", "not_learne
 def first_step_at(rows: list[dict[str, Any]], key: str, threshold: float) -> int | None:
     """The first logged step at which ``row[key] >= threshold``, or ``None``."""
     return next((row["step"] for row in rows if row.get(key) is not None and row[key] >= threshold), None)
+
+
+def generalization_step(rows: list[dict[str, Any]], threshold: float, key: str = "test_acc") -> int | None:
+    """G: the first logged step at which ``row[key] >= threshold``, or ``None`` when there is none or when the last
+    logged value is below ``threshold`` (the run did not end generalized; see the module docstring)."""
+    values = [row[key] for row in rows if row.get(key) is not None]
+    if not values or not values[-1] >= threshold:
+        return None
+    return first_step_at(rows, key, threshold)
 
 
 def classify(memorization: int | None, generalization: int | None, grok_ratio: float = 2.0) -> Regime:
@@ -61,7 +73,7 @@ def summarize(
     """The grokking summary of a run's metric rows (see the module docstring for the rules); ``operations``: the
     names whose per-operation columns get a summary each (without ``final``) under ``"operations"``."""
     memorization = first_step_at(rows, "train_acc", memorize_at)
-    generalization = first_step_at(rows, "test_acc", generalize_at)
+    generalization = generalization_step(rows, generalize_at)
     ratio = generalization / memorization if memorization and generalization is not None else None
     rules = {"memorize_at": memorize_at, "generalize_at": generalize_at, "grok_ratio": grok_ratio}
     per_operation = {}
@@ -100,7 +112,15 @@ def describe(summary: dict[str, Any]) -> str:
     """One human sentence: where the run memorized and where it generalized."""
     m, g, regime = summary["memorization_step"], summary["generalization_step"], summary["regime"]
     parts = [f"memorized (train acc >= 99%) at step {m}" if m is not None else "never memorized"]
-    parts.append(f"generalized (test acc >= 99%) at step {g}" if g is not None else "never generalized")
+    if g is not None:
+        parts.append(f"generalized (test acc >= 99%) at step {g}")
+    else:
+        reached = summary.get("steps_to_test_acc", {}).get("0.99")
+        final = (summary.get("final") or {}).get("test_acc")
+        if reached is not None and final is not None:  # reached the threshold, and fell back
+            parts.append(f"never generalized (test acc >= 99% at step {reached}, {final:.2%} at the end)")
+        else:
+            parts.append("never generalized")
     text = "; ".join(parts)
     if regime == "grokked":
         text += f" -> grokked ({summary['generalization_ratio']:.1f}x later)"

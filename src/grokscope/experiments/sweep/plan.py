@@ -108,7 +108,8 @@ def run_name(label: str, seed: int) -> str:
 
 def _config_name(label: str, fallback: str) -> str:
     # RunConfig names allow [A-Za-z0-9._-]; the seed is not part of it (train_many wants seeds to share a config).
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", label)[:MAX_NAME]
+    # Not starting with '-': a folder named so reads as a command-line option (RunConfig refuses such names).
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", label)[:MAX_NAME].lstrip("-")
     return name if name.strip(".") else fallback
 
 
