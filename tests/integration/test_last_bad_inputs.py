@@ -330,7 +330,12 @@ def test_a_property_the_row_holds_is_checked_like_a_field():
     from grokscope.analysis.fourier import FourierResult
     from grokscope.analysis.runner import _result_problem
 
-    assert _result_problem(FourierResult, {"key_frequencies": {"a": 1}}).startswith('no "modulus"')
+    # A wrong type is named before the fields that are missing.
+    assert (
+        _result_problem(FourierResult, {"key_frequencies": {"a": 1}})
+        == 'key_frequencies: expected a list, got {"a": 1}'
+    )
+    assert _result_problem(FourierResult, {"key_frequencies": [1]}).startswith('no "modulus"')
     row = {f: [] for f in FourierResult.__dataclass_fields__ if f != "embedding_coefficients"}
     row.update(modulus=13, rules={}, parameters={}, logit_norms=None, mlp_input_norms=None)
     assert _result_problem(FourierResult, row) is None

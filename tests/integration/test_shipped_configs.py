@@ -175,7 +175,7 @@ def check_sweep(root: Path, data: dict[str, Any]) -> None:
     n = math.prod(len(v) for v in data["grid"].values()) * len(data["seeds"])
     runs = _json(root / "results.json")["runs"]
     assert len(runs) == n and len(_csv(root / "results.csv")) == n
-    assert _json(root / "failures.json") == []
+    assert not (root / "failures.json").exists() or _json(root / "failures.json") == []  # written when runs fail
     assert "table" in _json(root / "regimes.json")
     for r in runs:
         check_run(root / r["name"])

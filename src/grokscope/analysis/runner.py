@@ -242,29 +242,22 @@ def _result_problem(result: Any, data: dict[str, Any]) -> str | None:
     """Why ``data`` cannot be the JSON of a ``result`` (None: it can): its fields' types and those of the properties
     its row holds; for a result whose JSON is exactly its fields, every field there, and for any other rebuilt from
     its fields, every field without a default."""
-    kept = getattr(result, "ARRAYS", ())  # in the sidecar file, not the row
-    if _plain_layout(result):
-        missing = [f.name for f in dataclasses.fields(result) if f.name not in data and f.name not in kept]
-        if missing:
-            return f'no "{missing[0]}"'
-    elif _rebuilt_from_fields(result):
-        missing = [
-            f.name
-            for f in dataclasses.fields(result)
-            if f.name not in data
-            and f.name not in kept
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        ]
-        if missing:
-            return f'no "{missing[0]}"'
-    problem = _misfit(result, data)
+    problem = _misfit(result, data)  # what is there, first: a wrong type says more than a missing field
     if problem is None and dataclasses.is_dataclass(result):
         for name, hint in _property_hints(result).items():
             problem = _misfit(hint, data[name], name) if name in data else None
             if problem is not None:
-                break
-    return problem
+                return problem
+    if problem is not None:
+        return problem
+    kept = getattr(result, "ARRAYS", ())  # in the sidecar file, not the row
+    needed = [f for f in dataclasses.fields(result) if f.name not in kept] if dataclasses.is_dataclass(result) else []
+    if not _plain_layout(result):
+        if not _rebuilt_from_fields(result):
+            return None
+        needed = [f for f in needed if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = next((f.name for f in needed if f.name not in data), None)
+    return None if missing is None else f'no "{missing}"'
 
 
 def row_problem(spec: AnalysisSpec, row: Any) -> str | None:
