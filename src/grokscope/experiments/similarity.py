@@ -94,16 +94,7 @@ def summarize(
     threshold = str(config.speedup_at)
     summaries = []
     for name, target in planned.items():
-        data = summarize_transfer(
-            measured[name],
-            {"learning_pattern": config.learning_pattern.model_dump(), "criteria": config.criteria.model_dump()},
-            {**config.model_dump(), "target": name},
-            root / name,
-            baseline=config.reference,
-            outlier_z=config.outlier_z,
-            budgets={c: t.train.steps for c, t in target.targets.items()},
-            seeds={c.name: c.seeds for c in config.planned_conditions()},
-        )
+        data = summarize_transfer(measured[name], config, target, root / name, {**config.model_dump(), "target": name})
         statistics = data["statistics"]
         final = statistics.get("final", {})
         summaries.append(

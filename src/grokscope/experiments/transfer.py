@@ -48,16 +48,7 @@ def execute(config: TransferConfig, planned: Plan, engine: Engine) -> Measured:
 
 
 def summarize(config: TransferConfig, planned: Plan, measured: Measured, root: Path) -> dict[str, Any]:
-    return summarize_transfer(
-        measured,
-        {"learning_pattern": config.learning_pattern.model_dump(), "criteria": config.criteria.model_dump()},
-        config.model_dump(),
-        root,
-        baseline=config.reference,
-        outlier_z=config.outlier_z,
-        budgets={name: c.train.steps for name, c in planned.targets.items()},
-        seeds={c.name: c.seeds for c in config.planned_conditions()},
-    )
+    return summarize_transfer(measured, config, planned, root, config.model_dump())
 
 
 SPEC = ExperimentSpec("transfer", TransferConfig, plan_transfer, execute, summarize, describe)

@@ -149,24 +149,16 @@ def _relearn(
 
 
 def summarize_transfer(
-    measured: Measured,
-    settings: dict[str, Any],
-    config_dump: dict[str, Any],
-    root: Path,
-    *,
-    baseline: str | None,
-    outlier_z: float,
-    budgets: dict[str, int],
-    seeds: dict[str, list[int]],
+    measured: Measured, config: TransferSettings, planned: Plan, root: Path, config_dump: dict[str, Any]
 ) -> dict[str, Any]:
     """The statistics over conditions, written with the per-run rows and figures under ``root``; the result as
-    plain data (what ``results.json`` holds)."""
+    plain data (what ``results.json`` holds, with ``config_dump`` as its config)."""
     m = measured
     statistics = summarize(
         m.targets,
         m.conditions,
-        baseline=baseline,
-        outlier_z=outlier_z,
+        baseline=config.reference,
+        outlier_z=config.outlier_z,
         chance=m.chance,
         relearn_budget=m.relearn_budget or None,
         scratch=[crossings(rows) for rows in m.source_metrics.values()],
@@ -174,13 +166,14 @@ def summarize_transfer(
         speed_on=m.speed_on,
     )
     statistics["settings"] = {
-        **settings,
-        "baseline": baseline if baseline is not None else (RANDOM if RANDOM in m.conditions else None),
-        "outlier_z": outlier_z,
+        "learning_pattern": config.learning_pattern.model_dump(),
+        "criteria": config.criteria.model_dump(),
+        "baseline": config.reference,
+        "outlier_z": config.outlier_z,
         "normality_alpha": stats.NORMALITY_ALPHA,
         "chance": m.chance,
-        "seeds": seeds,
-        "budgets_steps": budgets,
+        "seeds": {c.name: c.seeds for c in config.planned_conditions()},
+        "budgets_steps": {name: c.train.steps for name, c in planned.targets.items()},
     }
     result = {
         "config": config_dump,
@@ -188,7 +181,7 @@ def summarize_transfer(
         "sources": m.sources,
         "source_seeds": list(m.sources),
         "source_generalization_steps": [
-            stats.epochs_to_threshold([r["step"] for r in rows], [r["test_acc"] for r in rows], 0.99)
+            stats.steps_to_threshold([r["step"] for r in rows], [r["test_acc"] for r in rows], 0.99)
             for rows in m.source_metrics.values()
         ],
         "source_test_acc_curves": {
