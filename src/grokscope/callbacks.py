@@ -27,7 +27,9 @@ class Callback:
         """After the update that brought the model to ``step``."""
 
     def on_eval(self, step: int, model: GrokTransformer, metrics: dict[str, Any]) -> None:
-        """After the metrics at ``step`` were computed."""
+        """After the metrics at ``step`` were computed. ``metrics`` is a copy of the row shared by the callbacks in
+        order: one may add entries that later callbacks log and the progress line shows (the live forecast's
+        ``forecast_*``); ``metrics.jsonl`` keeps the row as measured."""
 
     def on_checkpoint(self, step: int, model: GrokTransformer) -> None:
         """After the checkpoint and metrics at ``step`` were written, before the resume state that marks them

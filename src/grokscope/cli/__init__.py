@@ -1,6 +1,6 @@
 """The ``grokscope`` command line: thin typer commands that parse, wire the library together and print.
 
-One module per command (:mod:`.train`, :mod:`.analyze`, :mod:`.experiment`, :mod:`.report`, :mod:`.configs`,
+One module per command (:mod:`.train`, :mod:`.analyze`, :mod:`.forecast`, :mod:`.experiment`, :mod:`.report`, :mod:`.configs`,
 :mod:`.compare`, :mod:`.importing`), the error guard they share (:mod:`.guard`) and helpers for CONFIG arguments
 (:mod:`.common`). Heavy imports (torch, TransformerLens) happen inside the commands so that ``grokscope --help``
 answers at once; ``analyze``, whose flags come from the analyses themselves, is built only when it is used.
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from grokscope import __version__
-from grokscope.cli import compare, configs, experiment, importing, report, train
+from grokscope.cli import compare, configs, experiment, forecast, importing, report, train
 from grokscope.cli.guard import EXIT_DIVERGED, EXIT_USER_ERROR, OneLineUsageErrors
 from grokscope.cli.train import parse_seeds
 
@@ -58,7 +58,7 @@ def _build_analyze() -> Any:
 LAZY: dict[str, tuple[Callable[[], Any], str]] = {
     "analyze": (_build_analyze, "Analyze a run's checkpoints through TransformerLens hooks; writes analysis/..."),
 }
-ORDER = ("train", "analyze", "compare", "import", "report", "experiment", "configs")
+ORDER = ("train", "analyze", "forecast", "forecast-fit", "compare", "import", "report", "experiment", "configs")
 
 
 class Commands(OneLineUsageErrors):
@@ -99,6 +99,8 @@ def main(
 
 
 app.command()(train.train)
+app.command()(forecast.forecast)
+app.command("forecast-fit")(forecast.forecast_fit)
 app.command()(compare.compare)
 app.command("import")(importing.import_run)
 app.command()(report.report)

@@ -83,6 +83,14 @@ def train(
             "grokscope\\[wandb]). Repeatable."
         ),
     ] = None,
+    forecast: Annotated[
+        bool,
+        typer.Option(
+            "--forecast",
+            help="Forecast the generalization step at every evaluation after memorization: on the progress line, "
+            "in RUN/forecast.jsonl and through --log.",
+        ),
+    ] = False,
     pack: Annotated[
         int | None,
         typer.Option(
@@ -117,13 +125,19 @@ def train(
 
         make_recorders(record or [], record_every)  # a bad name (or a logger not installed) fails before any run
         make_loggers(log or [])
+        predictor = None
+        if forecast:
+            from grokscope.forecast import shipped_predictor
+            from grokscope.forecast.live import LiveForecast
+
+            predictor = shipped_predictor()
         if resume:  # a CPU run continued on another CPU kind, thread count or torch: one line saying so
             from grokscope.training.loop import resolve_device, resume_notes
 
             for note in resume_notes([run_dir for _, run_dir in jobs], resolve_device(device)):
                 typer.echo(note, err=True)
         options = dict(device=device, resume=resume, overwrite=overwrite, progress=not quiet)
-        if record or log:  # callbacks watch one GrokTransformer each: seeds then train one after another
+        if record or log or forecast:  # callbacks watch one GrokTransformer each: seeds train one after another
             from grokscope.rundir import check_claimable
 
             check_claimable([run_dir for _, run_dir in jobs], resume=resume, overwrite=overwrite)
@@ -131,7 +145,11 @@ def train(
                 train_run(
                     cfg,
                     run_dir,
-                    callbacks=[*make_recorders(record or [], record_every), *make_loggers(log or [])],
+                    callbacks=[
+                        *([LiveForecast(predictor)] if forecast else []),  # first: the loggers log its numbers
+                        *make_recorders(record or [], record_every),
+                        *make_loggers(log or []),
+                    ],
                     **options,
                 )
                 for cfg, run_dir in jobs

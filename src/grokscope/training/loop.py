@@ -10,6 +10,7 @@ reproducible for a seed, in any process with the same CPU kind, thread count and
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -243,6 +244,17 @@ def trainable(params: dict[str, Tensor], optim: OptimConfig) -> list[Tensor]:
     for name, p in params.items():
         p.requires_grad_(name not in frozen)
     return [p for name, p in params.items() if name not in frozen]
+
+
+@torch.no_grad()
+def weight_norms(params: Sequence[Tensor], n_models: int | None = None) -> list[float]:
+    """The L2 norm of the trained parameters (the ones AdamW decays), one per model: logged as ``weight_norm`` in
+    every metrics row because weight decay's pull on it sets the pace of grokking (the forecast reads it). With
+    ``n_models`` the parameters are stacked along a leading model axis."""
+    if n_models is None:
+        return [math.sqrt(sum(float(p.double().square().sum()) for p in params))]
+    totals = sum(p.detach().double().square().reshape(n_models, -1).sum(1) for p in params)
+    return [math.sqrt(float(t)) for t in totals]
 
 
 def all_finite(tensors: Iterable[Tensor]) -> bool:
@@ -608,10 +620,14 @@ def _train_claimed(
         """Log metrics and save checkpoints due at ``step``; return True when training should stop."""
         if log.eval_due(step, final):
             metrics = evaluate(model_logits, 1, data, [split], objective)[0]
+            metrics["weight_norm"] = weight_norms(params)[0]
             row = log.log(step, metrics, optimizer.param_groups[0]["lr"])
-            bar.update(step, row)
+            # The callbacks share a copy: one may add what the others log and the bar shows (the live forecast);
+            # metrics.jsonl keeps the row as measured.
+            shown = dict(row)
             for cb in callbacks:
-                cb.on_eval(step, model, row)
+                cb.on_eval(step, model, shown)
+            bar.update(step, shown)
         if log.diverged is not None:
             return True
         log.stopped = log.stopped or final

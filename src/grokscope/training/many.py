@@ -44,6 +44,7 @@ from grokscope.training.loop import (
     tf32_matmuls,
     train,
     trainable,
+    weight_norms,
 )
 from grokscope.training.progress import TrainingProgress
 from grokscope.training.stopping import StopSignals
@@ -247,6 +248,8 @@ def _train_claimed(
         active = [i for i, log in enumerate(logs) if not log.stopped]
         if any(logs[i].eval_due(step, final) for i in active):
             metrics = evaluate(model_logits, n, data, splits, objective)
+            for row, norm in zip(metrics, weight_norms(params, n), strict=True):
+                row["weight_norm"] = norm
             lr = optimizer.param_groups[0]["lr"]
             rows = [logs[i].log(step, metrics[i], lr) for i in active]
             progress.update(step, {k: sum(r[k] for r in rows) / len(rows) for k in metrics[0]})

@@ -36,11 +36,14 @@ def clock(seconds: float | None) -> str:
 
 
 def format_stats(row: dict[str, Any]) -> str:
-    """``train <loss> <acc>  test <loss> <acc>`` in fixed widths, so that the line does not jitter as values change."""
-    return (
+    """``train <loss> <acc>  test <loss> <acc>`` in fixed widths, so that the line does not jitter as values change;
+    then the live forecast's text, if the row has one."""
+    stats = (
         f"train {row['train_loss']:>6.2g} {row['train_acc']:>6.1%}  "
         f"test {row['test_loss']:>6.2g} {row['test_acc']:>6.1%}"
     )
+    forecast = row.get("forecast_text")  # the live forecast's (grokscope.forecast.live), when there is one
+    return f"{stats}  {forecast}" if forecast else stats
 
 
 class FittedLine(ProgressColumn):
