@@ -30,7 +30,17 @@ EXAMPLES = ROOT / "examples"
 FIGURES = Path(__file__).resolve().parent / "figures"
 PLOTLY_JS = "assets/javascripts/plotly.min.js"
 CLI_MARKER = "<!-- grokscope-cli-help -->"
-CLI_COMMANDS = ([], ["train"], ["analyze"], ["experiment"], ["report"], ["configs"], ["configs", "show"])
+CLI_COMMANDS = (
+    [],
+    ["train"],
+    ["analyze"],
+    ["forecast"],
+    ["forecast-fit"],
+    ["experiment"],
+    ["report"],
+    ["configs"],
+    ["configs", "show"],
+)
 CLI_WIDTH = 82  # the widest the content column shows without scrolling (74 left the help texts a narrow strip)
 
 log = mkdocs.plugins.get_plugin_logger(__name__)

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 
 class Callback:
-    """Base class with no-op hooks; override the ones you need."""
+    """Base class with no-op hooks; override the ones you need. A callback that sets :attr:`stop_reason` (in
+    ``on_eval``) stops the run at that evaluation, as early stopping would; the reason goes into the summary."""
+
+    stop_reason: str | None = None
 
     def on_train_begin(self, run: Run, model: GrokTransformer, step: int) -> None:
         """Before the first update (``step`` > 0 when resuming)."""

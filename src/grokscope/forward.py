@@ -158,12 +158,13 @@ def logits(
     hook: Hook = None,
     *,
     tables: bool = True,
+    batched: bool | None = None,
 ) -> Float[Tensor, "n batch q d_vocab_out"]:
     """Logits at positions ``query`` for each model's own token batch (``tokens[i]`` goes through model ``i``);
     ``hook`` sees (and may replace) every activation TransformerLens names, in its order. ``tables=False`` keeps the
-    general path where :func:`table_logits` would apply (for comparisons)."""
+    general path where :func:`table_logits` would apply (for comparisons); ``batched`` is :func:`table_logits`'."""
     if tables and tables_apply(arch, hook):
-        return table_logits(params, tokens, arch, query)
+        return table_logits(params, tokens, arch, query, batched=batched)
     w_e = params["embed.W_E"]
     n, d_vocab, d_model = w_e.shape
     # One embedding table of n * d_vocab rows: model i reads rows offset by i * d_vocab.
@@ -195,7 +196,7 @@ def logits(
 
 
 def table_logits(
-    params: Params, tokens: Int[Tensor, "n batch pos"], arch: Architecture, query: slice
+    params: Params, tokens: Int[Tensor, "n batch pos"], arch: Architecture, query: slice, batched: bool | None = None
 ) -> Float[Tensor, "n batch q d_vocab_out"]:
     """:func:`logits` of a one-layer model without normalization, through ``(position, token)`` tables.
 
@@ -208,9 +209,12 @@ def table_logits(
     Per row this leaves the attention scores (gathered query and key rows), one ``d_mlp``-wide weighted sum and the
     ``d_mlp x d_vocab_out`` product; every ``d_model``-wide product is taken once per table row. Exact up to
     floating-point reassociation (the tests hold it to :func:`logits`' general path in float64).
+
+    ``batched``: a stack of models in one set of products (what a GPU does), or one model after another (``None``:
+    one after another on the CPU only; ``True`` forces the stack, as the tests do on the CPU).
     """
     n, batch, t = tokens.shape
-    if n > 1 and tokens.device.type == "cpu":
+    if n > 1 and not (batched if batched is not None else tokens.device.type != "cpu"):
         # One model at a time on the CPU: the reductions of the table products' backward are blocked by the
         # tensors' shapes, so a stack would give a seed other bits than it gets alone (or in a stack of another
         # size, as when a resumed stack has fewer seeds left), and CPU runs are bitwise reproducible per seed.

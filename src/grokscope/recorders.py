@@ -30,6 +30,7 @@ class RecordPlan:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     where: str = "--record"  # how the user named the recorders, for error messages
     loggers: tuple[str, ...] = ()  # experiment logging (grokscope.loggers: tensorboard, wandb) beside the recorders
+    forecast_stop: float | None = None  # stop a run once the live forecast gives it less than this chance
 
     def __post_init__(self) -> None:
         if self.loggers:
@@ -47,7 +48,7 @@ class RecordPlan:
     @property
     def attaches(self) -> bool:
         """Whether runs get any callback (recorder or logger) from this plan: they then train one by one."""
-        return bool(self.names or self.loggers)
+        return bool(self.names or self.loggers or self.forecast_stop is not None)
 
     def fingerprint_spec(self) -> Any:
         from grokscope.analysis.fingerprint import FingerprintSpec
@@ -63,6 +64,10 @@ class RecordPlan:
     def recorders(self) -> list[Callback]:
         """Fresh recorder callbacks for one run."""
         made: list[Callback] = []
+        if self.forecast_stop is not None:  # first: the loggers then log its numbers
+            from grokscope.forecast.live import LiveForecast
+
+            made.append(LiveForecast(stop_below=self.forecast_stop))
         for name in dict.fromkeys(self.names):
             if name == "gradients":
                 from grokscope.analysis.gradients import GradientNormRecorder

@@ -92,6 +92,19 @@ SMOKE: dict[str, list[Override]] = {
         "seeds=[0]",
     ],
     # 41 fingerprints a run, enough for the shipped DMD settings (16 delays, rank 8)
+    # the forecast's calibration and held-out sweeps: one cell, one seed, a few steps
+    "forecast_calibration.yaml": [
+        extend("set", *TINY_RUN),
+        'grid={"task.modulus": [53], "task.train_fraction": [0.45], "optim.lr": [0.01], "optim.weight_decay": [1]}',
+        "seeds=[0]",
+    ],
+    "forecast_heldout.yaml": [
+        extend("set", *TINY_RUN),
+        'grid={"task.modulus": [59], "task.train_fraction": [0.4], "optim.lr": [0.007], "optim.weight_decay": [0.7]}',
+        "seeds=[100]",
+    ],
+    "forecast_calibration_controls.yaml": [extend("set", *TINY_RUN), "seeds=[0]"],
+    "forecast_controls.yaml": [extend("set", *TINY_RUN), "seeds=[100]"],
     "fingerprint_sweep_quick.yaml": [extend("set", "train.steps=40"), "record_every=1", "seeds=[0]"],
     # staged experiments: every stage, a few steps each; the quick ones keep the LLC (short chains), and one of them
     # both seeds (the LLC's last stage against the direct run across seeds)

@@ -4,7 +4,9 @@ after memorization, from the rows logged so far, exactly as ``grokscope forecast
 Each forecast is a line of ``forecast.jsonl`` in the run (rewritten with the metrics at every checkpoint; a
 resumed run recomputes its earlier lines from its metrics), and its numbers join the evaluation's row that the
 progress line and the ``--log`` loggers see (``forecast_step``, ``forecast_low``, ``forecast_high``,
-``forecast_p_within_budget``); ``metrics.jsonl`` itself is never changed.
+``forecast_p_within_budget``); ``metrics.jsonl`` itself is never changed. With ``stop_below`` (a sweep's
+``forecast_stop``), a run whose probability of generalizing within its budget stays below it for
+:data:`STOP_AFTER` evaluations in a row is stopped there, and its summary says so (``stopped_by``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from grokscope.store import Run
 
 FORECAST_FILE = "forecast.jsonl"
+STOP_AFTER = 2  # forecasts in a row below the threshold before a run is stopped (one may be a blip)
 
 
 def forecast_line(result: Forecast) -> dict[str, Any]:
@@ -43,8 +46,9 @@ def progress_text(result: Forecast) -> str:
 class LiveForecast(Callback):
     """Forecasts at each evaluation after memorization; see the module docstring."""
 
-    def __init__(self, predictor: Predictor | None = None) -> None:
+    def __init__(self, predictor: Predictor | None = None, stop_below: float | None = None) -> None:
         self.predictor = predictor or shipped_predictor()
+        self.stop_below = stop_below
         self.lines: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
         self._run: Run | None = None
@@ -74,6 +78,17 @@ class LiveForecast(Callback):
         result = self._observe(metrics)
         if result is None:
             return
+        p = result.p_generalize_within_budget
+        recent = [line["p_generalize_within_budget"] for line in self.lines[-STOP_AFTER:]]
+        if (
+            self.stop_below is not None
+            and len(recent) == STOP_AFTER
+            and all(q is not None and q < self.stop_below for q in recent)
+        ):
+            self.stop_reason = (
+                f"forecast: P(generalize within {result.budget} steps) = {p:.3f} < {self.stop_below} at "
+                f"{STOP_AFTER} evaluations in a row (step {step})"
+            )
         low, high = result.interval or (None, None)
         metrics.update(
             forecast_step=result.predicted_step,

@@ -411,6 +411,7 @@ class RunLog:
         self.stopped = self.finished_before
         self.saved_step: int | None = self.start if state is not None else None  # the latest complete checkpoint
         self.diverged: dict[str, Any] | None = None
+        self.stopped_by: str | None = None  # a callback's reason for stopping the run (the forecast's), if one did
         # The environments that trained the run, each from the step it took over at (in the resume state and the
         # summary). A run from before this record starts its list at the step it was resumed from.
         self.trained_with: list[dict[str, Any]] = list((state or {}).get(TRAINED_WITH) or [])
@@ -477,6 +478,7 @@ class RunLog:
             device=str(device),
             accelerators=self.config.optim.accelerators() + (["stablemax"] if tc.loss_fn == "stablemax" else []),
             **extra,
+            **({"stopped_by": self.stopped_by} if self.stopped_by else {}),
             versions=_versions(),
             trained_with=self.trained_with,
         )
@@ -628,6 +630,9 @@ def _train_claimed(
             for cb in callbacks:
                 cb.on_eval(step, model, shown)
             bar.update(step, shown)
+            asked = next((cb.stop_reason for cb in callbacks if cb.stop_reason), None)
+            if asked is not None and not log.stopped:
+                log.stopped, log.stopped_by = True, asked
         if log.diverged is not None:
             return True
         log.stopped = log.stopped or final

@@ -7,12 +7,14 @@ a typo in a grid is refused before a single combination is built.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from grokscope.experiments.regimes import RegimeRules
 from grokscope.experiments.runs import ExperimentModel, Name, RecordedExperiment, Seed, check_run_count, check_seeds
+from grokscope.recorders import RecordPlan
 
 RESERVED = {"seed": "sweep seeds with `seeds:`", "name": "run names are made from the swept values"}
 
@@ -40,6 +42,19 @@ class SweepConfig(RecordedExperiment):
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     rules: RegimeRules = Field(default_factory=RegimeRules)
     dmd: DMDOptions | None = Field(None, description="DMD settings for comparing the recorded fingerprints")
+    forecast_stop: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="stop a run once the live forecast gives it less than this probability of generalizing "
+        "within its budget (grokscope.forecast.live); off by default",
+    )
+
+    def record_plan(self) -> RecordPlan | None:
+        plan = super().record_plan()
+        if self.forecast_stop is None:
+            return plan
+        return replace(plan or RecordPlan((), where="record"), forecast_stop=self.forecast_stop)
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
