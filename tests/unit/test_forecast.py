@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import QUICKSTART, assert_one_line_error
+from grokscope.callbacks import Callback
 from grokscope.cli import app
 from grokscope.config import load_config, parse_config
 from grokscope.forecast import Predictor, fit_predictor, forecast, forecast_trajectory, labelled_runs, read_trajectory
@@ -202,12 +203,24 @@ def test_live_forecast_equals_the_offline_forecast_at_each_step(predictor, tmp_p
     from grokscope.forecast.live import LiveForecast
     from grokscope.training import train
 
+    class Seen(Callback):  # stands where a --log logger stands: after the forecast
+        def __init__(self) -> None:
+            self.rows: list[dict] = []
+
+        def on_eval(self, step, model, metrics):
+            self.rows.append(dict(metrics))
+
     config = load_config(QUICKSTART, ["train.steps=120", "train.checkpoints.every=60"])
     # The law runs' domain is the quickstart family: the quickstart itself lies inside it.
-    result = train(config, tmp_path / "live", device="cpu", progress=False, callbacks=[LiveForecast(predictor)])
+    seen = Seen()
+    result = train(config, tmp_path / "live", device="cpu", progress=False, callbacks=[LiveForecast(predictor), seen])
     lines = [json.loads(line) for line in (result.run.root / FORECAST_FILE).read_text().splitlines()]
     memorized = result.summary["memorization_step"]
     assert lines and lines[0]["step"] == memorized
+    # The loggers see the forecast's numbers; metrics.jsonl keeps the rows as measured.
+    logged = {row["step"]: row for row in seen.rows}
+    assert all(logged[line["step"]]["forecast_p_within_budget"] == line["p_generalize_within_budget"] for line in lines)
+    assert not any(k.startswith("forecast") for row in result.run.metrics() for k in row)
     for line in lines:
         offline = forecast_trajectory(read_trajectory(result.run.root, line["step"]), predictor)
         assert line["status"] == offline.status and line["predicted_step"] == offline.predicted_step

@@ -53,11 +53,13 @@ class FirstPassageLaw:
         return cls(float(kappa), float(math.exp(ln_v_star)))
 
     def delay(self, run: Trajectory, memorization_step: int) -> float:
-        """The predicted delay (steps after memorization); infinite without weight decay or when the law's κ or
-        ln(V_mem / V*) is not positive (the norm would never fall to V*)."""
+        """The predicted delay (steps after memorization): 0 when V_mem is already at or below V* (the passage is
+        behind the run), infinite when 2κηλ is not positive (without weight decay the norm never falls)."""
         rate = 2 * self.kappa * eta_lambda(run)
         gap = math.log(squared_norm_at(run, memorization_step) / self.v_star)
-        return gap / rate if rate > 0 and gap > 0 else math.inf
+        if rate <= 0:
+            return math.inf
+        return max(gap, 0.0) / rate
 
 
 @dataclass(frozen=True)
