@@ -68,7 +68,7 @@ def run_folders(command: str) -> tuple[list[str], bool]:
     args = shlex.split(command, comments=True)[2:]
     config, options, i = args[0], {}, 1
     while i < len(args):
-        if args[i] in ("--resume", "--overwrite", "--quiet"):
+        if args[i] in ("--resume", "--overwrite", "--quiet", "--forecast"):
             options[args[i]] = True
             i += 1
         else:
