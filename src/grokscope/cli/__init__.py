@@ -2,8 +2,9 @@
 
 One module per command (:mod:`.train`, :mod:`.analyze`, :mod:`.forecast`, :mod:`.experiment`, :mod:`.report`,
 :mod:`.configs`, :mod:`.compare`, :mod:`.importing`), the error guard they share (:mod:`.guard`) and helpers for
-CONFIG arguments (:mod:`.common`). Heavy imports (torch, TransformerLens) happen inside the commands so that ``grokscope --help``
-answers at once; ``analyze``, whose flags come from the analyses themselves, is built only when it is used.
+CONFIG arguments (:mod:`.common`). Heavy imports (torch, TransformerLens) happen inside the commands so that
+``grokscope --help`` answers at once; ``analyze``, whose flags come from the analyses themselves, is built only when
+it is used.
 A :class:`~grokscope.errors.UserError` becomes one line on stderr and exit code 2.
 """
 
