@@ -67,6 +67,11 @@ LOOSE_CRITERIA = (
 TINY_LLC = ("llc.num_draws=5", "llc.num_burnin=5")
 
 
+def tiny_sweep(grid: dict[str, list[Any]] | None, seed: int) -> list[Override]:
+    """A sweep of tiny runs, one seed, over ``grid`` (None: the config's own conditions)."""
+    return [extend("set", *TINY_RUN), *([f"grid={json.dumps(grid)}"] if grid else []), f"seeds=[{seed}]"]
+
+
 def transfer_smoke(*more: Override) -> list[Override]:
     """Tiny source runs, one seed, five steps a condition, criteria every checkpoint meets, and ``more``."""
     return [extend("source_set", *TINY_RUN), "seeds=[0]", every_budget(5), *more, LOOSE_CRITERIA]
@@ -81,30 +86,22 @@ SMOKE: dict[str, list[Override]] = {
     # sweeps, one seed: every swept field kept, with one value each on the 2-layer model (whose evaluations on all
     # 9,409 sequences take seconds) and four conditions (loss on answer or all x full batch or minibatches) on the
     # small one
-    "conditions_sweep.yaml": [
-        extend("set", *TINY_RUN),
-        'grid={"task.loss_on": ["all"], "optim.weight_decay": [1], "train.batch_size": [512]}',
-        "seeds=[0]",
-    ],
-    "conditions_sweep_quick.yaml": [
-        extend("set", *TINY_RUN),
-        'grid={"task.loss_on": ["answer", "all"], "optim.weight_decay": [1], "train.batch_size": [null, 128]}',
-        "seeds=[0]",
-    ],
+    "conditions_sweep.yaml": tiny_sweep(
+        {"task.loss_on": ["all"], "optim.weight_decay": [1], "train.batch_size": [512]}, seed=0
+    ),
+    "conditions_sweep_quick.yaml": tiny_sweep(
+        {"task.loss_on": ["answer", "all"], "optim.weight_decay": [1], "train.batch_size": [None, 128]}, seed=0
+    ),
+    # the forecast's calibration and held-out sweeps: one cell (or every control), one seed, a few steps
+    "forecast_calibration.yaml": tiny_sweep(
+        {"task.modulus": [53], "task.train_fraction": [0.45], "optim.lr": [0.01], "optim.weight_decay": [1]}, seed=0
+    ),
+    "forecast_heldout.yaml": tiny_sweep(
+        {"task.modulus": [59], "task.train_fraction": [0.4], "optim.lr": [0.007], "optim.weight_decay": [0.7]}, seed=100
+    ),
+    "forecast_calibration_controls.yaml": tiny_sweep(None, seed=0),
+    "forecast_controls.yaml": tiny_sweep(None, seed=100),
     # 41 fingerprints a run, enough for the shipped DMD settings (16 delays, rank 8)
-    # the forecast's calibration and held-out sweeps: one cell, one seed, a few steps
-    "forecast_calibration.yaml": [
-        extend("set", *TINY_RUN),
-        'grid={"task.modulus": [53], "task.train_fraction": [0.45], "optim.lr": [0.01], "optim.weight_decay": [1]}',
-        "seeds=[0]",
-    ],
-    "forecast_heldout.yaml": [
-        extend("set", *TINY_RUN),
-        'grid={"task.modulus": [59], "task.train_fraction": [0.4], "optim.lr": [0.007], "optim.weight_decay": [0.7]}',
-        "seeds=[100]",
-    ],
-    "forecast_calibration_controls.yaml": [extend("set", *TINY_RUN), "seeds=[0]"],
-    "forecast_controls.yaml": [extend("set", *TINY_RUN), "seeds=[100]"],
     "fingerprint_sweep_quick.yaml": [extend("set", "train.steps=40"), "record_every=1", "seeds=[0]"],
     # staged experiments: every stage, a few steps each; the quick ones keep the LLC (short chains), and one of them
     # both seeds (the LLC's last stage against the direct run across seeds)

@@ -253,3 +253,17 @@ def test_a_sweep_opts_in_to_forecast_stopping():
     assert type(plan.recorders()[0]).__name__ == "LiveForecast"
     with pytest.raises(ValueError, match="forecast_stop"):
         SweepConfig.model_validate({**base, "forecast_stop": 1.5})
+
+
+def test_a_folder_with_a_malformed_run_forecasts_the_others_and_exits_2(predictor, tmp_path):
+    predictor.save(tmp_path / "p.json")
+    runs = tmp_path / "runs"
+    good = law_run(runs, lr=0.01, wd=1.0, delay=400)
+    bad = law_run(runs, lr=0.02, wd=1.0, delay=300)
+    (bad / "metrics.jsonl").write_text('{"step": 0, "train_acc": "high"}\n')
+    result = CliRunner().invoke(app, ["forecast", str(runs), "--at", "100", "--predictor", str(tmp_path / "p.json")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.output
+    assert any(line.startswith(f"{good} at step 100: generalizes") for line in lines)
+    assert any(line.startswith("error: ") and bad.name in line for line in lines)
