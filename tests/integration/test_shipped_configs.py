@@ -182,7 +182,8 @@ def check_run(run: Path, data: dict[str, Any] | None = None) -> None:
 
 
 def check_sweep(root: Path, data: dict[str, Any]) -> None:
-    n = math.prod(len(v) for v in data["grid"].values()) * len(data["seeds"])
+    conditions = len(data["runs"]) if data.get("runs") else math.prod(len(v) for v in data["grid"].values())
+    n = conditions * len(data["seeds"])
     runs = _json(root / "results.json")["runs"]
     assert len(runs) == n and len(_csv(root / "results.csv")) == n
     assert not (root / "failures.json").exists() or _json(root / "failures.json") == []  # written when runs fail

@@ -195,6 +195,31 @@ def test_answer_grid_is_the_tasks_answers_a_major(operation):
     assert torch.equal(answer_grid(13, operation).flatten(), task.dataset().answers)
 
 
+@pytest.mark.parametrize("operation", ["add", "sub"])
+@pytest.mark.parametrize("modulus", [13, 12, 31])
+def test_the_factored_sweeps_equal_the_definition_at_every_frequency(modulus, operation):
+    """Each frequency's restricted and excluded logits built as the paper defines them (a [p^2, p] table each),
+    scored input by input, against the sweep that never builds them."""
+    from grokscope.analysis.common import answer_loss
+
+    torch.manual_seed(modulus)
+    logits = torch.randn(modulus * modulus, modulus, dtype=torch.float64) * 4
+    answers = answer_grid(modulus, operation).flatten()
+    logits[torch.arange(modulus * modulus), answers] += 3  # answers often on top: both accuracies vary
+    perm = torch.randperm(modulus * modulus)
+    splits = {"train": perm[: modulus * 4], "test": perm[modulus * 4 :], "all": torch.arange(modulus * modulus)}
+    restricted, excluded = progress.single_frequency_sweeps(logits, operation, splits)
+    for k in range(1, modulus // 2 + 1):
+        for sweep, variant in (
+            (restricted, progress.restricted_logits(logits, [k], operation)),
+            (excluded, progress.excluded_logits(logits, [k], operation)),
+        ):
+            loss, right = answer_loss(variant, answers)
+            for name, rows in splits.items():
+                assert sweep.loss[name][k - 1] == pytest.approx(loss[rows].mean().item(), abs=1e-9)
+                assert sweep.acc[name][k - 1] == right[rows].double().mean().item()
+
+
 @pytest.mark.parametrize("modulus", [13, 12])
 def test_single_frequency_sweeps_match_the_key_set_measures(modulus):
     model, task, split = tiny_model(modulus=modulus)

@@ -167,31 +167,57 @@ def gini(x: Float[Tensor, " n"]) -> float:
 def single_frequency_sweeps(
     logits: Float[Tensor, "p_sq p"], operation: str, splits: dict[str, Tensor]
 ) -> tuple[Sweep, Sweep]:
-    """Restricted and excluded scores with K = {k} for every k, a block of frequencies at a time."""
+    """Restricted and excluded scores with K = {k} for every k, without a [p^2, p] table per frequency.
+
+    Frequency k's directions are functions of the answer t = a ± b alone, so its trig part is a [p, p] table
+    ``tau_k[t, c]`` (the logits summed over the p inputs of each answer, projected), read at each input's own t. The
+    restricted logits ``tau_k[t] + m`` take p distinct rows, scored once each. The excluded logits
+    ``L(x) − tau_k[t(x)]`` are scored through their log-sum-exp, which factors: for the p inputs of one answer t,
+    ``sum_c e^(L(x, c)) e^(−tau_k[t, c])`` for every k is a [p, p] x [p, n_freq] product. Only the accuracy (does
+    the answer's logit beat every other?) still compares p logits per input and frequency.
+    """
     n, p = logits.shape
-    answers = answer_grid(p, operation, logits.device).flatten()
+    device = logits.device
+    answers = answer_grid(p, operation, device).flatten()
+    order = torch.argsort(answers, stable=True)
+    by_answer = logits[order].reshape(p, p, p)  # [t, the p inputs with answer t, c]
+    diag = torch.arange(p, device=device)
     ks = list(range(1, p // 2 + 1))
-    # Each frequency's own one or two directions, and the logits' coefficients along them.
-    directions = [trig_directions(p, operation, [k]).to(logits) for k in ks]
-    coefficients = [d @ logits for d in directions]
-    column_means = logits.mean(0)
+    # Input a = t, b = 0 has answer t: each direction's value at answer t.
+    waves = [d[:, diag * p] for d in (trig_directions(p, operation, [k]).to(logits) for k in ks)]
+    summed = by_answer.sum(1)  # [t, c]: the logits summed over the inputs of each answer
+    tau = torch.stack([w.T @ (w @ summed) for w in waves])  # [n_freq, t, c]
+
+    # Restricted: one row per answer t (every t is the answer of p inputs, so means over t are means over inputs).
+    restricted = tau + (logits.mean(0) - tau.mean(1)).unsqueeze(1)
+    loss_r, right_r = answer_loss(restricted, diag)  # [n_freq, t]
+    loss_r, right_r = loss_r[:, :, None].expand(-1, -1, p), right_r[:, :, None].expand(-1, -1, p)
+
+    # Excluded: the log-sum-exp from one product per answer, both factors scaled by their maxima to stay in range.
+    right_value = by_answer[diag, :, diag][None] - tau[:, diag, diag][:, :, None]  # [n_freq, t, x]
+    top = by_answer.amax(2, keepdim=True)  # [t, x, 1]
+    neg_top = (-tau).amax(2, keepdim=True)  # [n_freq, t, 1]
+    sums = torch.bmm((by_answer - top).exp(), (-tau - neg_top).exp().permute(1, 2, 0))  # [t, x, n_freq]
+    lse = sums.log().permute(2, 0, 1) + top.squeeze(2)[None] + neg_top
+    loss_e = (lse - right_value).clamp_min(0)  # a loss of ~1e-16 can round below zero
+    wrong_only = tau.clone()
+    wrong_only[:, diag, diag] = math.inf  # the answer itself drops out of the best other logit
+    right_e = torch.empty_like(right_value, dtype=torch.bool)
     per_block = max(1, SWEEP_CHUNK // (n * p))
-    losses: dict[str, list[Tensor]] = {"restricted": [], "excluded": []}
-    rights: dict[str, list[Tensor]] = {"restricted": [], "excluded": []}
-    for block in torch.tensor(ks).split(per_block):
-        trig = torch.stack([directions[k - 1].T @ coefficients[k - 1] for k in block.tolist()])  # [block, n, p]
-        restricted = trig + (column_means - trig.mean(1)).unsqueeze(1)
-        for name, variant in (("restricted", restricted), ("excluded", logits - trig)):
-            loss, right = answer_loss(variant, answers)
-            losses[name].append(loss)
-            rights[name].append(right)
+    for block in torch.arange(len(ks), device=device).split(per_block):
+        best_other = (by_answer[None] - wrong_only[block][:, :, None, :]).amax(3)  # [block, t, x]
+        right_e[block] = right_value[block] > best_other
+
     sweeps = []
-    for name in ("restricted", "excluded"):
-        loss, right = torch.cat(losses[name]), torch.cat(rights[name]).double()
+    for loss, right in ((loss_r, right_r), (loss_e, right_e)):
+        per_input = loss.new_empty(len(ks), n)
+        per_input[:, order] = loss.reshape(len(ks), n)
+        hits = torch.empty(len(ks), n, dtype=torch.float64, device=device)
+        hits[:, order] = right.reshape(len(ks), n).double()
         sweeps.append(
             Sweep(
-                loss={s: loss[:, i].mean(1).tolist() for s, i in splits.items()},
-                acc={s: right[:, i].mean(1).tolist() for s, i in splits.items()},
+                loss={s: per_input[:, i].mean(1).tolist() for s, i in splits.items()},
+                acc={s: hits[:, i].mean(1).tolist() for s, i in splits.items()},
             )
         )
     return sweeps[0], sweeps[1]
