@@ -267,3 +267,12 @@ def test_a_folder_with_a_malformed_run_forecasts_the_others_and_exits_2(predicto
     assert len(lines) == 2 and "Traceback" not in result.output
     assert any(line.startswith(f"{good} at step 100: generalizes") for line in lines)
     assert any(line.startswith("error: ") and bad.name in line for line in lines)
+
+
+def test_a_diverging_run_gets_no_forecast(predictor, tmp_path):
+    from grokscope.forecast.trajectory import Trajectory
+
+    run = read_trajectory(law_run(tmp_path, lr=0.01, wd=1.0, delay=300), at=100)
+    rows = [*run.rows[:-1], {**run.rows[-1], "test_loss": math.nan}]
+    result = forecast_trajectory(Trajectory(run.name, rows, run.at, run.budget, run.settings), predictor)
+    assert result.status == "not_finite" and result.predicted_step is None and "diverging" in result.reason

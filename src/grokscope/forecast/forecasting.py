@@ -1,7 +1,7 @@
 """Forecasting one run at one step: from what it had logged then to a :class:`Forecast`, or a plain reason why not.
 
-A run that has not memorized, that lies outside the predictor's calibrated domain, or that has already generalized
-gets no guess: its forecast says which, in one line. Otherwise the predicted generalization step is the median of
+A run that has not memorized, that lies outside the predictor's calibrated domain, that is diverging (its test
+loss or weight norm no longer finite) or that has already generalized gets no guess: its forecast says which, in one line. Otherwise the predicted generalization step is the median of
 the predictor's distribution, with its 80% interval and the probability of generalizing within the run's budget;
 when that median lies past the budget the forecast is "not expected within the budget" (no step).
 """
@@ -14,13 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from scipy import stats
 
 from grokscope.forecast.features import features
 from grokscope.forecast.predictor import Z80, Predictor
 from grokscope.forecast.trajectory import GENERALIZE_AT, MEMORIZE_AT, Trajectory, read_trajectory
 
-Status = Literal["forecast", "not_expected", "generalized", "too_early", "outside_domain"]
+Status = Literal["forecast", "not_expected", "generalized", "too_early", "outside_domain", "not_finite"]
 SHIPPED = "predictor.json"
 
 
@@ -112,7 +113,16 @@ def forecast_trajectory(run: Trajectory, predictor: Predictor) -> Forecast:
             memorization_step=m,
             reason=f"outside the domain the forecast was calibrated on: {outside}",
         )
-    mu, sigma = (float(v[0]) for v in predictor.distribution(features(run, predictor.ln_v_star)))
+    measured = features(run, predictor.ln_v_star)
+    if not np.isfinite(measured).all():  # a diverging run: its loss or weights are no longer finite
+        return Forecast(
+            **base,
+            **nothing,
+            status="not_finite",
+            memorization_step=m,
+            reason="no forecast: the test loss or the weight norm is not finite (the run is diverging)",
+        )
+    mu, sigma = (float(v[0]) for v in predictor.distribution(measured))
     left = run.budget - run.at
     p = float(stats.norm.cdf((math.log(left) - mu) / sigma)) if left > 0 else 0.0
     median = run.at + _steps(mu)
