@@ -177,6 +177,11 @@ def test_commands_default_to_the_same_device():
 
 
 def test_shell_completion_is_on_and_completes_presets(tmp_path, monkeypatch):
+    import typer.completion
+
+    # --show-completion writes the script of the shell it detects from its parent process: bash here, whatever
+    # shell happens to run the test suite (under sh it would refuse).
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "bash")
     shown = runner.invoke(app, ["--show-completion", "bash"], prog_name="grokscope")
     assert shown.exit_code == 0 and "_GROKSCOPE_COMPLETE=complete_bash" in shown.output, shown.output
     monkeypatch.chdir(tmp_path)
