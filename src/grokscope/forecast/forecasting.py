@@ -94,6 +94,15 @@ def forecast_trajectory(run: Trajectory, predictor: Predictor) -> Forecast:
             memorization_step=m,
             reason=f"already generalized at step {g}; nothing to forecast",
         )
+    outside = predictor.domain.outside(run.settings)
+    if outside is not None:
+        return Forecast(
+            **base,
+            **nothing,
+            status="outside_domain",
+            memorization_step=m,
+            reason=f"outside the domain the forecast was calibrated on: {outside}",
+        )
     if m is None:
         train_acc = run.rows[-1]["train_acc"]
         return Forecast(
@@ -103,15 +112,6 @@ def forecast_trajectory(run: Trajectory, predictor: Predictor) -> Forecast:
             memorization_step=None,
             reason=f"too early: not memorized yet (train acc {train_acc:.1%} < {MEMORIZE_AT:.0%}); "
             "a forecast starts at memorization",
-        )
-    outside = predictor.domain.outside(run.settings)
-    if outside is not None:
-        return Forecast(
-            **base,
-            **nothing,
-            status="outside_domain",
-            memorization_step=m,
-            reason=f"outside the domain the forecast was calibrated on: {outside}",
         )
     measured = features(run, predictor.ln_v_star)
     if not np.isfinite(measured).all():  # a diverging run: its loss or weights are no longer finite
