@@ -1,9 +1,10 @@
 """Forecasting one run at one step: from what it had logged then to a :class:`Forecast`, or a plain reason why not.
 
-A run that has not memorized, that lies outside the predictor's calibrated domain, that is diverging (its test
-loss or weight norm no longer finite) or that has already generalized gets no guess: its forecast says which, in one line. Otherwise the predicted generalization step is the median of
-the predictor's distribution, with its 80% interval and the probability of generalizing within the run's budget;
-when that median lies past the budget the forecast is "not expected within the budget" (no step).
+A run that has not memorized, that lies outside the predictor's calibrated domain, that is diverging (its test loss
+or weight norm no longer finite) or that has already generalized gets no guess: its forecast says which, in one
+line. Otherwise the predicted generalization step is the median of the predictor's distribution, with its 80%
+interval and the probability of generalizing within the run's budget; when that median lies past the budget the
+forecast is "not expected within the budget" (no step).
 """
 
 from __future__ import annotations
