@@ -33,13 +33,14 @@ def forecast(
 
     def work() -> int:
         from grokscope.forecast import Predictor, forecast_trajectory, read_trajectory, shipped_predictor
+        from grokscope.forecast.calibration import run_dirs
         from grokscope.store import CONFIG_FILE, METRICS_FILE
 
         fitted = Predictor.load(predictor) if predictor is not None else shipped_predictor()
         if (run / CONFIG_FILE).is_file() or not run.is_dir():
-            dirs = [run]
+            dirs = [run]  # a single run: read_trajectory says what is wrong with it, if anything
         else:
-            dirs = sorted(p.parent for p in run.rglob(METRICS_FILE) if (p.parent / CONFIG_FILE).is_file())
+            dirs = run_dirs([run], finished=False)
             if not dirs:
                 raise UserError(f"{run}: no runs (folders with {CONFIG_FILE} and {METRICS_FILE}) under it")
         failed = False

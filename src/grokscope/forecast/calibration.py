@@ -41,14 +41,16 @@ class LabelledRun:
         return self.generalization_step - self.memorization_step
 
 
-def run_dirs(paths: Iterable[Path | str]) -> list[Path]:
-    """Every finished run directory at or under ``paths``, sorted."""
+def run_dirs(paths: Iterable[Path | str], finished: bool = True) -> list[Path]:
+    """Every run directory (with metrics; ``finished``: and a summary) at or under ``paths``, sorted."""
     found: set[Path] = set()
     for path in map(Path, paths):
         if not path.exists():
             raise UserError(f"{path}: no such folder")
         candidates = [path] if (path / CONFIG_FILE).is_file() else [p.parent for p in path.rglob(CONFIG_FILE)]
-        found.update(p for p in candidates if (p / SUMMARY_FILE).is_file() and (p / METRICS_FILE).is_file())
+        found.update(
+            p for p in candidates if (p / METRICS_FILE).is_file() and (not finished or (p / SUMMARY_FILE).is_file())
+        )
     return sorted(found)
 
 
